@@ -1,0 +1,49 @@
+// Compiling a plan into the store: resolve sources, hash each distinct source
+// tensor once (streaming, parallel, bounded memory), build tensor/layer/variant
+// nodes, and name the variant.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "strata/compiler/plan.h"
+#include "strata/compiler/store.h"
+
+namespace strata {
+
+struct CompileOptions {
+  std::string name;    // the ref to write; empty: the plan file's stem
+  bool force = false;  // replace a ref that names a different variant
+  // Called once with the number of source bytes that must be read (0 when
+  // everything comes from the source cache); `bytes_done` then advances.
+  std::function<void(uint64_t total)> on_ingest_start;
+  std::atomic<uint64_t>* bytes_done = nullptr;
+};
+
+struct CompileStats {
+  Hash variant;
+  std::string name;
+  int layers = 0, distinct_layers = 0;
+  uint64_t logical_bytes = 0;     // bytes of the output model as a checkpoint
+  uint64_t source_tensors = 0;    // distinct source tensors referenced
+  uint64_t cached_tensors = 0;    // of which the source cache knew the hash
+  uint64_t bytes_read = 0;        // source bytes read
+  uint64_t blobs_written = 0, blob_bytes_written = 0;
+  bool ref_unchanged = false;     // the name already pointed at this variant
+  std::vector<std::string> warnings;
+};
+
+// The default variant name for a plan path: its file name without extension.
+std::string DefaultVariantName(const std::string& plan_path);
+
+// Compiles `plan`. On success the store holds every object the variant needs
+// and `opts.name` points at it. Throws Error (naming plan:line:col where the
+// plan is at fault) when a model cannot be found, a layer_range is past a
+// model's layers, tensors are missing or shapes disagree, the name exists for
+// another variant without `force`, or a write fails; on failure no ref is
+// changed and no partial object is visible.
+CompileStats Compile(Store& store, const Plan& plan, const CompileOptions& opts);
+
+}  // namespace strata

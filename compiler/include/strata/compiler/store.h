@@ -1,0 +1,95 @@
+// The content-addressed store: blobs (raw tensor bytes), nodes (canonical
+// JSON), refs (names of variants) and the source cache. formats/STORE_FORMAT.md
+// is the contract this code follows.
+#pragma once
+
+#include <atomic>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "strata/formats/file.h"
+#include "strata/formats/hash.h"
+
+namespace strata {
+
+using Json = nlohmann::json;  // sorted keys: dump() is the canonical form
+
+inline constexpr int kStoreFormatVersion = 1;
+
+// What ingesting one range of a source file produced.
+struct IngestResult {
+  bool zeros = false;  // every byte was 0: no blob, a `zeros` node
+  Hash blob;           // valid when !zeros
+  bool wrote = false;  // a new blob file was written (false: already stored)
+};
+
+class Store {
+ public:
+  // The store directory: `flag` when non-empty, else $STRATA_STORE, else
+  // ~/.cache/strata.
+  static std::string DefaultRoot(const std::string& flag);
+
+  // Opens the store at `root`. With `create`, a missing or empty directory is
+  // made into a store. Throws Error when `root` is not a store (and not empty),
+  // or was written by a newer strata.
+  explicit Store(std::string root, bool create = true);
+
+  const std::string& root() const { return root_; }
+  std::string BlobPath(const Hash& h) const;
+  std::string NodePath(const Hash& h) const;
+  std::string TmpDir() const { return root_ + "/tmp"; }
+  bool HasBlob(const Hash& h) const;
+  bool HasNode(const Hash& h) const;
+
+  // Copies [offset, offset+n) of `fd` into a blob in one streaming pass that
+  // hashes while it writes; all-zero ranges are reported as zeros and stored
+  // as nothing. `progress` (may be null) is advanced by the bytes read.
+  // Memory: one buffer of at most 8 MiB. Throws Error on any I/O failure,
+  // leaving nothing but (removed) temporaries behind.
+  IngestResult IngestRange(int fd, const std::string& what, uint64_t offset, uint64_t n,
+                           std::atomic<uint64_t>* progress);
+  // Stores `bytes` as a blob (small files: configs, tokenizers, plans).
+  Hash PutBlob(std::string_view bytes);
+  // Reads a whole blob into memory (small blobs only). Throws Error when it is
+  // missing or its bytes do not match its name.
+  std::string ReadBlob(const Hash& h) const;
+
+  // Stores a node under the hash of its canonical bytes; returns that hash.
+  Hash PutNode(const Json& node);
+  // Reads and parses a node, checking its bytes against its name. Throws Error
+  // naming the node when it is missing, corrupt or not JSON.
+  Json GetNode(const Hash& h) const;
+
+  // Ref names match [A-Za-z0-9][A-Za-z0-9._-]{0,127}.
+  static bool ValidRefName(const std::string& name);
+  void SetRef(const std::string& name, const Hash& variant);
+  // nullopt when there is no such ref. Throws Error when the ref is garbage.
+  std::optional<Hash> GetRef(const std::string& name) const;
+  // Throws Error listing the known variants when `name` is not one of them.
+  Hash ResolveRef(const std::string& name) const;
+  std::vector<std::string> ListRefs() const;
+
+  // Source cache: what a range of a source file hashed to, keyed by the file's
+  // identity. Lookup returns nullopt on a miss, or when the blob it names has
+  // since left the store.
+  std::optional<IngestResult> LookupSource(const FileIdentity& id, uint64_t offset,
+                                           uint64_t n) const;
+  // Records results for one source file (merged with what is there).
+  void RecordSources(const FileIdentity& id,
+                     const std::vector<std::pair<std::pair<uint64_t, uint64_t>, IngestResult>>& entries);
+
+  // Sizes for `du`: bytes of every blob file, and of every node file.
+  struct Usage {
+    uint64_t blob_bytes = 0, blob_count = 0, node_bytes = 0, node_count = 0;
+  };
+  Usage DiskUsage() const;
+
+ private:
+  std::string SourceCachePath(const FileIdentity& id) const;
+  Json ReadSourceCache(const std::string& path) const;
+  std::string root_;
+};
+
+}  // namespace strata

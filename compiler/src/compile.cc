@@ -1,0 +1,403 @@
+// Plan -> store: the streaming, deduplicating compiler.
+#include "strata/compiler/compile.h"
+
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+#include <map>
+#include <memory>
+#include <optional>
+
+#include "strata/compiler/resolve.h"
+#include "strata/compiler/variant.h"
+#include "strata/formats/arch.h"
+#include "strata/formats/error.h"
+#include "strata/formats/hf_checkpoint.h"
+
+namespace strata {
+
+namespace fs = std::filesystem;
+
+std::string DefaultVariantName(const std::string& plan_path) {
+  return fs::path(plan_path).stem().string();
+}
+
+namespace {
+
+// Tokenizer files mergekit copies from the donor model, in its order.
+constexpr const char* kTokenizerFiles[] = {
+    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
+    "added_tokens.json",     "merges.txt",              "vocab.json",
+};
+
+struct Model {
+  ResolvedModel resolved;
+  std::unique_ptr<HfCheckpoint> ckpt;
+  const ArchInfo* arch = nullptr;
+  int num_layers = 0;
+};
+
+struct OutTensor {
+  std::string name;  // output name
+  const Model* model = nullptr;
+  std::string src_name;
+  const HfCheckpoint::Entry* entry = nullptr;
+  std::optional<double> scale;
+  int layer = -1;    // output layer, -1 for pre/post tensors
+  bool pre = false;  // before the layers (embeddings)
+  std::string role;  // for layer tensors
+  std::string source_key;
+};
+
+struct SourceRange {
+  std::string path;
+  FileIdentity id;
+  uint64_t offset = 0, n = 0;
+  IngestResult result;
+  bool cached = false;
+};
+
+class Compiler {
+ public:
+  Compiler(Store& store, const Plan& plan, const CompileOptions& opts)
+      : store_(store), plan_(plan), opts_(opts), slices_(plan.slices) {}
+  CompileStats Run();
+
+ private:
+  void LoadModels();
+  const Model& ModelOf(const std::string& ref) const { return *models_.at(ref); }
+  std::optional<double> Scale(const PlanSlice& slice, const PlanSource& src,
+                              const std::string& tensor_name, double t) const;
+  void PlanTensors();
+  void AddTensor(OutTensor t, bool optional);
+  void CheckShapes() const;
+  void Ingest();
+  Hash TensorNodeFor(const OutTensor& t);
+  Hash ConfigBlob() const;
+  std::map<std::string, Hash> TokenizerFiles();
+  void WriteRef(const Hash& variant);
+
+  Store& store_;
+  const Plan& plan_;
+  const CompileOptions& opts_;
+  std::vector<PlanSlice> slices_;  // with models:-form ranges filled in
+  std::map<std::string, std::unique_ptr<Model>> models_;
+  std::vector<OutTensor> tensors_;
+  std::map<std::string, SourceRange> sources_;  // by source key
+  std::map<std::string, FileIdentity> identities_;
+  int total_layers_ = 0;
+  CompileStats stats_;
+};
+
+void Compiler::LoadModels() {
+  for (const std::string& ref : plan_.ReferencedModels()) {
+    auto m = std::make_unique<Model>();
+    m->resolved = ResolveModel(ref);
+    m->ckpt = std::make_unique<HfCheckpoint>(m->resolved.dir);
+    const OrderedJson& cfg = m->ckpt->config();
+    std::string arch_name;
+    if (cfg.contains("architectures") && cfg["architectures"].is_array() &&
+        !cfg["architectures"].empty() && cfg["architectures"][0].is_string())
+      arch_name = cfg["architectures"][0].get<std::string>();
+    m->arch = FindArch(arch_name);
+    if (!m->arch)
+      throw Error("model \"" + ref + "\" (" + m->resolved.dir + ") has architecture \"" +
+                  arch_name + "\", which strata does not support; supported: " +
+                  SupportedArchitectures());
+    if (!cfg.contains("num_hidden_layers") || !cfg["num_hidden_layers"].is_number_integer())
+      throw Error(m->resolved.dir + "/config.json has no integer num_hidden_layers");
+    m->num_layers = cfg["num_hidden_layers"].get<int>();
+    models_[ref] = std::move(m);
+  }
+  const ArchInfo* first = models_.at(plan_.ReferencedModels()[0])->arch;
+  for (const auto& [ref, m] : models_)
+    if (m->arch != first)
+      throw Error("the plan mixes architectures: \"" + ref + "\" is " + std::string(m->arch->hf_name) +
+                  " but \"" + plan_.ReferencedModels()[0] + "\" is " + std::string(first->hf_name) +
+                  "; passthrough stacks layers of one architecture");
+  for (PlanSlice& s : slices_)
+    for (PlanSource& src : s.sources) {
+      const Model& m = ModelOf(src.model);
+      if (src.end < 0) src.end = m.num_layers;
+      if (src.end > m.num_layers)
+        throw Error(src.range_loc.Str() + ": layer_range [" + std::to_string(src.begin) + ", " +
+                    std::to_string(src.end) + "] is past the " + std::to_string(m.num_layers) +
+                    " layers of " + src.model + "; the range is half-open, so the last layer is " +
+                    std::to_string(m.num_layers - 1));
+    }
+}
+
+std::optional<double> Compiler::Scale(const PlanSlice& slice, const PlanSource& src,
+                                      const std::string& tensor_name, double t) const {
+  // mergekit's precedence: the source's parameters, the slice's, the plan's.
+  for (const Params* p : {&src.params, &slice.params, &plan_.params}) {
+    auto it = p->find("scale");
+    if (it == p->end()) continue;
+    if (auto v = EvaluateNumber(it->second, tensor_name, t)) return v;
+  }
+  return std::nullopt;
+}
+
+void Compiler::AddTensor(OutTensor t, bool optional) {
+  t.entry = t.model->ckpt->Find(t.src_name);
+  if (!t.entry) {
+    if (optional) return;  // mergekit skips an optional weight no source has
+    throw Error("model \"" + t.model->resolved.ref + "\" (" + t.model->resolved.dir +
+                ") has no tensor \"" + t.src_name + "\", needed for output tensor \"" + t.name + "\"");
+  }
+  tensors_.push_back(std::move(t));
+}
+
+void Compiler::PlanTensors() {
+  const ArchInfo& arch = *ModelOf(slices_[0].sources[0].model).arch;
+  auto non_layer = [&](const NonLayerTensor& w, const PlanSlice& slice, bool pre) {
+    const PlanSource& src = slice.sources[0];
+    OutTensor t;
+    t.pre = pre;
+    t.name = t.src_name = std::string(w.name);
+    t.model = &ModelOf(src.model);
+    t.scale = Scale(slice, src, t.name, 0.0);
+    AddTensor(std::move(t), w.optional);
+  };
+  for (const NonLayerTensor& w : arch.pre) non_layer(w, slices_.front(), true);
+  int out_layer = 0;
+  for (const PlanSlice& slice : slices_) {
+    const PlanSource& src = slice.sources[0];
+    int n = src.end - src.begin;
+    for (int idx = 0; idx < n; ++idx, ++out_layer) {
+      double t = n > 1 ? static_cast<double>(idx) / (n - 1) : 1.0;
+      for (const RoleName& r : arch.layer) {
+        OutTensor o;
+        o.role = std::string(r.name);
+        o.name = LayerPrefix(out_layer) + o.role;
+        o.src_name = LayerPrefix(src.begin + idx) + o.role;
+        o.model = &ModelOf(src.model);
+        o.layer = out_layer;
+        o.scale = Scale(slice, src, o.src_name, t);
+        AddTensor(std::move(o), false);
+      }
+    }
+  }
+  total_layers_ = out_layer;
+  for (const NonLayerTensor& w : arch.post) non_layer(w, slices_.back(), false);
+}
+
+void Compiler::CheckShapes() const {
+  std::map<std::string, const OutTensor*> first;
+  for (const OutTensor& t : tensors_) {
+    if (t.layer < 0) continue;
+    auto [it, inserted] = first.emplace(t.role, &t);
+    if (inserted || it->second->entry->info->shape == t.entry->info->shape) continue;
+    auto shape = [](const OutTensor& o) { return Json(o.entry->info->shape).dump(); };
+    throw Error("shapes disagree: output layer " + std::to_string(t.layer) + " takes \"" + t.src_name +
+                "\" of " + t.model->resolved.ref + " with shape " + shape(t) + ", but output layer " +
+                std::to_string(it->second->layer) + " takes \"" + it->second->src_name + "\" of " +
+                it->second->model->resolved.ref + " with shape " + shape(*it->second) +
+                "; the models stacked must have the same layer shapes");
+  }
+}
+
+void Compiler::Ingest() {
+  for (OutTensor& t : tensors_) {
+    const std::string& path = t.entry->file->path();
+    auto id = identities_.find(path);
+    if (id == identities_.end()) id = identities_.emplace(path, IdentifyFile(path)).first;
+    uint64_t offset = t.entry->file->FileOffset(*t.entry->info), n = t.entry->info->nbytes();
+    t.source_key = id->second.Key() + "@" + std::to_string(offset) + ":" + std::to_string(n);
+    sources_.try_emplace(t.source_key, SourceRange{path, id->second, offset, n, {}, false});
+  }
+  std::vector<SourceRange*> misses;
+  uint64_t miss_bytes = 0;
+  for (auto& [key, s] : sources_) {
+    if (auto hit = store_.LookupSource(s.id, s.offset, s.n)) {
+      s.result = *hit;
+      s.cached = true;
+      ++stats_.cached_tensors;
+    } else {
+      misses.push_back(&s);
+      miss_bytes += s.n;
+    }
+  }
+  stats_.source_tensors = sources_.size();
+  if (opts_.on_ingest_start) opts_.on_ingest_start(miss_bytes);
+  // Largest first, so the parallel tail is short.
+  std::sort(misses.begin(), misses.end(), [](auto* a, auto* b) { return a->n > b->n; });
+  tbb::parallel_for(size_t{0}, misses.size(), [&](size_t i) {
+    SourceRange& s = *misses[i];
+    int fd = OpenReadOnly(s.path);
+    try {
+      s.result = store_.IngestRange(fd, s.path, s.offset, s.n, opts_.bytes_done);
+    } catch (...) {
+      CloseFd(fd);
+      throw;
+    }
+    CloseFd(fd);
+  });
+  std::map<std::string, std::vector<std::pair<std::pair<uint64_t, uint64_t>, IngestResult>>> by_file;
+  for (SourceRange* s : misses) {
+    stats_.bytes_read += s->n;
+    if (s->result.wrote) {
+      ++stats_.blobs_written;
+      stats_.blob_bytes_written += s->n;
+    }
+    by_file[s->path].push_back({{s->offset, s->n}, s->result});
+  }
+  for (const auto& [path, entries] : by_file) store_.RecordSources(identities_.at(path), entries);
+}
+
+Hash Compiler::TensorNodeFor(const OutTensor& t) {
+  const SourceRange& s = sources_.at(t.source_key);
+  TensorNode node;
+  node.dtype = t.entry->info->dtype;
+  node.shape = t.entry->info->shape;
+  node.op = s.result.zeros ? TensorNode::Op::kZeros : TensorNode::Op::kBlob;
+  node.blob = s.result.blob;
+  Hash h = store_.PutNode(node.ToJson());
+  auto derive = [&](TensorNode::Op op, DType dtype, double factor) {
+    if (!IsComputeFloat(node.dtype) || !IsComputeFloat(dtype))
+      throw Error("tensor \"" + t.src_name + "\" of " + t.model->resolved.ref + " is " +
+                  std::string(DTypeName(node.dtype)) + "; strata can only cast and scale float tensors");
+    node.op = op;
+    node.src = h;
+    node.dtype = dtype;
+    node.factor = factor;
+    h = store_.PutNode(node.ToJson());
+  };
+  // mergekit: cast on load, then `tensor * scale`, then cast on save.
+  if (plan_.dtype && *plan_.dtype != node.dtype) derive(TensorNode::Op::kCast, *plan_.dtype, 1.0);
+  if (t.scale && *t.scale != 1.0) derive(TensorNode::Op::kScale, node.dtype, *t.scale);
+  if (plan_.out_dtype && *plan_.out_dtype != node.dtype) derive(TensorNode::Op::kCast, *plan_.out_dtype, 1.0);
+  stats_.logical_bytes += node.nbytes();
+  return h;
+}
+
+Hash Compiler::ConfigBlob() const {
+  const std::string donor = plan_.ReferencedModels()[0];  // base_model when given
+  OrderedJson cfg = ModelOf(donor).ckpt->config();
+  cfg["num_hidden_layers"] = total_layers_;
+  if (auto dt = plan_.out_dtype ? plan_.out_dtype : plan_.dtype)
+    cfg["torch_dtype"] = std::string(TorchDTypeName(*dt));
+  return store_.PutBlob(DumpConfigJson(cfg));
+}
+
+std::map<std::string, Hash> Compiler::TokenizerFiles() {
+  std::string donor = plan_.ReferencedModels()[0];
+  if (plan_.tokenizer_source) {
+    if (*plan_.tokenizer_source != "base") {
+      donor = *plan_.tokenizer_source;
+    } else if (!plan_.base_model) {
+      throw Error(plan_.path + ": tokenizer_source: base needs a base_model");
+    }
+  }
+  const Model& m = ModelOf(donor);
+  std::map<std::string, std::string> bytes;
+  for (const char* f : kTokenizerFiles) {
+    std::string path = m.resolved.dir + "/" + f;
+    if (FileExists(path)) bytes[f] = ReadFile(path);
+  }
+  if (plan_.tokenizer_source) {
+    // strata carries the tokenizer; it does not permute embeddings between
+    // different vocabularies as mergekit would, so it insists they agree.
+    for (const auto& [ref, other] : models_)
+      for (const char* f : {"tokenizer.json", "tokenizer.model"}) {
+        std::string p = other->resolved.dir + "/" + f;
+        if (bytes.count(f) && FileExists(p) && ReadFile(p) != bytes[f])
+          throw Error("tokenizer_source " + *plan_.tokenizer_source + ": " + ref +
+                      " has a different " + f + "; strata cannot yet merge embeddings across "
+                      "different tokenizers");
+      }
+  }
+  if (plan_.chat_template) {
+    OrderedJson tc = OrderedJson::object();
+    if (bytes.count("tokenizer_config.json")) tc = ReadConfigJson(m.resolved.dir + "/tokenizer_config.json");
+    tc["chat_template"] = *plan_.chat_template;
+    bytes["tokenizer_config.json"] = tc.dump(2) + "\n";
+  }
+  std::map<std::string, Hash> out;
+  for (const auto& [name, b] : bytes) out[name] = store_.PutBlob(b);
+  return out;
+}
+
+void Compiler::WriteRef(const Hash& variant) {
+  auto existing = store_.GetRef(stats_.name);
+  if (existing && *existing == variant) {
+    stats_.ref_unchanged = true;
+    return;
+  }
+  if (existing && !opts_.force)
+    throw Error("variant \"" + stats_.name + "\" already exists in " + store_.root() +
+                " with different content; choose another --name, or pass --force to replace it");
+  store_.SetRef(stats_.name, variant);
+}
+
+CompileStats Compiler::Run() {
+  stats_.name = opts_.name.empty() ? DefaultVariantName(plan_.path) : opts_.name;
+  if (!Store::ValidRefName(stats_.name))
+    throw Error("\"" + stats_.name + "\" is not a valid variant name: use letters, digits, '.', '_' "
+                "and '-', starting with a letter or digit; pick one with --name");
+  stats_.warnings = plan_.warnings;
+  LoadModels();
+  PlanTensors();
+  CheckShapes();
+  Ingest();
+
+  Json pre = Json::array(), post = Json::array(), layers = Json::array();
+  std::vector<Json> layer_nodes(total_layers_, Json{{"kind", "layer"}, {"tensors", Json::object()}});
+  for (const OutTensor& t : tensors_) {
+    Hash h = TensorNodeFor(t);
+    if (t.layer >= 0) {
+      layer_nodes[t.layer]["tensors"][t.role] = h.Hex();
+    } else {
+      (t.pre ? pre : post).push_back(Json{{"name", t.name}, {"tensor", h.Hex()}});
+    }
+  }
+  std::set<Hash> distinct;
+  int out_layer = 0;
+  for (size_t si = 0; si < slices_.size(); ++si) {
+    const PlanSource& src = slices_[si].sources[0];
+    for (int l = src.begin; l < src.end; ++l, ++out_layer) {
+      Hash h = store_.PutNode(layer_nodes[out_layer]);
+      distinct.insert(h);
+      layers.push_back(Json{{"layer", h.Hex()}, {"model", src.model}, {"source_layer", l},
+                            {"slice", static_cast<int>(si)}});
+    }
+  }
+  Json sources = Json::object();
+  // Provenance that does not depend on where the cache lives: the snapshot
+  // revision for hub models, the path for local directories.
+  for (const auto& [ref, m] : models_)
+    sources[ref] = m->resolved.revision.empty() ? Json{{"path", m->resolved.dir}}
+                                                : Json{{"revision", m->resolved.revision}};
+  Json files = Json::object();
+  for (const auto& [name, h] : TokenizerFiles()) files[name] = h.Hex();
+  auto dtype_json = [](const std::optional<DType>& d) {
+    return d ? Json(std::string(TorchDTypeName(*d))) : Json(nullptr);
+  };
+  Json variant{{"kind", "variant"},
+               {"format", 1},
+               {"architecture", std::string(ModelOf(slices_[0].sources[0].model).arch->hf_name)},
+               {"config", ConfigBlob().Hex()},
+               {"pre", pre},
+               {"post", post},
+               {"layers", layers},
+               {"files", files},
+               {"plan", store_.PutBlob(plan_.text).Hex()},
+               {"dtype", dtype_json(plan_.dtype)},
+               {"out_dtype", dtype_json(plan_.out_dtype)},
+               {"sources", sources}};
+  stats_.variant = store_.PutNode(variant);
+  stats_.layers = total_layers_;
+  stats_.distinct_layers = static_cast<int>(distinct.size());
+  WriteRef(stats_.variant);
+  return stats_;
+}
+
+}  // namespace
+
+CompileStats Compile(Store& store, const Plan& plan, const CompileOptions& opts) {
+  return Compiler(store, plan, opts).Run();
+}
+
+}  // namespace strata

@@ -1,0 +1,351 @@
+// Parsing mergekit plans with positions, and mergekit's parameter evaluation.
+#include "strata/compiler/plan.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <set>
+
+#include "strata/formats/error.h"
+#include "strata/formats/file.h"
+
+namespace strata {
+
+std::string SourceLoc::Str() const {
+  if (line == 0) return file;
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column);
+}
+
+namespace {
+
+class Parser {
+ public:
+  explicit Parser(std::string path) : path_(std::move(path)) {}
+  Plan Parse(const std::string& text);
+
+ private:
+  SourceLoc Loc(const YAML::Node& n) const {
+    const YAML::Mark m = n.Mark();
+    if (m.is_null()) return SourceLoc{path_, 0, 0};
+    return SourceLoc{path_, m.line + 1, m.column + 1};
+  }
+  [[noreturn]] void Fail(const YAML::Node& n, const std::string& msg) const {
+    throw Error(Loc(n).Str() + ": " + msg);
+  }
+  void CheckKeys(const YAML::Node& map, const std::string& what,
+                 std::initializer_list<std::string_view> known) const;
+  std::string String(const YAML::Node& n, const std::string& what) const;
+  int Int(const YAML::Node& n, const std::string& what) const;
+  bool IsNumber(const YAML::Node& n) const;
+  double Number(const YAML::Node& n) const;
+  Setting ParseSetting(const YAML::Node& n, const std::string& what) const;
+  Params ParseParams(const YAML::Node& n, const std::string& what, Plan& plan) const;
+  PlanSource ParseSource(const YAML::Node& n, const std::string& what, Plan& plan) const;
+  PlanSlice ParseSlice(const YAML::Node& n, size_t index, Plan& plan) const;
+  DType ParseDType(const YAML::Node& n, const std::string& key) const;
+  void Validate(const Plan& plan, const YAML::Node& root) const;
+
+  std::string path_;
+};
+
+void Parser::CheckKeys(const YAML::Node& map, const std::string& what,
+                       std::initializer_list<std::string_view> known) const {
+  for (const auto& kv : map) {
+    std::string key = kv.first.as<std::string>();
+    if (std::find(known.begin(), known.end(), key) != known.end()) continue;
+    std::string list;
+    for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+    Fail(kv.first, "unknown key \"" + key + "\" in " + what + " (known keys: " + list + ")");
+  }
+}
+
+std::string Parser::String(const YAML::Node& n, const std::string& what) const {
+  if (!n.IsScalar()) Fail(n, what + " must be a string");
+  return n.Scalar();
+}
+
+int Parser::Int(const YAML::Node& n, const std::string& what) const {
+  if (!n.IsScalar()) Fail(n, what + " must be an integer");
+  try {
+    size_t used = 0;
+    long v = std::stol(n.Scalar(), &used);
+    if (used != n.Scalar().size() || v < -1'000'000 || v > 1'000'000) throw 0;
+    return static_cast<int>(v);
+  } catch (...) {
+    Fail(n, what + " must be an integer, got \"" + n.Scalar() + "\"");
+  }
+}
+
+bool Parser::IsNumber(const YAML::Node& n) const {
+  if (!n.IsScalar() || n.Tag() == "!") return false;  // quoted: a string
+  const std::string& s = n.Scalar();
+  if (s == "true" || s == "false" || s == "True" || s == "False") return true;
+  try {
+    size_t used = 0;
+    std::stod(s, &used);
+    return used == s.size();
+  } catch (...) {
+    return false;
+  }
+}
+
+double Parser::Number(const YAML::Node& n) const {
+  const std::string& s = n.Scalar();
+  if (s == "true" || s == "True") return 1.0;  // Python: True * x == x
+  if (s == "false" || s == "False") return 0.0;
+  return std::stod(s);
+}
+
+Setting Parser::ParseSetting(const YAML::Node& n, const std::string& what) const {
+  Setting s;
+  s.loc = Loc(n);
+  if (n.IsScalar()) {
+    if (IsNumber(n)) {
+      s.kind = Setting::Kind::kNumber;
+      s.number = Number(n);
+    } else {
+      s.kind = Setting::Kind::kString;
+      s.str = n.Scalar();
+    }
+    return s;
+  }
+  if (!n.IsSequence() || n.size() == 0)
+    Fail(n, what + " must be a number, a list of numbers (a gradient) or a list of "
+            "{filter, value} entries");
+  bool all_numbers = true, all_scalars = true;
+  for (const auto& e : n) {
+    all_numbers = all_numbers && IsNumber(e);
+    all_scalars = all_scalars && e.IsScalar();
+  }
+  if (all_numbers) {
+    s.kind = Setting::Kind::kGradient;
+    for (const auto& e : n) s.gradient.push_back(Number(e));
+    return s;
+  }
+  if (all_scalars) {
+    s.kind = Setting::Kind::kStringList;
+    for (const auto& e : n) s.strings.push_back(e.Scalar());
+    return s;
+  }
+  s.kind = Setting::Kind::kFilters;
+  for (const auto& e : n) {
+    if (!e.IsMap() || !e["value"])
+      Fail(e, what + ": each entry of a filter list must be a map with a \"value\" "
+              "(and optionally a \"filter\"), e.g. {filter: o_proj, value: 0.0}");
+    CheckKeys(e, what + " filter entry", {"filter", "value"});
+    Setting::Filter f;
+    if (e["filter"] && !e["filter"].IsNull()) f.filter = String(e["filter"], "filter");
+    f.value = std::make_shared<Setting>(ParseSetting(e["value"], what));
+    s.filters.push_back(std::move(f));
+  }
+  return s;
+}
+
+Params Parser::ParseParams(const YAML::Node& n, const std::string& what, Plan& plan) const {
+  Params out;
+  if (!n || n.IsNull()) return out;
+  if (!n.IsMap()) Fail(n, what + " must be a map of parameter names to values");
+  for (const auto& kv : n) {
+    std::string name = kv.first.as<std::string>();
+    if (name != "scale")
+      plan.warnings.push_back(Loc(kv.first).Str() + ": parameter \"" + name +
+                              "\" has no meaning for passthrough and is ignored");
+    out[name] = ParseSetting(kv.second, "parameter \"" + name + "\"");
+  }
+  return out;
+}
+
+PlanSource Parser::ParseSource(const YAML::Node& n, const std::string& what, Plan& plan) const {
+  if (!n.IsMap()) Fail(n, what + " must be a map with \"model\" and \"layer_range\"");
+  CheckKeys(n, what, {"model", "layer_range", "parameters"});
+  PlanSource src;
+  src.loc = Loc(n);
+  if (!n["model"]) Fail(n, what + " has no \"model\"");
+  src.model = String(n["model"], "model");
+  if (!n["layer_range"]) Fail(n, what + " has no \"layer_range\" (e.g. layer_range: [0, 24])");
+  const YAML::Node r = n["layer_range"];
+  src.range_loc = Loc(r);
+  if (!r.IsSequence() || r.size() != 2)
+    Fail(r, "layer_range must be a list of two integers [begin, end), e.g. [0, 24]");
+  src.begin = Int(r[0], "layer_range begin");
+  src.end = Int(r[1], "layer_range end");
+  if (src.begin < 0 || src.end <= src.begin)
+    Fail(r, "layer_range [" + std::to_string(src.begin) + ", " + std::to_string(src.end) +
+                "] is empty or negative; it is half-open [begin, end) with 0 <= begin < end");
+  src.params = ParseParams(n["parameters"], "parameters", plan);
+  return src;
+}
+
+PlanSlice Parser::ParseSlice(const YAML::Node& n, size_t index, Plan& plan) const {
+  std::string what = "slice " + std::to_string(index);
+  if (!n.IsMap()) Fail(n, what + " must be a map with \"sources\"");
+  CheckKeys(n, what, {"sources", "parameters", "base_model", "residual_weight"});
+  if (n["residual_weight"]) Fail(n["residual_weight"], "residual_weight is not supported by strata yet");
+  PlanSlice slice;
+  slice.loc = Loc(n);
+  const YAML::Node sources = n["sources"];
+  if (!sources || !sources.IsSequence() || sources.size() == 0)
+    Fail(n, what + " needs a non-empty \"sources\" list");
+  for (size_t i = 0; i < sources.size(); ++i)
+    slice.sources.push_back(ParseSource(sources[i], what + " source " + std::to_string(i), plan));
+  slice.params = ParseParams(n["parameters"], "parameters", plan);
+  return slice;
+}
+
+DType Parser::ParseDType(const YAML::Node& n, const std::string& key) const {
+  std::string s = String(n, key);
+  auto t = ParseTorchDType(s);
+  if (!t)
+    Fail(n, key + " \"" + s + "\" is not supported; use bfloat16, float16 or float32");
+  return *t;
+}
+
+Plan Parser::Parse(const std::string& text) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    SourceLoc loc{path_, e.mark.is_null() ? 0 : e.mark.line + 1,
+                  e.mark.is_null() ? 0 : e.mark.column + 1};
+    throw Error(loc.Str() + ": malformed YAML: " + e.msg);
+  }
+  if (!root.IsMap()) throw Error(path_ + ": a merge plan must be a YAML map (slices:, merge_method:, ...)");
+  CheckKeys(root, "the plan",
+            {"slices", "models", "modules", "merge_method", "base_model", "dtype", "out_dtype",
+             "parameters", "tokenizer_source", "tokenizer", "chat_template"});
+  Plan plan;
+  plan.path = path_;
+  plan.text = text;
+  if (root["modules"]) Fail(root["modules"], "modules: is not supported by strata yet; use slices: or models:");
+  if (root["tokenizer"])
+    Fail(root["tokenizer"], "tokenizer: is not supported by strata yet; use tokenizer_source: base or a model");
+  int forms = (root["slices"] ? 1 : 0) + (root["models"] ? 1 : 0);
+  if (forms != 1) Fail(root, "a plan needs exactly one of \"slices:\" or \"models:\"");
+  if (!root["merge_method"]) Fail(root, "the plan has no merge_method (strata supports: " +
+                                            std::string(kSupportedMergeMethods) + ")");
+  plan.merge_method = String(root["merge_method"], "merge_method");
+  if (plan.merge_method != kSupportedMergeMethods)
+    Fail(root["merge_method"], "merge_method \"" + plan.merge_method +
+                                   "\" is not supported; supported: " +
+                                   std::string(kSupportedMergeMethods));
+  if (root["base_model"] && !root["base_model"].IsNull()) {
+    plan.base_model = String(root["base_model"], "base_model");
+    plan.base_model_loc = Loc(root["base_model"]);
+  }
+  if (root["dtype"] && !root["dtype"].IsNull()) plan.dtype = ParseDType(root["dtype"], "dtype");
+  if (root["out_dtype"] && !root["out_dtype"].IsNull())
+    plan.out_dtype = ParseDType(root["out_dtype"], "out_dtype");
+  if (root["chat_template"] && !root["chat_template"].IsNull())
+    plan.chat_template = String(root["chat_template"], "chat_template");
+  if (root["tokenizer_source"] && !root["tokenizer_source"].IsNull()) {
+    plan.tokenizer_source = String(root["tokenizer_source"], "tokenizer_source");
+    if (*plan.tokenizer_source == "union")
+      Fail(root["tokenizer_source"],
+           "tokenizer_source: union is not supported by strata yet; use base or a model id");
+  }
+  plan.params = ParseParams(root["parameters"], "parameters", plan);
+
+  if (root["slices"]) {
+    const YAML::Node slices = root["slices"];
+    if (!slices.IsSequence() || slices.size() == 0) Fail(slices, "slices must be a non-empty list");
+    for (size_t i = 0; i < slices.size(); ++i) plan.slices.push_back(ParseSlice(slices[i], i, plan));
+  } else {
+    const YAML::Node models = root["models"];
+    if (!models.IsSequence() || models.size() == 0) Fail(models, "models must be a non-empty list");
+    plan.models_form = true;
+    PlanSlice slice;
+    slice.loc = Loc(models);
+    for (size_t i = 0; i < models.size(); ++i) {
+      const YAML::Node m = models[i];
+      std::string what = "models entry " + std::to_string(i);
+      if (!m.IsMap() || !m["model"]) Fail(m, what + " must be a map with \"model\"");
+      CheckKeys(m, what, {"model", "parameters"});
+      PlanSource src;
+      src.loc = Loc(m);
+      src.range_loc = src.loc;
+      src.model = String(m["model"], "model");
+      src.params = ParseParams(m["parameters"], "parameters", plan);
+      slice.sources.push_back(std::move(src));
+    }
+    // mergekit adds the base model as one more input when it is not listed.
+    if (plan.base_model &&
+        std::none_of(slice.sources.begin(), slice.sources.end(),
+                     [&](const PlanSource& s) { return s.model == *plan.base_model; })) {
+      PlanSource base;
+      base.model = *plan.base_model;
+      base.loc = base.range_loc = plan.base_model_loc;
+      slice.sources.push_back(std::move(base));
+    }
+    plan.slices.push_back(std::move(slice));
+  }
+  Validate(plan, root);
+  return plan;
+}
+
+void Parser::Validate(const Plan& plan, const YAML::Node& root) const {
+  for (size_t i = 0; i < plan.slices.size(); ++i) {
+    const PlanSlice& s = plan.slices[i];
+    for (const PlanSource& src : s.sources) {
+      if (src.model.find('+') != std::string::npos)
+        throw Error(src.loc.Str() + ": model \"" + src.model +
+                    "\" applies a LoRA (\"+\"), which strata does not support yet");
+      int n0 = s.sources[0].end - s.sources[0].begin, n = src.end - src.begin;
+      if (!plan.models_form && n != n0)
+        throw Error(src.range_loc.Str() + ": all sources of slice " + std::to_string(i) +
+                    " must span the same number of layers (" + std::to_string(n0) +
+                    " in the first, " + std::to_string(n) + " here)");
+    }
+    if (s.sources.size() != 1)
+      throw Error(s.loc.Str() + ": " + (plan.models_form ? std::string("models:") : "slice " + std::to_string(i)) +
+                  " has " + std::to_string(s.sources.size()) +
+                  " sources; merge_method passthrough takes exactly one" +
+                  (plan.models_form && plan.base_model ? " (base_model counts as one)" : ""));
+  }
+}
+
+}  // namespace
+
+std::optional<double> EvaluateNumber(const Setting& s, std::string_view tensor_name, double t) {
+  switch (s.kind) {
+    case Setting::Kind::kNumber:
+      return s.number;
+    case Setting::Kind::kGradient: {
+      const auto& g = s.gradient;
+      double scaled = t * static_cast<double>(g.size() - 1);
+      size_t i0 = static_cast<size_t>(scaled);
+      size_t i1 = std::min(g.size() - 1, i0 + 1);
+      double frac = scaled - static_cast<double>(i0);
+      return (1 - frac) * g[i0] + frac * g[i1];
+    }
+    case Setting::Kind::kFilters:
+      for (const auto& f : s.filters)
+        if (!f.filter || *f.filter == "*" || tensor_name.find(*f.filter) != std::string_view::npos)
+          return EvaluateNumber(*f.value, tensor_name, t);
+      return std::nullopt;
+    case Setting::Kind::kString:
+    case Setting::Kind::kStringList:
+      break;
+  }
+  throw Error(s.loc.Str() + ": expected a number here (scale multiplies each tensor)");
+}
+
+std::vector<std::string> Plan::ReferencedModels() const {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& m) {
+    if (std::find(out.begin(), out.end(), m) == out.end()) out.push_back(m);
+  };
+  if (base_model) add(*base_model);
+  for (const PlanSlice& s : slices)
+    for (const PlanSource& src : s.sources) add(src.model);
+  if (tokenizer_source && *tokenizer_source != "base") add(*tokenizer_source);
+  return out;
+}
+
+Plan ParsePlan(const std::string& text, const std::string& path) { return Parser(path).Parse(text); }
+
+Plan LoadPlan(const std::string& path) {
+  if (!FileExists(path)) throw Error(path + ": no such plan file");
+  return ParsePlan(ReadFile(path), path);
+}
+
+}  // namespace strata

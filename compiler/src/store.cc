@@ -1,0 +1,259 @@
+// The content-addressed store (see formats/STORE_FORMAT.md).
+#include "strata/compiler/store.h"
+
+#include <algorithm>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+#include <regex>
+#include <vector>
+
+#include "strata/formats/error.h"
+
+namespace strata {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::string_view kMarker = "strata-store ";
+constexpr size_t kIngestChunk = 8u << 20;
+
+std::string FanOut(const std::string& dir, const std::string& hex) {
+  return dir + "/" + hex.substr(0, 2) + "/" + hex;
+}
+
+bool AllZero(const char* p, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, p + i, 8);
+    if (v) return false;
+  }
+  for (; i < n; ++i)
+    if (p[i]) return false;
+  return true;
+}
+
+}  // namespace
+
+std::string Store::DefaultRoot(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* s = std::getenv("STRATA_STORE"); s && *s) return s;
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : "/root") + "/.cache/strata";
+}
+
+Store::Store(std::string root, bool create) : root_(std::move(root)) {
+  std::string marker = root_ + "/STORE";
+  if (FileExists(marker)) {
+    std::string text = ReadFile(marker);
+    if (!std::string_view(text).starts_with(kMarker))
+      throw Error(marker + ": not a strata store marker");
+    int version = std::atoi(text.c_str() + kMarker.size());
+    if (version != kStoreFormatVersion)
+      throw Error(root_ + ": store format version " + std::to_string(version) +
+                  " was written by a " + (version > kStoreFormatVersion ? "newer" : "different") +
+                  " strata; this one reads version " + std::to_string(kStoreFormatVersion) +
+                  ". Upgrade strata or use another --store.");
+  } else {
+    if (!create) throw Error(root_ + ": no strata store here (no STORE file); compile a plan into it first");
+    if (fs::exists(root_) && !fs::is_empty(root_))
+      throw Error(root_ + ": exists and is not a strata store; choose an empty directory with --store");
+    MakeDirs(root_);
+    for (const char* d : {"blobs", "nodes", "refs", "cache/sources", "tmp"}) MakeDirs(root_ + "/" + d);
+    WriteFileAtomically(marker, std::string(kMarker) + std::to_string(kStoreFormatVersion) + "\n",
+                        root_ + "/tmp");
+  }
+  for (const char* d : {"blobs", "nodes", "refs", "cache/sources", "tmp"})
+    if (!fs::is_directory(root_ + "/" + d)) MakeDirs(root_ + "/" + d);
+}
+
+std::string Store::BlobPath(const Hash& h) const { return FanOut(root_ + "/blobs", h.Hex()); }
+std::string Store::NodePath(const Hash& h) const { return FanOut(root_ + "/nodes", h.Hex()); }
+bool Store::HasBlob(const Hash& h) const { return FileExists(BlobPath(h)); }
+bool Store::HasNode(const Hash& h) const { return FileExists(NodePath(h)); }
+
+IngestResult Store::IngestRange(int fd, const std::string& what, uint64_t offset, uint64_t n,
+                                std::atomic<uint64_t>* progress) {
+  std::vector<char> buf(static_cast<size_t>(std::min<uint64_t>(std::max<uint64_t>(n, 1), kIngestChunk)));
+  Hasher hasher;
+  bool zeros = true;
+  AtomicFile out(TmpDir() + "/blob", TmpDir());
+  for (uint64_t done = 0; done < n;) {
+    size_t k = static_cast<size_t>(std::min<uint64_t>(n - done, buf.size()));
+    PreadExact(fd, buf.data(), k, offset + done, what);
+    hasher.Update(buf.data(), k);
+    zeros = zeros && AllZero(buf.data(), k);
+    out.file().Append(buf.data(), k);
+    DropCache(fd, offset + done, k);
+    done += k;
+    if (progress) *progress += k;
+  }
+  IngestResult r;
+  if (zeros) {
+    r.zeros = true;  // the temporary is removed by ~AtomicFile
+    return r;
+  }
+  r.blob = hasher.Finish();
+  std::string path = BlobPath(r.blob);
+  if (FileExists(path)) return r;
+  MakeDirs(fs::path(path).parent_path().string());
+  r.wrote = out.CommitTo(path, /*keep_existing=*/true);
+  return r;
+}
+
+Hash Store::PutBlob(std::string_view bytes) {
+  Hash h = HashBytes(bytes);
+  std::string path = BlobPath(h);
+  if (FileExists(path)) return h;
+  MakeDirs(fs::path(path).parent_path().string());
+  AtomicFile out(path, TmpDir());
+  out.file().Append(bytes);
+  out.Commit(/*keep_existing=*/true);
+  return h;
+}
+
+std::string Store::ReadBlob(const Hash& h) const {
+  std::string path = BlobPath(h);
+  if (!FileExists(path)) throw Error("blob " + h.Hex() + " is missing from the store (" + path + ")");
+  std::string bytes = ReadFile(path);
+  if (HashBytes(bytes) != h)
+    throw Error("blob " + h.Hex() + " is corrupt: its bytes hash to " + HashBytes(bytes).Hex() +
+                " (" + path + "); run `strata verify`");
+  return bytes;
+}
+
+Hash Store::PutNode(const Json& node) {
+  std::string bytes = node.dump();
+  Hash h = HashBytes(bytes);
+  std::string path = NodePath(h);
+  if (FileExists(path)) return h;
+  MakeDirs(fs::path(path).parent_path().string());
+  AtomicFile out(path, TmpDir());
+  out.file().Append(bytes);
+  out.Commit(/*keep_existing=*/true);
+  return h;
+}
+
+Json Store::GetNode(const Hash& h) const {
+  std::string path = NodePath(h);
+  if (!FileExists(path)) throw Error("node " + h.Hex() + " is missing from the store (" + path + ")");
+  std::string bytes = ReadFile(path);
+  if (HashBytes(bytes) != h)
+    throw Error("node " + h.Hex() + " is corrupt: its bytes do not match its name (" + path +
+                "); run `strata verify`");
+  try {
+    Json j = Json::parse(bytes);
+    if (!j.is_object() || !j.contains("kind")) throw Error("no kind");
+    return j;
+  } catch (const std::exception& e) {
+    throw Error("node " + h.Hex() + " is not a valid node (" + path + "): " + e.what());
+  }
+}
+
+bool Store::ValidRefName(const std::string& name) {
+  static const std::regex re("[A-Za-z0-9][A-Za-z0-9._-]{0,127}");
+  return std::regex_match(name, re);
+}
+
+void Store::SetRef(const std::string& name, const Hash& variant) {
+  if (!ValidRefName(name))
+    throw Error("\"" + name + "\" is not a valid variant name: use letters, digits, '.', '_' and '-' "
+                "(at most 128, starting with a letter or digit)");
+  WriteFileAtomically(root_ + "/refs/" + name, variant.Hex() + "\n", TmpDir());
+}
+
+std::optional<Hash> Store::GetRef(const std::string& name) const {
+  if (!ValidRefName(name)) return std::nullopt;
+  std::string path = root_ + "/refs/" + name;
+  if (!FileExists(path)) return std::nullopt;
+  std::string text = ReadFile(path);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  auto h = Hash::FromHex(text);
+  if (!h) throw Error("ref " + name + " is damaged (" + path + " does not hold a node hash); run `strata verify`");
+  return h;
+}
+
+Hash Store::ResolveRef(const std::string& name) const {
+  if (auto h = GetRef(name)) return *h;
+  std::string known;
+  for (const auto& r : ListRefs()) known += (known.empty() ? "" : ", ") + r;
+  throw Error("no variant named \"" + name + "\" in store " + root_ +
+              (known.empty() ? " (it holds no variants; run `strata compile PLAN` first)"
+                             : " (variants: " + known + ")"));
+}
+
+std::vector<std::string> Store::ListRefs() const {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(root_ + "/refs"))
+    if (e.is_regular_file() && ValidRefName(e.path().filename().string()))
+      out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string Store::SourceCachePath(const FileIdentity& id) const {
+  return FanOut(root_ + "/cache/sources", HashBytes(id.Key()).Hex());
+}
+
+Json Store::ReadSourceCache(const std::string& path) const {
+  if (!FileExists(path)) return Json::object();
+  try {
+    Json j = Json::parse(ReadFile(path));
+    if (j.is_object() && j.contains("tensors") && j["tensors"].is_object()) return j;
+  } catch (const std::exception&) {
+  }
+  return Json::object();  // a damaged cache entry is only a miss
+}
+
+std::optional<IngestResult> Store::LookupSource(const FileIdentity& id, uint64_t offset,
+                                                uint64_t n) const {
+  Json j = ReadSourceCache(SourceCachePath(id));
+  if (!j.contains("tensors") || j.value("identity", "") != id.Key()) return std::nullopt;
+  std::string key = std::to_string(offset) + ":" + std::to_string(n);
+  auto it = j["tensors"].find(key);
+  if (it == j["tensors"].end() || !it->is_object()) return std::nullopt;
+  IngestResult r;
+  if (it->value("zeros", false)) {
+    r.zeros = true;
+    return r;
+  }
+  auto h = Hash::FromHex(it->value("blob", ""));
+  if (!h || !HasBlob(*h)) return std::nullopt;
+  r.blob = *h;
+  return r;
+}
+
+void Store::RecordSources(
+    const FileIdentity& id,
+    const std::vector<std::pair<std::pair<uint64_t, uint64_t>, IngestResult>>& entries) {
+  if (entries.empty()) return;
+  std::string path = SourceCachePath(id);
+  Json j = ReadSourceCache(path);
+  if (j.value("identity", "") != id.Key()) j = Json::object();
+  j["identity"] = id.Key();
+  if (!j.contains("tensors")) j["tensors"] = Json::object();
+  for (const auto& [range, r] : entries) {
+    std::string key = std::to_string(range.first) + ":" + std::to_string(range.second);
+    j["tensors"][key] = r.zeros ? Json{{"zeros", true}} : Json{{"blob", r.blob.Hex()}};
+  }
+  MakeDirs(fs::path(path).parent_path().string());
+  WriteFileAtomically(path, j.dump(), TmpDir());
+}
+
+Store::Usage Store::DiskUsage() const {
+  Usage u;
+  for (const auto& [dir, bytes, count] :
+       {std::tuple{"/blobs", &u.blob_bytes, &u.blob_count},
+        std::tuple{"/nodes", &u.node_bytes, &u.node_count}}) {
+    for (const auto& e : fs::recursive_directory_iterator(root_ + dir)) {
+      if (!e.is_regular_file()) continue;
+      *bytes += e.file_size();
+      ++*count;
+    }
+  }
+  return u;
+}
+
+}  // namespace strata

@@ -1,0 +1,199 @@
+// Element types and the float conversions that match PyTorch bit for bit.
+#include "strata/formats/dtype.h"
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+
+namespace strata {
+namespace {
+
+struct Info {
+  DType type;
+  const char* name;
+  size_t size;
+};
+
+// Declared in safetensors' own Dtype order, which is its sort rank.
+constexpr Info kInfos[] = {
+    {DType::kBool, "BOOL", 1},       {DType::kU8, "U8", 1},
+    {DType::kI8, "I8", 1},           {DType::kF8_E5M2, "F8_E5M2", 1},
+    {DType::kF8_E4M3, "F8_E4M3", 1}, {DType::kI16, "I16", 2},
+    {DType::kU16, "U16", 2},         {DType::kF16, "F16", 2},
+    {DType::kBF16, "BF16", 2},       {DType::kI32, "I32", 4},
+    {DType::kU32, "U32", 4},         {DType::kF32, "F32", 4},
+    {DType::kF64, "F64", 8},         {DType::kI64, "I64", 8},
+    {DType::kU64, "U64", 8},
+};
+
+const Info& InfoOf(DType t) { return kInfos[static_cast<size_t>(t)]; }
+
+}  // namespace
+
+size_t DTypeSize(DType t) { return InfoOf(t).size; }
+std::string_view DTypeName(DType t) { return InfoOf(t).name; }
+
+std::optional<DType> ParseDTypeName(std::string_view name) {
+  for (const Info& i : kInfos)
+    if (name == i.name) return i.type;
+  return std::nullopt;
+}
+
+std::optional<DType> ParseTorchDType(std::string_view name) {
+  if (name.starts_with("torch.")) name.remove_prefix(6);
+  if (name == "bfloat16") return DType::kBF16;
+  if (name == "float16") return DType::kF16;
+  if (name == "float32") return DType::kF32;
+  if (name == "int64") return DType::kI64;
+  return std::nullopt;
+}
+
+std::string_view TorchDTypeName(DType t) {
+  switch (t) {
+    case DType::kBF16: return "bfloat16";
+    case DType::kF16: return "float16";
+    case DType::kF32: return "float32";
+    case DType::kF64: return "float64";
+    case DType::kI64: return "int64";
+    case DType::kI32: return "int32";
+    case DType::kI16: return "int16";
+    case DType::kI8: return "int8";
+    case DType::kU8: return "uint8";
+    case DType::kBool: return "bool";
+    default: return DTypeName(t);
+  }
+}
+
+bool IsComputeFloat(DType t) {
+  return t == DType::kF16 || t == DType::kBF16 || t == DType::kF32 ||
+         t == DType::kF64;
+}
+
+int SafetensorsDTypeRank(DType t) { return static_cast<int>(t); }
+
+float BF16ToFloat(uint16_t v) {
+  return std::bit_cast<float>(static_cast<uint32_t>(v) << 16);
+}
+
+uint16_t FloatToBF16(float f) {
+  uint32_t u = std::bit_cast<uint32_t>(f);
+  if (std::isnan(f)) return 0x7FC0;  // c10 returns the canonical quiet NaN
+  uint32_t rounding_bias = ((u >> 16) & 1) + 0x7FFF;
+  return static_cast<uint16_t>((u + rounding_bias) >> 16);
+}
+
+float F16ToFloat(uint16_t h) {
+  uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1F;
+  uint32_t mant = h & 0x3FF;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      int e = -1;
+      do {
+        ++e;
+        mant <<= 1;
+      } while ((mant & 0x400) == 0);
+      bits = sign | ((127 - 15 - e) << 23) | ((mant & 0x3FF) << 13);
+    }
+  } else if (exp == 0x1F) {
+    bits = sign | 0x7F800000 | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  return std::bit_cast<float>(bits);
+}
+
+uint16_t FloatToF16(float f) {
+  // Round to nearest even, overflow to inf, NaN to the quiet NaN with its sign,
+  // as c10's fp16_ieee_from_fp32_value does.
+  uint32_t x = std::bit_cast<uint32_t>(f);
+  uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  uint32_t abs = x & 0x7FFFFFFF;
+  if (abs >= 0x47800000u) return sign | (abs > 0x7F800000u ? 0x7E00 : 0x7C00);
+  if (abs < 0x38800000u) {  // the result is subnormal or zero
+    // Adding 0.5f aligns the 10 mantissa bits at the bottom; float addition
+    // rounds to nearest even for us.
+    float a = std::bit_cast<float>(abs) + 0.5f;
+    return sign | static_cast<uint16_t>(std::bit_cast<uint32_t>(a) - 0x3F000000u);
+  }
+  uint32_t mant_odd = (abs >> 13) & 1;
+  abs += (static_cast<uint32_t>(15 - 127) << 23) + 0xFFFu + mant_odd;
+  return sign | static_cast<uint16_t>(abs >> 13);
+}
+
+namespace {
+
+template <typename F>
+void ForEachAsFloat(DType from, const void* src, size_t n, F&& sink) {
+  switch (from) {
+    case DType::kBF16: {
+      auto* p = static_cast<const uint16_t*>(src);
+      for (size_t i = 0; i < n; ++i) sink(i, BF16ToFloat(p[i]));
+      break;
+    }
+    case DType::kF16: {
+      auto* p = static_cast<const uint16_t*>(src);
+      for (size_t i = 0; i < n; ++i) sink(i, F16ToFloat(p[i]));
+      break;
+    }
+    case DType::kF32: {
+      auto* p = static_cast<const float*>(src);
+      for (size_t i = 0; i < n; ++i) sink(i, p[i]);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void StoreFloat(DType to, void* dst, size_t i, float v) {
+  switch (to) {
+    case DType::kBF16: static_cast<uint16_t*>(dst)[i] = FloatToBF16(v); break;
+    case DType::kF16: static_cast<uint16_t*>(dst)[i] = FloatToF16(v); break;
+    case DType::kF32: static_cast<float*>(dst)[i] = v; break;
+    case DType::kF64: static_cast<double*>(dst)[i] = v; break;
+    default: break;
+  }
+}
+
+}  // namespace
+
+void ConvertElements(DType from, const void* src, DType to, void* dst, size_t n) {
+  if (from == to) {
+    std::memmove(dst, src, n * DTypeSize(from));
+    return;
+  }
+  if (from == DType::kF64) {
+    auto* p = static_cast<const double*>(src);
+    // torch converts double to half/bfloat16 through float.
+    for (size_t i = 0; i < n; ++i) StoreFloat(to, dst, i, static_cast<float>(p[i]));
+    return;
+  }
+  if (DTypeSize(to) > DTypeSize(from) && src == dst) {
+    // Widening in place: walk backwards so no input is overwritten early.
+    for (size_t k = n; k-- > 0;) {
+      float v = 0;
+      ForEachAsFloat(from, static_cast<const char*>(src) + k * DTypeSize(from), 1,
+                     [&](size_t, float f) { v = f; });
+      StoreFloat(to, dst, k, v);
+    }
+    return;
+  }
+  ForEachAsFloat(from, src, n, [&](size_t i, float v) { StoreFloat(to, dst, i, v); });
+}
+
+void ScaleElements(DType t, const void* src, void* dst, size_t n, double factor) {
+  if (t == DType::kF64) {
+    auto* s = static_cast<const double*>(src);
+    auto* d = static_cast<double*>(dst);
+    for (size_t i = 0; i < n; ++i) d[i] = s[i] * factor;
+    return;
+  }
+  const float f = static_cast<float>(factor);
+  ForEachAsFloat(t, src, n, [&](size_t i, float v) { StoreFloat(t, dst, i, v * f); });
+}
+
+}  // namespace strata

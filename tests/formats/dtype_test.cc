@@ -1,0 +1,210 @@
+// dtype names, sizes, safetensors ranks, and the BF16/F16 conversions checked
+// against values worked out by hand from IEEE round-to-nearest-even.
+#include "strata/formats/dtype.h"
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace strata {
+namespace {
+
+const float kNaN = std::numeric_limits<float>::quiet_NaN();
+const float kInf = std::numeric_limits<float>::infinity();
+
+bool IsF16NaN(uint16_t v) { return (v & 0x7C00) == 0x7C00 && (v & 0x03FF) != 0; }
+bool IsBF16NaN(uint16_t v) { return (v & 0x7F80) == 0x7F80 && (v & 0x007F) != 0; }
+
+TEST(DType, NamesSizesAndParsing) {
+  for (int i = 0; i <= static_cast<int>(DType::kU64); ++i) {
+    auto t = static_cast<DType>(i);
+    EXPECT_EQ(ParseDTypeName(DTypeName(t)), t) << DTypeName(t);
+  }
+  EXPECT_EQ(DTypeName(DType::kBF16), "BF16");
+  EXPECT_EQ(DTypeName(DType::kF8_E4M3), "F8_E4M3");
+  EXPECT_EQ(ParseDTypeName("bf16"), std::nullopt);
+  EXPECT_EQ(ParseDTypeName("F4"), std::nullopt);
+  EXPECT_EQ(DTypeSize(DType::kBool), 1u);
+  EXPECT_EQ(DTypeSize(DType::kBF16), 2u);
+  EXPECT_EQ(DTypeSize(DType::kF32), 4u);
+  EXPECT_EQ(DTypeSize(DType::kI64), 8u);
+  EXPECT_EQ(ParseTorchDType("torch.bfloat16"), DType::kBF16);
+  EXPECT_EQ(ParseTorchDType("float16"), DType::kF16);
+  EXPECT_EQ(ParseTorchDType("float8"), std::nullopt);
+  EXPECT_EQ(TorchDTypeName(DType::kBF16), "bfloat16");
+  EXPECT_TRUE(IsComputeFloat(DType::kBF16));
+  EXPECT_FALSE(IsComputeFloat(DType::kI32));
+}
+
+// The reference library's Dtype enum order, which its writer sorts by.
+TEST(DType, SafetensorsRankFollowsReferenceEnumOrder) {
+  const DType order[] = {DType::kBool, DType::kU8,   DType::kI8,   DType::kF8_E5M2,
+                         DType::kF8_E4M3, DType::kI16, DType::kU16, DType::kF16,
+                         DType::kBF16, DType::kI32,  DType::kU32,  DType::kF32,
+                         DType::kF64,  DType::kI64,  DType::kU64};
+  for (size_t i = 1; i < std::size(order); ++i)
+    EXPECT_LT(SafetensorsDTypeRank(order[i - 1]), SafetensorsDTypeRank(order[i]))
+        << DTypeName(order[i]);
+}
+
+TEST(DType, BF16Rounding) {
+  EXPECT_EQ(FloatToBF16(1.0f), 0x3F80);
+  EXPECT_EQ(BF16ToFloat(0x3F80), 1.0f);
+  EXPECT_EQ(BF16ToFloat(0x4049), 3.140625f);
+  // 1 + 2^-8 lies halfway between 0x3F80 and 0x3F81: ties go to the even 0x3F80.
+  EXPECT_EQ(FloatToBF16(1.00390625f), 0x3F80);
+  // 1 + 3 * 2^-8 lies halfway between 0x3F81 and 0x3F82: even is 0x3F82.
+  EXPECT_EQ(FloatToBF16(1.01171875f), 0x3F82);
+  // Just above the first tie rounds up.
+  EXPECT_EQ(FloatToBF16(std::nextafter(1.00390625f, 2.0f)), 0x3F81);
+  EXPECT_EQ(FloatToBF16(-0.0f), 0x8000);
+  EXPECT_EQ(FloatToBF16(-2.0f), 0xC000);
+  EXPECT_EQ(FloatToBF16(kInf), 0x7F80);
+  EXPECT_EQ(FloatToBF16(-kInf), 0xFF80);
+  // FLT_MAX is nearer to 2^128 than to the largest bf16, so it becomes inf.
+  EXPECT_EQ(FloatToBF16(std::numeric_limits<float>::max()), 0x7F80);
+  EXPECT_TRUE(IsBF16NaN(FloatToBF16(kNaN)));
+  EXPECT_TRUE(IsBF16NaN(FloatToBF16(-kNaN)));
+  EXPECT_TRUE(std::isnan(BF16ToFloat(FloatToBF16(kNaN))));
+}
+
+TEST(DType, BF16RoundTripsEveryValue) {
+  for (uint32_t v = 0; v <= 0xFFFF; ++v) {
+    auto b = static_cast<uint16_t>(v);
+    if (IsBF16NaN(b)) continue;
+    ASSERT_EQ(FloatToBF16(BF16ToFloat(b)), b) << std::hex << v;
+  }
+}
+
+TEST(DType, F16Rounding) {
+  EXPECT_EQ(FloatToF16(1.0f), 0x3C00);
+  EXPECT_EQ(F16ToFloat(0x3C00), 1.0f);
+  EXPECT_EQ(FloatToF16(-2.0f), 0xC000);
+  // 1 + 2^-11 is a tie between 0x3C00 and 0x3C01 -> even 0x3C00;
+  // 1 + 3 * 2^-11 is a tie between 0x3C01 and 0x3C02 -> even 0x3C02.
+  EXPECT_EQ(FloatToF16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);
+  EXPECT_EQ(FloatToF16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);
+  // Largest half is 65504 (0x7BFF); 65520 is the tie with 2^16 and goes to
+  // the even side, which is infinity; anything below stays finite.
+  EXPECT_EQ(FloatToF16(65504.0f), 0x7BFF);
+  EXPECT_EQ(FloatToF16(65519.0f), 0x7BFF);
+  EXPECT_EQ(FloatToF16(65520.0f), 0x7C00);
+  EXPECT_EQ(FloatToF16(-65520.0f), 0xFC00);
+  EXPECT_EQ(FloatToF16(1e10f), 0x7C00);
+  EXPECT_EQ(FloatToF16(kInf), 0x7C00);
+  EXPECT_EQ(FloatToF16(-kInf), 0xFC00);
+  // Subnormals: the smallest is 2^-24; 2^-25 is a tie with 0 -> 0;
+  // 3 * 2^-25 is a tie between 1 and 2 units -> 2.
+  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -24)), 0x0001);
+  EXPECT_EQ(F16ToFloat(0x0001), std::ldexp(1.0f, -24));
+  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -25)), 0x0000);
+  EXPECT_EQ(FloatToF16(std::nextafter(std::ldexp(1.0f, -25), 1.0f)), 0x0001);
+  EXPECT_EQ(FloatToF16(3 * std::ldexp(1.0f, -25)), 0x0002);
+  EXPECT_EQ(F16ToFloat(0x03FF), 1023 * std::ldexp(1.0f, -24));
+  EXPECT_EQ(FloatToF16(std::ldexp(1.0f, -14)), 0x0400);
+  EXPECT_EQ(FloatToF16(-1e-10f), 0x8000);
+  EXPECT_EQ(FloatToF16(-0.0f), 0x8000);
+  EXPECT_TRUE(std::signbit(F16ToFloat(0x8000)));
+  EXPECT_TRUE(IsF16NaN(FloatToF16(kNaN)));
+  EXPECT_TRUE(std::isnan(F16ToFloat(FloatToF16(kNaN))));
+  EXPECT_TRUE(std::isinf(F16ToFloat(0x7C00)));
+}
+
+TEST(DType, F16RoundTripsEveryValue) {
+  for (uint32_t v = 0; v <= 0xFFFF; ++v) {
+    auto h = static_cast<uint16_t>(v);
+    if (IsF16NaN(h)) continue;
+    ASSERT_EQ(FloatToF16(F16ToFloat(h)), h) << std::hex << v;
+  }
+}
+
+TEST(DType, ScaleByZeroKeepsSignAndNaN) {
+  std::vector<float> f = {-1.5f, 2.0f, kNaN, -0.0f};
+  ScaleElements(DType::kF32, f.data(), f.data(), f.size(), 0.0);
+  EXPECT_EQ(std::bit_cast<uint32_t>(f[0]), 0x80000000u);
+  EXPECT_EQ(std::bit_cast<uint32_t>(f[1]), 0x00000000u);
+  EXPECT_TRUE(std::isnan(f[2]));
+  EXPECT_EQ(std::bit_cast<uint32_t>(f[3]), 0x80000000u);
+
+  const uint16_t bf[] = {0xBFC0 /* -1.5 */, 0x3F80, 0x7FC0 /* NaN */};
+  uint16_t bf_out[3];
+  ScaleElements(DType::kBF16, bf, bf_out, 3, 0.0);
+  EXPECT_EQ(bf_out[0], 0x8000);
+  EXPECT_EQ(bf_out[1], 0x0000);
+  EXPECT_TRUE(IsBF16NaN(bf_out[2]));
+
+  uint16_t h[] = {0xBC00 /* -1 */, 0x7E00 /* NaN */};
+  ScaleElements(DType::kF16, h, h, 2, 0.0);
+  EXPECT_EQ(h[0], 0x8000);
+  EXPECT_TRUE(IsF16NaN(h[1]));
+
+  double d[] = {-1.5, 2.0};
+  ScaleElements(DType::kF64, d, d, 2, 0.0);
+  EXPECT_TRUE(std::signbit(d[0]));
+  EXPECT_FALSE(std::signbit(d[1]));
+}
+
+TEST(DType, ScaleRoundsToTheTensorType) {
+  const uint16_t in[] = {0x3F81 /* 1 + 2^-7 */, 0x4000 /* 2 */};
+  uint16_t out[2];
+  ScaleElements(DType::kBF16, in, out, 2, 0.5);
+  EXPECT_EQ(out[0], 0x3F01);  // halving is exact: 0.5 + 2^-8
+  EXPECT_EQ(out[1], 0x3F80);
+  // 1 x 3.01171875: bf16 steps between 2 and 4 are 2^-6, and 0.01171875 is
+  // 0.75 of a step above 3.0 (0x4040), so it rounds up to 0x4041.
+  const uint16_t one[] = {0x3F80};
+  ScaleElements(DType::kBF16, one, out, 1, 3.01171875);
+  EXPECT_EQ(out[0], 0x4041);
+  // 1 x (1 + 2^-8) is a tie between 0x3F80 and 0x3F81: even wins.
+  ScaleElements(DType::kBF16, one, out, 1, 1.00390625);
+  EXPECT_EQ(out[0], 0x3F80);
+}
+
+TEST(DType, ConvertBF16ToF16) {
+  const uint16_t bf[] = {
+      0x3F80,  // 1.0
+      0x3F81,  // 1 + 2^-7, exact in half
+      0xC040,  // -3.0
+      0x4780,  // 65536: past the largest half -> inf
+      0x8000,  // -0.0
+      0x3380,  // 2^-24: the smallest half subnormal
+      0x3300,  // 2^-25: tie with zero -> 0
+      0x3340,  // 1.5 * 2^-25: rounds up to 2^-24
+      0x7FC0,  // NaN
+  };
+  uint16_t h[std::size(bf)];
+  ConvertElements(DType::kBF16, bf, DType::kF16, h, std::size(bf));
+  EXPECT_EQ(h[0], 0x3C00);
+  EXPECT_EQ(h[1], 0x3C08);
+  EXPECT_EQ(h[2], 0xC200);
+  EXPECT_EQ(h[3], 0x7C00);
+  EXPECT_EQ(h[4], 0x8000);
+  EXPECT_EQ(h[5], 0x0001);
+  EXPECT_EQ(h[6], 0x0000);
+  EXPECT_EQ(h[7], 0x0001);
+  EXPECT_TRUE(IsF16NaN(h[8]));
+}
+
+TEST(DType, ConvertWidensInPlace) {
+  // Four BF16 values at the front of a buffer big enough for four floats.
+  float buf[4];
+  const uint16_t bf[] = {0x3F80, 0xC000, 0x4049, 0x0000};
+  std::memcpy(buf, bf, sizeof bf);
+  ConvertElements(DType::kBF16, buf, DType::kF32, buf, 4);
+  EXPECT_EQ(buf[0], 1.0f);
+  EXPECT_EQ(buf[1], -2.0f);
+  EXPECT_EQ(buf[2], 3.140625f);
+  EXPECT_EQ(buf[3], 0.0f);
+  // And back down in place.
+  ConvertElements(DType::kF32, buf, DType::kBF16, buf, 4);
+  uint16_t back[4];
+  std::memcpy(back, buf, sizeof back);
+  EXPECT_EQ(std::vector<uint16_t>(back, back + 4), std::vector<uint16_t>(bf, bf + 4));
+}
+
+}  // namespace
+}  // namespace strata

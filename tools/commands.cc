@@ -1,0 +1,290 @@
+// compile, export, synth, ls, show, du.
+#include "commands.h"
+
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "progress.h"
+#include "strata/compiler/compile.h"
+#include "strata/compiler/export.h"
+#include "strata/compiler/inspect.h"
+#include "strata/compiler/synth.h"
+#include "strata/formats/error.h"
+
+namespace po = boost::program_options;
+
+namespace strata {
+
+namespace {
+
+// Parses `args` against `desc` and positionals. Prints help and returns false
+// on --help. Throws UsageError on a bad command line.
+bool ParseArgs(const std::vector<std::string>& args, po::options_description& desc,
+               const po::positional_options_description& pos, po::variables_map& vm,
+               const char* usage, const char* about) {
+  desc.add_options()("help,h", "show this help");
+  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
+  if (vm.count("help")) {
+    std::cout << "usage: " << usage << "\n\n" << about << "\n\n" << desc << "\n";
+    return false;
+  }
+  po::notify(vm);
+  return true;
+}
+
+void AddStoreOption(po::options_description& d, std::string& store) {
+  d.add_options()("store", po::value(&store), "store directory (default: $STRATA_STORE, else ~/.cache/strata)");
+}
+
+bool ShowProgress(bool quiet) { return !quiet && isatty(STDERR_FILENO); }
+
+void PrintJson(const Json& j) { std::cout << j.dump(2) << "\n"; }
+
+std::string Short(const std::string& hex) { return hex.substr(0, 12); }
+
+}  // namespace
+
+int RunCompile(const std::vector<std::string>& args) {
+  std::string plan_path, store_dir;
+  CompileOptions opts;
+  bool quiet = false, json = false;
+  po::options_description d("options");
+  d.add_options()("plan", po::value(&plan_path)->required(), "the mergekit YAML plan")(
+      "name,n", po::value(&opts.name), "variant name (default: the plan's file name without .yml)")(
+      "force", po::bool_switch(&opts.force), "replace a variant of the same name with different content")(
+      "quiet,q", po::bool_switch(&quiet), "no progress bar")("json", po::bool_switch(&json),
+                                                             "print the result as JSON");
+  AddStoreOption(d, store_dir);
+  po::positional_options_description pos;
+  pos.add("plan", 1);
+  po::variables_map vm;
+  if (!ParseArgs(args, d, pos, vm, "strata compile PLAN [--name NAME] [--store DIR]",
+                 "Compiles a mergekit plan (same YAML, same meaning as mergekit-yaml) into the store.\n"
+                 "Every distinct tensor is stored once; a variant over sources already compiled reads\n"
+                 "no tensor bytes and costs kilobytes. Repeating a compile changes nothing."))
+    return 0;
+  Plan plan = LoadPlan(plan_path);
+  Store store(Store::DefaultRoot(store_dir));
+  ProgressBar bar("compile", ShowProgress(quiet || json));
+  opts.on_ingest_start = [&](uint64_t total) { bar.Start(total); };
+  opts.bytes_done = bar.counter();
+  CompileStats s = Compile(store, plan, opts);
+  bar.Finish();
+  if (json) {
+    PrintJson(Json{{"name", s.name}, {"variant", s.variant.Hex()}, {"store", store.root()},
+                   {"layers", s.layers}, {"distinct_layers", s.distinct_layers},
+                   {"logical_bytes", s.logical_bytes}, {"source_tensors", s.source_tensors},
+                   {"cached_tensors", s.cached_tensors}, {"bytes_read", s.bytes_read},
+                   {"blobs_written", s.blobs_written}, {"blob_bytes_written", s.blob_bytes_written},
+                   {"unchanged", s.ref_unchanged}, {"warnings", s.warnings}});
+    return 0;
+  }
+  for (const std::string& w : s.warnings) fprintf(stderr, "warning: %s\n", w.c_str());
+  printf("%s %s: %d layers (%d distinct), %s as a checkpoint\n", s.ref_unchanged ? "unchanged" : "compiled",
+         s.name.c_str(), s.layers, s.distinct_layers, HumanBytes(s.logical_bytes).c_str());
+  printf("  %llu source tensors (%llu known from the source cache), read %s, stored %llu new blobs (%s)\n",
+         static_cast<unsigned long long>(s.source_tensors), static_cast<unsigned long long>(s.cached_tensors),
+         HumanBytes(s.bytes_read).c_str(), static_cast<unsigned long long>(s.blobs_written),
+         HumanBytes(s.blob_bytes_written).c_str());
+  printf("  variant %s in %s\n", Short(s.variant.Hex()).c_str(), store.root().c_str());
+  return 0;
+}
+
+int RunExport(const std::vector<std::string>& args) {
+  std::string name, outdir, store_dir, shard = "5B";
+  ExportOptions opts;
+  bool quiet = false, json = false;
+  po::options_description d("options");
+  d.add_options()("name", po::value(&name)->required(), "variant to export")(
+      "outdir", po::value(&outdir)->required(), "directory to write (must be new or empty)")(
+      "shard-size", po::value(&shard), "largest shard, mergekit's rule (default 5B = 5e9 bytes; 500M, 2GiB, ...)")(
+      "force", po::bool_switch(&opts.force), "replace the contents of a non-empty OUTDIR")(
+      "quiet,q", po::bool_switch(&quiet), "no progress bar")("json", po::bool_switch(&json), "print the result as JSON");
+  AddStoreOption(d, store_dir);
+  po::positional_options_description pos;
+  pos.add("name", 1).add("outdir", 1);
+  po::variables_map vm;
+  if (!ParseArgs(args, d, pos, vm, "strata export NAME OUTDIR [--shard-size 5B] [--force]",
+                 "Writes the Hugging Face checkpoint mergekit would have written for the variant's plan:\n"
+                 "every tensor byte for byte, the same shards and index, config.json, tokenizer files, and\n"
+                 "the plan as mergekit_config.yml. Written aside and moved into place when complete."))
+    return 0;
+  opts.shard_size = ParseByteSize(shard);
+  Store store(Store::DefaultRoot(store_dir), /*create=*/false);
+  ProgressBar bar("export", ShowProgress(quiet || json));
+  opts.on_start = [&](uint64_t total) { bar.Start(total); };
+  opts.bytes_done = bar.counter();
+  ExportStats s = Export(store, name, outdir, opts);
+  bar.Finish();
+  if (json) {
+    PrintJson(Json{{"name", name}, {"outdir", outdir}, {"tensors", s.tensors}, {"shards", s.shards},
+                   {"tensor_bytes", s.tensor_bytes}, {"bytes_written", s.bytes_written}});
+    return 0;
+  }
+  printf("exported %s to %s: %zu tensors in %d shard%s, %s written\n", name.c_str(), outdir.c_str(), s.tensors,
+         s.shards, s.shards == 1 ? "" : "s", HumanBytes(s.bytes_written).c_str());
+  return 0;
+}
+
+int RunSynth(const std::vector<std::string>& args) {
+  SynthSpec spec;
+  std::string out, cache, id, dtype = "bfloat16", shard = "5GB";
+  int layers = 0, hidden = 0, heads = 0, kv = 0, inter = 0, vocab = 0;
+  bool quiet = false, json = false;
+  po::options_description d("options");
+  d.add_options()("arch", po::value(&spec.arch), "llama | mistral | qwen2 (default mistral)")(
+      "preset", po::value(&spec.preset), "tiny (a few MB) | small (~100M params) | mistral-7b (14.5 GB bf16); default tiny")(
+      "layers", po::value(&layers), "override num_hidden_layers")("hidden", po::value(&hidden), "override hidden_size")(
+      "heads", po::value(&heads), "override num_attention_heads")("kv-heads", po::value(&kv), "override num_key_value_heads")(
+      "intermediate", po::value(&inter), "override intermediate_size")("vocab", po::value(&vocab), "override vocab_size")(
+      "dtype", po::value(&dtype), "bfloat16 | float16 | float32 (default bfloat16)")(
+      "seed", po::value(&spec.seed), "random seed (default 0); same seed, same bytes")(
+      "tie-embeddings", po::bool_switch(&spec.tie_embeddings), "no lm_head.weight (tie_word_embeddings: true)")(
+      "shard-size", po::value(&shard), "HF shard limit (default 5GB)")(
+      "out", po::value(&out), "write into this new directory")(
+      "hf-cache", po::value(&cache), "write into this HF hub cache (with --as)")(
+      "as", po::value(&id), "HF id org/name to place the model under in --hf-cache")(
+      "quiet,q", po::bool_switch(&quiet), "no progress bar")("json", po::bool_switch(&json), "print the result as JSON");
+  po::positional_options_description pos;
+  po::variables_map vm;
+  if (!ParseArgs(args, d, pos, vm, "strata synth [--arch mistral] [--preset tiny] (--out DIR | --hf-cache DIR --as ORG/NAME)",
+                 "Writes a deterministic synthetic Hugging Face checkpoint with real shapes: weights N(0, 0.02),\n"
+                 "norms near 1, every tensor distinct. With --hf-cache/--as it lands where plans find it by id."))
+    return 0;
+  auto set = [](std::optional<int>& o, int v) { if (v) o = v; };
+  set(spec.layers, layers), set(spec.hidden, hidden), set(spec.heads, heads), set(spec.kv_heads, kv);
+  set(spec.intermediate, inter), set(spec.vocab, vocab);
+  auto dt = ParseTorchDType(dtype);
+  if (!dt) throw UsageError("--dtype \"" + dtype + "\": use bfloat16, float16 or float32");
+  spec.dtype = *dt;
+  spec.shard_size = ParseByteSize(shard);
+  if (out.empty() == (cache.empty() || id.empty()))
+    throw UsageError("give either --out DIR, or --hf-cache DIR with --as ORG/NAME");
+  ProgressBar bar("synth", ShowProgress(quiet || json));
+  spec.on_start = [&](uint64_t total) { bar.Start(total); };
+  spec.bytes_done = bar.counter();
+  SynthResult r = out.empty() ? SynthToHfCache(spec, cache, id) : SynthToDir(spec, out);
+  bar.Finish();
+  if (json) {
+    PrintJson(Json{{"dir", r.dir}, {"parameters", r.parameters}, {"bytes", r.bytes}, {"shards", r.shards}});
+    return 0;
+  }
+  printf("synthesized %s %s (%llu parameters, %s in %d shard%s) at %s\n", spec.arch.c_str(), spec.preset.c_str(),
+         static_cast<unsigned long long>(r.parameters), HumanBytes(r.bytes).c_str(), r.shards,
+         r.shards == 1 ? "" : "s", r.dir.c_str());
+  return 0;
+}
+
+int RunLs(const std::vector<std::string>& args) {
+  std::string store_dir;
+  bool json = false;
+  po::options_description d("options");
+  d.add_options()("json", po::bool_switch(&json), "print as JSON");
+  AddStoreOption(d, store_dir);
+  po::variables_map vm;
+  if (!ParseArgs(args, d, {}, vm, "strata ls [--store DIR] [--json]", "Lists the variants in the store.")) return 0;
+  Store store(Store::DefaultRoot(store_dir), /*create=*/false);
+  Json j = ListVariants(store);
+  if (json) {
+    PrintJson(j);
+    return 0;
+  }
+  printf("%-32s %-20s %7s %9s %12s %12s\n", "NAME", "ARCHITECTURE", "LAYERS", "DISTINCT", "LOGICAL", "DISTINCT B");
+  for (const Json& v : j["variants"])
+    printf("%-32s %-20s %7d %9d %12s %12s\n", v["name"].get<std::string>().c_str(),
+           v["architecture"].get<std::string>().c_str(), v["layers"].get<int>(), v["distinct_layers"].get<int>(),
+           HumanBytes(v["logical_bytes"]).c_str(), HumanBytes(v["distinct_bytes"]).c_str());
+  return 0;
+}
+
+namespace {
+
+std::string OpsText(const Json& ops) {
+  std::string s;
+  for (const Json& op : ops) {
+    std::string name = op["op"];
+    if (name == "blob" || name == "zeros") {
+      s += name == "zeros" ? "zeros" : "";
+      break;
+    }
+    if (!s.empty()) s += "∘";
+    if (name == "scale") {
+      char buf[48];
+      snprintf(buf, sizeof buf, "scale(%g)", op["factor"].get<double>());
+      s += buf;
+    } else {
+      s += "cast(" + op["dtype"].get<std::string>() + ")";
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+int RunShow(const std::vector<std::string>& args) {
+  std::string name, store_dir;
+  bool json = false;
+  po::options_description d("options");
+  d.add_options()("name", po::value(&name)->required(), "variant")("json", po::bool_switch(&json), "print as JSON");
+  AddStoreOption(d, store_dir);
+  po::positional_options_description pos;
+  pos.add("name", 1);
+  po::variables_map vm;
+  if (!ParseArgs(args, d, pos, vm, "strata show NAME [--json]",
+                 "Shows each output layer: its layer hash (equal hashes are one stored weight set), the\n"
+                 "source model and layer it came from, and the transforms applied (scale, cast)."))
+    return 0;
+  Store store(Store::DefaultRoot(store_dir), /*create=*/false);
+  Json j = ShowVariant(store, name);
+  if (json) {
+    PrintJson(j);
+    return 0;
+  }
+  printf("%s (%s), variant %s\n", name.c_str(), j["architecture"].get<std::string>().c_str(),
+         Short(j["node"]).c_str());
+  printf("%s as a checkpoint, %s of distinct tensor bytes\n\n", HumanBytes(j["logical_bytes"]).c_str(),
+         HumanBytes(j["distinct_bytes"]).c_str());
+  printf("%5s  %-12s  %-40s %6s  %s\n", "LAYER", "HASH", "SOURCE", "FROM", "TRANSFORMS / SHARED");
+  for (const Json& l : j["layers"]) {
+    std::string t;
+    for (const Json& tr : l["transforms"])
+      t += (t.empty() ? "" : ", ") + tr["tensor"].get<std::string>() + "=" + OpsText(tr["ops"]);
+    if (!l["same_as"].empty()) t += (t.empty() ? "" : "; ") + std::string("same as ") + l["same_as"].dump();
+    printf("%5d  %-12s  %-40s %6d  %s\n", l["index"].get<int>(), Short(l["layer"]).c_str(),
+           l["source_model"].get<std::string>().c_str(), l["source_layer"].get<int>(), t.c_str());
+  }
+  for (const Json& t : j["tensors"]) {
+    std::string ops = OpsText(t["ops"]);
+    printf("       %-40s %s %s%s\n", t["name"].get<std::string>().c_str(), t["dtype"].get<std::string>().c_str(),
+           t["shape"].dump().c_str(), ops.empty() ? "" : ("  " + ops).c_str());
+  }
+  return 0;
+}
+
+int RunDu(const std::vector<std::string>& args) {
+  std::string store_dir;
+  bool json = false;
+  po::options_description d("options");
+  d.add_options()("json", po::bool_switch(&json), "print as JSON");
+  AddStoreOption(d, store_dir);
+  po::variables_map vm;
+  if (!ParseArgs(args, d, {}, vm, "strata du [--store DIR] [--json]",
+                 "Logical bytes (all variants as checkpoints) against physical bytes in the store."))
+    return 0;
+  Store store(Store::DefaultRoot(store_dir), /*create=*/false);
+  Json j = StoreUsage(store);
+  if (json) {
+    PrintJson(j);
+    return 0;
+  }
+  printf("%zu variants: %s as checkpoints, stored in %s (%llu blobs %s, %llu nodes %s): %.2fx\n",
+         j["variants"].get<size_t>(), HumanBytes(j["logical_bytes"]).c_str(), HumanBytes(j["physical_bytes"]).c_str(),
+         j["blob_count"].get<unsigned long long>(), HumanBytes(j["blob_bytes"]).c_str(),
+         j["node_count"].get<unsigned long long>(), HumanBytes(j["node_bytes"]).c_str(), j["ratio"].get<double>());
+  return 0;
+}
+
+}  // namespace strata

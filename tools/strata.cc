@@ -1,0 +1,96 @@
+// The strata command line: parses arguments, calls compiler/ and runtime/,
+// prints results and errors, picks exit codes (0 ok, 1 failed, 2 bad usage).
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/program_options.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <map>
+
+#include "commands.h"
+#include "strata/formats/error.h"
+
+namespace po = boost::program_options;
+using namespace strata;
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  std::function<int(const std::vector<std::string>&)> run;
+};
+
+const std::vector<Command>& Commands() {
+  static const std::vector<Command> cmds = {
+      {"compile", "compile a mergekit plan into the store as a named variant", RunCompile},
+      {"export", "write a variant as a Hugging Face checkpoint (as mergekit would)", RunExport},
+      {"synth", "write a deterministic synthetic HF checkpoint (llama/mistral/qwen2)", RunSynth},
+      {"ls", "list the variants in the store", RunLs},
+      {"show", "show a variant's layers: hash, source model and layer, transforms", RunShow},
+      {"du", "logical bytes of all variants against physical bytes in the store", RunDu},
+      {"demo", "synthesize small models, compile the example plans, show the store", RunDemo},
+  };
+  return cmds;
+}
+
+void PrintUsage(FILE* out) {
+  fprintf(out,
+          "strata %s: depth-upscaled LLMs stored once, run from the store\n\n"
+          "usage: strata COMMAND [options]   (strata COMMAND --help for its options)\n\ncommands:\n",
+          STRATA_VERSION);
+  for (const Command& c : Commands()) fprintf(out, "  %-9s %s\n", c.name, c.summary);
+  fprintf(out,
+          "\nThe store is --store DIR, else $STRATA_STORE, else ~/.cache/strata.\n"
+          "Models named in plans are local directories or HF ids found in the local HF cache\n"
+          "($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub); strata never downloads.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // With RLIMIT_FSIZE (or a quota) a write must fail with EFBIG, not kill us
+  // before we can clean up.
+  signal(SIGXFSZ, SIG_IGN);
+  if (argc < 2) {
+    PrintUsage(stderr);
+    return 2;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    PrintUsage(stdout);
+    return 0;
+  }
+  if (cmd == "--version" || cmd == "version") {
+    printf("strata %s\n", STRATA_VERSION);
+    return 0;
+  }
+  std::vector<std::string> args(argv + 2, argv + argc);
+  for (const Command& c : Commands()) {
+    if (cmd != c.name) continue;
+    try {
+      return c.run(args);
+    } catch (const UsageError& e) {
+      fprintf(stderr, "strata %s: %s\n(see `strata %s --help`)\n", c.name, e.what(), c.name);
+      return 2;
+    } catch (const po::error& e) {
+      fprintf(stderr, "strata %s: %s\n(see `strata %s --help`)\n", c.name, e.what(), c.name);
+      return 2;
+    } catch (const Error& e) {
+      fprintf(stderr, "strata %s: error: %s\n", c.name, e.what());
+      return 1;
+    } catch (const std::filesystem::filesystem_error& e) {
+      fprintf(stderr, "strata %s: error: %s\n", c.name, e.what());
+      return 1;
+    } catch (const std::bad_alloc&) {
+      fprintf(stderr, "strata %s: error: out of memory\n", c.name);
+      return 1;
+    }
+  }
+  fprintf(stderr, "strata: unknown command \"%s\"\n\n", cmd.c_str());
+  PrintUsage(stderr);
+  return 2;
+}
