@@ -92,12 +92,22 @@ WritableFile::~WritableFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+namespace {
+// Write errors a user fixes by making room: say so.
+[[noreturn]] void ThrowWriteError(const std::string& path, int err) {
+  std::string hint;
+  if (err == ENOSPC || err == EDQUOT) hint = " (the disk is full: free space and retry)";
+  if (err == EFBIG) hint = " (a file size limit is set: see `ulimit -f`)";
+  throw Error("cannot write " + path + ": " + std::strerror(err) + hint);
+}
+}  // namespace
+
 void WritableFile::CheckBudget(size_t n) {
   int64_t b = g_write_budget.load();
   if (b < 0) return;
   if (static_cast<int64_t>(n) > b) {
     g_write_budget = 0;
-    ThrowErrno("cannot write " + path_, ENOSPC);
+    ThrowWriteError(path_, ENOSPC);
   }
   g_write_budget -= static_cast<int64_t>(n);
 }
@@ -109,7 +119,7 @@ void WritableFile::Append(const void* data, size_t n) {
     ssize_t w = ::write(fd_, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      ThrowErrno("cannot write " + path_, errno);
+      ThrowWriteError(path_, errno);
     }
     p += w;
     n -= static_cast<size_t>(w);
