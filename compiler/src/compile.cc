@@ -11,7 +11,7 @@
 #include <optional>
 
 #include "strata/compiler/resolve.h"
-#include "strata/compiler/variant.h"
+#include "strata/formats/variant.h"
 #include "strata/formats/arch.h"
 #include "strata/formats/error.h"
 #include "strata/formats/hf_checkpoint.h"

@@ -3,8 +3,8 @@
 
 #include <set>
 
-#include "strata/compiler/materialize.h"
-#include "strata/compiler/variant.h"
+#include "strata/formats/materialize.h"
+#include "strata/formats/variant.h"
 
 namespace strata {
 

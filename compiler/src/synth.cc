@@ -245,7 +245,7 @@ void RequireEmpty(const std::string& dir) {
 // Builds into a temporary sibling and renames it into place, so a failure
 // leaves nothing at `dir`.
 SynthResult BuildAtomically(const SynthSpec& spec, const std::string& dir) {
-  fs::path p = fs::absolute(dir).lexically_normal();
+  fs::path p = NormalizeDirPath(dir);
   MakeDirs(p.parent_path().string());
   std::string tmp = (p.parent_path() / ("." + p.filename().string() + "." + TempName("synth"))).string();
   MakeDirs(tmp);

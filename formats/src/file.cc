@@ -164,6 +164,10 @@ void WritableFile::Sync() {
   if (fdatasync(fd_) != 0) ThrowErrno("cannot sync " + path_, errno);
 }
 
+void WritableFile::MakeReadOnly() {
+  if (fchmod(fd_, 0444) != 0) ThrowErrno("cannot chmod " + path_, errno);
+}
+
 void WritableFile::Close() {
   if (fd_ < 0) return;
   int r = ::close(fd_);
@@ -213,6 +217,12 @@ void WriteFileAtomically(const std::string& path, std::string_view contents,
   AtomicFile f(path, tmp_dir);
   f.file().Append(contents);
   f.Commit();
+}
+
+std::string NormalizeDirPath(const std::string& path) {
+  std::filesystem::path p = std::filesystem::absolute(path).lexically_normal();
+  if (p.filename().empty() && p.has_parent_path()) p = p.parent_path();
+  return p.string();
 }
 
 std::string ReadFile(const std::string& path) {

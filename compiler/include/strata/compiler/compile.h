@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "strata/compiler/plan.h"
-#include "strata/compiler/store.h"
+#include "strata/formats/store.h"
 
 namespace strata {
 

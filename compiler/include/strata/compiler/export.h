@@ -6,7 +6,7 @@
 #include <functional>
 #include <string>
 
-#include "strata/compiler/store.h"
+#include "strata/formats/store.h"
 
 namespace strata {
 

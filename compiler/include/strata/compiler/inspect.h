@@ -3,7 +3,7 @@
 // logical versus physical bytes (du).
 #pragma once
 
-#include "strata/compiler/store.h"
+#include "strata/formats/store.h"
 
 namespace strata {
 

@@ -63,6 +63,8 @@ class WritableFile {
   void AppendFrom(int fd, uint64_t offset, uint64_t n);
   void Sync();
   void Close();
+  // Drops write permission (0444): store objects are immutable once written.
+  void MakeReadOnly();
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
@@ -99,6 +101,9 @@ class AtomicFile {
 // Writes `contents` to `path` atomically (see AtomicFile).
 void WriteFileAtomically(const std::string& path, std::string_view contents,
                          const std::string& tmp_dir);
+// `path` made absolute and normal, without a trailing separator ("out/" and
+// "out" name the same directory).
+std::string NormalizeDirPath(const std::string& path);
 // Reads a whole file. Throws Error naming the path on failure.
 std::string ReadFile(const std::string& path);
 bool FileExists(const std::string& path);

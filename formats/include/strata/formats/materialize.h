@@ -5,7 +5,7 @@
 #include <map>
 #include <mutex>
 
-#include "strata/compiler/variant.h"
+#include "strata/formats/variant.h"
 #include "strata/formats/safetensors.h"
 
 namespace strata {

@@ -1,5 +1,5 @@
 // Tensor materialization: the ops of the store's tensor nodes.
-#include "strata/compiler/materialize.h"
+#include "strata/formats/materialize.h"
 
 #include <sys/stat.h>
 

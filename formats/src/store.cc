@@ -1,5 +1,5 @@
 // The content-addressed store (see formats/STORE_FORMAT.md).
-#include "strata/compiler/store.h"
+#include "strata/formats/store.h"
 
 #include <algorithm>
 #include <cstring>
@@ -99,6 +99,7 @@ IngestResult Store::IngestRange(int fd, const std::string& what, uint64_t offset
   std::string path = BlobPath(r.blob);
   if (FileExists(path)) return r;
   MakeDirs(fs::path(path).parent_path().string());
+  out.file().MakeReadOnly();
   r.wrote = out.CommitTo(path, /*keep_existing=*/true);
   return r;
 }
@@ -110,6 +111,7 @@ Hash Store::PutBlob(std::string_view bytes) {
   MakeDirs(fs::path(path).parent_path().string());
   AtomicFile out(path, TmpDir());
   out.file().Append(bytes);
+  out.file().MakeReadOnly();
   out.Commit(/*keep_existing=*/true);
   return h;
 }
@@ -132,6 +134,7 @@ Hash Store::PutNode(const Json& node) {
   MakeDirs(fs::path(path).parent_path().string());
   AtomicFile out(path, TmpDir());
   out.file().Append(bytes);
+  out.file().MakeReadOnly();
   out.Commit(/*keep_existing=*/true);
   return h;
 }

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "strata/compiler/store.h"
+#include "strata/formats/store.h"
 #include "strata/formats/arch.h"
 #include "strata/formats/dtype.h"
 
@@ -31,6 +31,7 @@ std::string_view OpName(TensorNode::Op op);
 struct NamedTensor {
   std::string name;
   Hash node;
+  std::string source;  // the source tensor it was made from (mergekit's group label)
 };
 
 struct VariantLayer {
@@ -55,7 +56,7 @@ struct Variant {
 Variant LoadVariant(const Store& store, const Hash& h);
 // A layer node's role -> tensor node map. Throws Error when malformed.
 std::map<std::string, Hash> LoadLayer(const Store& store, const Hash& h);
-// Every output tensor with its HF name, in the order mergekit writes them:
+// Every output tensor with its HF name and source tensor name, in plan order:
 // pre tensors, then each layer's tensors in the architecture's role order, then
 // post tensors.
 std::vector<NamedTensor> OutputTensors(const Store& store, const Variant& v);

@@ -1,5 +1,5 @@
 // Typed views of the store's nodes.
-#include "strata/compiler/variant.h"
+#include "strata/formats/variant.h"
 
 #include "strata/formats/error.h"
 
@@ -22,7 +22,8 @@ std::vector<NamedTensor> ParseNamed(const Json& j, const char* key, const Hash& 
   for (const Json& e : j[key]) {
     if (!e.is_object() || !e.contains("name") || !e["name"].is_string())
       throw Error("variant " + node.Hex() + ": malformed \"" + key + "\" entry");
-    out.push_back({e["name"].get<std::string>(), HashField(e, "tensor", node)});
+    std::string name = e["name"].get<std::string>();
+    out.push_back({name, HashField(e, "tensor", node), name});
   }
   return out;
 }
@@ -140,7 +141,8 @@ std::vector<NamedTensor> OutputTensors(const Store& store, const Variant& v) {
     for (const RoleName& r : v.arch->layer) {
       auto t = it->second.find(std::string(r.name));
       if (t == it->second.end()) continue;  // an optional role this layer does not have
-      out.push_back({LayerPrefix(static_cast<int>(i)) + std::string(r.name), t->second});
+      out.push_back({LayerPrefix(static_cast<int>(i)) + std::string(r.name), t->second,
+                     LayerPrefix(v.layers[i].source_layer) + std::string(r.name)});
     }
   }
   out.insert(out.end(), v.post.begin(), v.post.end());
