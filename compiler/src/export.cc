@@ -1,11 +1,12 @@
 // Variant -> HF checkpoint directory.
 #include "strata/compiler/export.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
-#include "strata/compiler/materialize.h"
-#include "strata/compiler/variant.h"
+#include "strata/formats/materialize.h"
+#include "strata/formats/variant.h"
 #include "strata/formats/error.h"
 #include "strata/formats/hf_checkpoint.h"
 
@@ -46,6 +47,17 @@ struct Shard {
   std::vector<Hash> nodes;
   uint64_t bytes = 0;
 };
+
+// The order mergekit's executor hands tensors to its writer: its schedule is a
+// lexicographical topological sort keyed by each task's group label, which for
+// passthrough is the source tensor name, so tensors come grouped by source name
+// in string order (lm_head, embed_tokens, layers.0, layers.1, layers.10, ...,
+// norm); outputs of one source tensor keep plan order.
+std::vector<NamedTensor> MergekitWriteOrder(std::vector<NamedTensor> tensors) {
+  std::stable_sort(tensors.begin(), tensors.end(),
+                   [](const NamedTensor& a, const NamedTensor& b) { return a.source < b.source; });
+  return tensors;
+}
 
 // mergekit's TensorWriter: a tensor that would push a non-empty shard past the
 // limit starts a new one.
@@ -99,11 +111,11 @@ void CheckOutDir(const std::string& outdir, bool force) {
 
 ExportStats Export(const Store& store, const std::string& name, const std::string& outdir_in,
                    const ExportOptions& opts) {
-  const std::string outdir = fs::absolute(outdir_in).lexically_normal().string();
+  const std::string outdir = NormalizeDirPath(outdir_in);
   CheckOutDir(outdir, opts.force);
   Variant v = LoadVariant(store, store.ResolveRef(name));
   TensorReader reader(store);
-  std::vector<NamedTensor> tensors = OutputTensors(store, v);
+  std::vector<NamedTensor> tensors = MergekitWriteOrder(OutputTensors(store, v));
   std::vector<Shard> shards = AssignShards(reader, tensors, opts.shard_size);
   ExportStats stats;
   stats.tensors = tensors.size();
