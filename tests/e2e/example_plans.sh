@@ -7,7 +7,7 @@
 # private HF cache; each plan is compiled into one shared store, exported, and the
 # export is checked byte for byte against tests/ref/mergekit_ref.py, an independent
 # numpy model of mergekit's passthrough.  Store dedup is checked independently too:
-# layer nodes per plan (`strata show --json`) and blob counts after each compile.
+# layer nodes per plan (`strata show --json`) and the blobs after each compile.
 #
 # Environment: STRATA_PYTHON3 (default /usr/bin/python3); STRATA_REF_ORDER
 # (mergekit|plan, default mergekit: the tensor write order the reference assumes).
@@ -50,6 +50,22 @@ check() {
   fi
 }
 
+# check_v DESCRIPTION CMD...: like check, and a pass shows CMD's first output line.
+check_v() {
+  local desc=$1
+  shift
+  n_log=$((n_log + 1))
+  local log="$T/logs/$n_log"
+  if "$@" >"$log" 2>&1; then
+    passed=$((passed + 1))
+    echo "PASS $desc: $(head -n 1 "$log")"
+  else
+    failed=$((failed + 1))
+    echo "FAIL $desc"
+    sed -e 's/^/    /' "$log" | tail -n 60
+  fi
+}
+
 # expect_eq DESCRIPTION EXPECTED ACTUAL
 expect_eq() {
   if [[ "$2" == "$3" ]]; then
@@ -58,14 +74,6 @@ expect_eq() {
   else
     failed=$((failed + 1))
     echo "FAIL $1: expected $2, got $3"
-  fi
-}
-
-count_blobs() {
-  if [[ -d "$STORE/blobs" ]]; then
-    find "$STORE/blobs" -type f | wc -l | tr -d ' '
-  else
-    echo 0
   fi
 }
 
@@ -132,10 +140,11 @@ for plan in "${plans[@]}"; do
   echo "PASS compile $name"
   compiled+=("$plan")
 
-  # store dedup: blobs so far = distinct source tensors read by the plans so far
-  # (scaled copies, as in block expansion, must not add blobs)
-  want=$(ref source-blobs "${compiled[@]}" --hf-cache "$HF")
-  expect_eq "blobs after compiling $name" "$want" "$(count_blobs)"
+  # store dedup: the tensor blobs so far are exactly the distinct source tensors read
+  # by the plans so far (a scaled copy, as in block expansion, must not be stored);
+  # the only other blobs allowed are plan files and config.json files.
+  check_v "store blobs after compiling $name" \
+    "$PY" "$REF" store-blobs "${compiled[@]}" --hf-cache "$HF" --blobs "$STORE/blobs"
 
   # layer nodes: distinct (source layer, scales) vs `strata show --json`
   if "$STRATA" show "$name" --json --store "$STORE" >"$T/show-$name.json" 2>"$T/logs/show-$name"; then
@@ -171,6 +180,12 @@ done
 
 # 3. the whole store: one blob per distinct source tensor across all plans
 want=$(ref source-blobs "${plans[@]}" --hf-cache "$HF")
-expect_eq "blobs after compiling all plans" "$want" "$(count_blobs)"
+if [[ -d "$STORE/blobs" ]]; then
+  got=$("$PY" "$REF" store-blobs "${plans[@]}" --hf-cache "$HF" --blobs "$STORE/blobs" 2>&1 |
+    head -n 1 | cut -d' ' -f1) || true
+else
+  got=0
+fi
+expect_eq "tensor blobs after compiling all plans" "$want" "$got"
 
 finish

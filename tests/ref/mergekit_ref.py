@@ -11,8 +11,13 @@ with either, nor with strata.  See README.md next to this file.
   mergekit_ref.py expect  PLAN.yml --hf-cache DIR --out-dir OUTDIR [--shard-size B]
   mergekit_ref.py compare PLAN.yml --hf-cache DIR --export DIR     [--shard-size B]
   mergekit_ref.py distinct-layers PLAN.yml [--hf-cache DIR]
+  mergekit_ref.py check-show PLAN.yml --hf-cache DIR --show-json FILE
   mergekit_ref.py source-blobs PLAN.yml [PLAN.yml ...] --hf-cache DIR
+  mergekit_ref.py store-blobs PLAN.yml [PLAN.yml ...] --hf-cache DIR --blobs DIR
+  mergekit_ref.py models PLAN.yml [PLAN.yml ...]
   mergekit_ref.py order PLAN.yml --hf-cache DIR      (prints the write order)
+  mergekit_ref.py selftest
+  mergekit_ref.py verify-order --mergekit-graph MERGEKIT/mergekit/graph.py [PLAN ...]
 
 --order mergekit (default) reproduces the order in which mergekit's executor hands
 tensors to its writer; --order plan uses the plain plan order (embed, layers, norm,
@@ -969,29 +974,22 @@ def cmd_distinct_layers(a):
 
 
 def cmd_models(a):
+    """Model ids the plans reference (base_model, slice sources, models), in order."""
     seen = []
     for p in a.plans:
-        plan = Plan(p, None, need_models=False) if not _uses_models_syntax(p) else None
-        refs = plan.referenced_models() if plan else _models_syntax_refs(p)
+        with open(p, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+        refs = [raw["base_model"]] if raw.get("base_model") else []
+        for s in raw.get("slices") or []:
+            refs += [src.get("model") for src in s.get("sources") or []]
+        refs += [m.get("model") for m in raw.get("models") or []]
         for r in refs:
+            r = _model_ref(r, p)
             if r not in seen:
                 seen.append(r)
     for r in seen:
         print(r)
     return 0
-
-
-def _uses_models_syntax(path):
-    with open(path, encoding="utf-8") as f:
-        return bool((yaml.safe_load(f) or {}).get("models"))
-
-
-def _models_syntax_refs(path):
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
-    refs = [_model_ref(raw["base_model"], "base_model")] if raw.get("base_model") else []
-    refs += [_model_ref(m.get("model"), "models") for m in raw["models"]]
-    return refs
 
 
 def cmd_check_show(a):
@@ -1063,6 +1061,64 @@ def cmd_source_blobs(a):
     return 0
 
 
+def _json_in(data, dicts):
+    if not data.lstrip().startswith(b"{"):
+        return False
+    try:
+        return json.loads(data) in dicts
+    except ValueError:
+        return False
+
+
+def cmd_store_blobs(a):
+    """Classify every file under a content-addressed blob directory.
+
+    Each blob must be byte-identical to a source tensor the plans read, to one of the
+    plan files, or to a non-weight file of a source snapshot, or be JSON equal to a
+    plan's expected output config.json.  The
+    tensor blobs must be exactly the distinct source tensor contents: a scaled or cast
+    copy materialized in the store shows up as an unknown blob."""
+    tensors, others, configs = {}, {}, []
+    for p in a.plans:
+        with open(p, "rb") as f:
+            others[hashlib.sha256(f.read()).digest()] = f"plan {os.path.basename(p)}"
+        plan = Plan(p, a.hf_cache)
+        configs.append(Expected(plan, DEFAULT_SHARD_SIZE, "plan").config())
+        for e in plan_entries(plan):
+            m = plan.model(e.model)
+            tensors.setdefault(hashlib.sha256(m.raw(e.src_name)).digest(),
+                               f"{e.model}:{e.src_name}")
+        for ref in plan.referenced_models():
+            d = plan.model(ref).dir
+            for fn in sorted(os.listdir(d)):
+                path = os.path.join(d, fn)
+                if fn.endswith(".safetensors") or not os.path.isfile(path):
+                    continue
+                with open(path, "rb") as f:
+                    others.setdefault(hashlib.sha256(f.read()).digest(), f"{ref}/{fn}")
+    found, unknown, n_other = set(), [], 0
+    for root, _, files in os.walk(a.blobs):
+        for fn in sorted(files):
+            path = os.path.join(root, fn)
+            with open(path, "rb") as f:
+                data = f.read()
+            h = hashlib.sha256(data).digest()
+            if h in tensors:
+                found.add(h)
+            elif h in others or _json_in(data, configs):
+                n_other += 1
+            else:
+                unknown.append(f"{os.path.relpath(path, a.blobs)} ({len(data)} bytes)")
+    missing = [tensors[h] for h in tensors if h not in found]
+    print(f"{len(found)} tensor blobs (expected {len(tensors)} distinct source tensors), "
+          f"{n_other} plan/config blobs, {len(unknown)} unknown blobs")
+    for u in unknown[:10]:
+        print(f"  unknown blob {u}")
+    for m in missing[:10]:
+        print(f"  no blob holds source tensor {m}")
+    return 0 if not unknown and not missing else 1
+
+
 def cmd_order(a):
     plan = Plan(a.plan, a.hf_cache)
     ex = Expected(plan, a.shard_size, a.order)
@@ -1072,6 +1128,293 @@ def cmd_order(a):
             print(f"{fn}\t{e.out_name}\t{e.model}:{e.src_name}\t"
                   f"scale={e.scale!r}")
     return 0
+
+# ----------------------------------------------------------------------------
+# self-checks
+
+
+def _synth_model(cache, repo, arch, n_layers, seed, dtype="BF16", lm_head=True,
+                 sharded=False, hidden=8, inter=16, vocab=32):
+    """A tiny random model in HF-cache layout (for selftest)."""
+    rng = np.random.default_rng(seed)
+    repo_dir = os.path.join(cache, "models--" + repo.replace("/", "--"))
+    commit = hashlib.sha1(f"{repo}:{seed}".encode()).hexdigest()
+    snap = os.path.join(repo_dir, "snapshots", commit)
+    os.makedirs(snap, exist_ok=True)
+    os.makedirs(os.path.join(repo_dir, "refs"), exist_ok=True)
+    with open(os.path.join(repo_dir, "refs", "main"), "w", encoding="utf-8") as f:
+        f.write(commit)
+    kv = hidden // 2
+    shapes = {"input_layernorm.weight": [hidden], "post_attention_layernorm.weight": [hidden],
+              "self_attn.q_proj.weight": [hidden, hidden],
+              "self_attn.k_proj.weight": [kv, hidden], "self_attn.v_proj.weight": [kv, hidden],
+              "self_attn.o_proj.weight": [hidden, hidden],
+              "mlp.up_proj.weight": [inter, hidden], "mlp.gate_proj.weight": [inter, hidden],
+              "mlp.down_proj.weight": [hidden, inter], "self_attn.q_proj.bias": [hidden],
+              "self_attn.k_proj.bias": [kv], "self_attn.v_proj.bias": [kv]}
+    names = [(EMBED, [vocab, hidden])]
+    for i in range(n_layers):
+        names += [(f"model.layers.{i}.{r}", shapes[r]) for r in ARCH_LAYER_ROLES[arch]]
+    names.append((NORM, [hidden]))
+    if lm_head:
+        names.append((LM_HEAD, [vocab, hidden]))
+    tensors = [(n, dtype, sh, from_f32(rng.standard_normal(_numel(sh)).astype(np.float32),
+                                       dtype)) for n, sh in names]
+    if sharded:
+        parts = [tensors[:len(tensors) // 2], tensors[len(tensors) // 2:]]
+        wm = {}
+        for k, part in enumerate(parts):
+            fn = f"model-{k + 1:05d}-of-00002.safetensors"
+            with open(os.path.join(snap, fn), "wb") as f:
+                f.write(st_serialize(part))
+            wm.update({t[0]: fn for t in part})
+        with open(os.path.join(snap, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {}, "weight_map": wm}, f)
+    else:
+        with open(os.path.join(snap, "model.safetensors"), "wb") as f:
+            f.write(st_serialize(tensors))
+    cfg = {"architectures": [arch], "hidden_size": hidden, "intermediate_size": inter,
+           "num_hidden_layers": n_layers, "vocab_size": vocab,
+           "torch_dtype": _plan_dtype_name(dtype), "tie_word_embeddings": not lm_head}
+    with open(os.path.join(snap, "config.json"), "w", encoding="utf-8") as f:
+        json.dump(cfg, f, indent=2)
+
+
+def cmd_selftest(a):
+    import contextlib
+    import io
+    import shutil
+    import tempfile
+
+    failures = []
+
+    def ok(cond, what):
+        print(("ok   " if cond else "FAIL ") + what)
+        if not cond:
+            failures.append(what)
+
+    def bits_bf16(v):
+        return np.frombuffer(from_f32(np.array([v], np.float32), "BF16"), "<u2")[0]
+
+    def f32(u):
+        return np.array([u], np.uint32).view(np.float32)[0]
+
+    ok(bits_bf16(1.0) == 0x3F80, "bf16: 1.0")
+    ok(bits_bf16(f32(0x3F808000)) == 0x3F80, "bf16: tie rounds to even (down)")
+    ok(bits_bf16(f32(0x3F818000)) == 0x3F82, "bf16: tie rounds to even (up)")
+    ok(bits_bf16(f32(0x3F808001)) == 0x3F81, "bf16: above half rounds up")
+    ok(bits_bf16(float("nan")) == 0x7FC0, "bf16: NaN -> 0x7FC0")
+    ok(bits_bf16(f32(0x7F7FFFFF)) == 0x7F80, "bf16: max float rounds to inf")
+    ok(bits_bf16(-0.0) == 0x8000, "bf16: -0.0 kept")
+    ok(np.frombuffer(from_f32(np.array([70000.0], np.float32), "F16"), "<u2")[0] == 0x7C00,
+       "f16: overflow to inf")
+    neg = from_f32(np.array([-1.5], np.float32), "BF16")
+    ok(scale_bytes(neg, "BF16", 0.0) == b"\x00\x80", "scale 0 keeps the sign (-0.0)")
+    ok(evaluate_setting("x", [0.5, -2.0], 0.5) == -0.75, "gradient at t=0.5")
+    ok(evaluate_setting("a.o_proj.weight", [{"filter": "o_proj", "value": 0.0},
+                                            {"filter": None, "value": 1.0}], 0) == 0.0,
+       "conditional filter")
+    ok(evaluate_setting("a.q_proj.weight", [{"filter": "o_proj", "value": 0.0}], 0) is None,
+       "conditional without match is None")
+    blob = st_serialize([("a", "BF16", [1], b"\x80\x3f"), ("b", "F32", [], b"\x00\x00\x80\x3f")])
+    hdr = ('{"__metadata__":{"format":"pt"},"b":{"dtype":"F32","shape":[],'
+           '"data_offsets":[0,4]},"a":{"dtype":"BF16","shape":[1],"data_offsets":[4,6]}}')
+    hdr += " " * ((8 - len(hdr) % 8) % 8)
+    ok(blob == struct.pack("<Q", len(hdr)) + hdr.encode() + b"\x00\x00\x80\x3f\x80\x3f",
+       "safetensors layout: dtype rank desc, then name; padded header")
+
+    tmp = tempfile.mkdtemp(prefix="mergekit_ref_selftest.")
+    try:
+        cache = os.path.join(tmp, "hf")
+        _synth_model(cache, "t/mistral4", "MistralForCausalLM", 4, 1)
+        _synth_model(cache, "t/llama4", "LlamaForCausalLM", 4, 2, dtype="F32",
+                     lm_head=False, sharded=True)
+        _synth_model(cache, "t/qwen4", "Qwen2ForCausalLM", 4, 3, dtype="F16")
+        plans = {
+            "dus": "slices:\n- sources:\n  - {model: t/mistral4, layer_range: [0, 3]}\n"
+                   "- sources:\n  - model: t/mistral4\n    layer_range: [1, 4]\n"
+                   "    parameters:\n      scale:\n      - {filter: o_proj, value: 0.0}\n"
+                   "      - {filter: down_proj, value: [0.5, -2.0]}\n      - {value: 1.0}\n"
+                   "merge_method: passthrough\ndtype: bfloat16\n",
+            "cast": "slices:\n- sources:\n  - {model: t/llama4, layer_range: [2, 4]}\n"
+                    "- sources:\n  - {model: t/llama4, layer_range: [0, 2]}\n"
+                    "  parameters: {scale: [0.1, 3.0]}\n"
+                    "merge_method: passthrough\ndtype: bfloat16\nout_dtype: float16\n"
+                    "parameters:\n  scale:\n  - {filter: layernorm, value: 2.0}\n",
+            "models": "models:\n- model: t/qwen4\n  parameters:\n    scale:\n"
+                      "    - {filter: bias, value: [1.0, 0.3333]}\nmerge_method: passthrough\n",
+        }
+        counts = {"dus": 1 + 6 * 9 + 2, "cast": 1 + 4 * 9 + 1, "models": 1 + 4 * 12 + 2}
+        for name, text in plans.items():
+            plan_path = os.path.join(tmp, name + ".yml")
+            with open(plan_path, "w", encoding="utf-8") as f:
+                f.write(text)
+            for shard in (DEFAULT_SHARD_SIZE, 1500):
+                out = os.path.join(tmp, f"out-{name}-{shard}")
+                common = [plan_path, "--hf-cache", cache, "--shard-size", str(shard)]
+                with contextlib.redirect_stdout(io.StringIO()):
+                    rc1 = main(["expect"] + common + ["--out-dir", out])
+                buf = io.StringIO()
+                with contextlib.redirect_stdout(buf):
+                    rc2 = main(["compare"] + common + ["--export", out])
+                ok(rc1 == 0 and rc2 == 0 and
+                   buf.getvalue().strip() == f"ok: {counts[name]} tensors",
+                   f"{name} (shard size {shard}): expect, then compare passes")
+                files = sorted(f for f in os.listdir(out) if f.endswith(".safetensors"))
+                ok((len(files) == 1) == (shard == DEFAULT_SHARD_SIZE),
+                   f"{name} (shard size {shard}): {len(files)} shard file(s)")
+                victim = os.path.join(out, files[-1])
+                with open(victim, "rb") as f:
+                    data = bytearray(f.read())
+                data[-1] ^= 0x01
+                with open(victim, "wb") as f:
+                    f.write(data)
+                with contextlib.redirect_stdout(io.StringIO()):
+                    rc3 = main(["compare"] + common + ["--export", out])
+                ok(rc3 == 1, f"{name} (shard size {shard}): one flipped bit is caught")
+        # spot values of the dus plan: out layer 5 = src layer 3, t=1 -> scale -2.0
+        plan = Plan(os.path.join(tmp, "dus.yml"), cache)
+        ex = Expected(plan, DEFAULT_SHARD_SIZE)
+        src = plan.model("t/mistral4")
+        _, _, down = ex.tensor("model.layers.5.mlp.down_proj.weight")
+        want = to_f32(src.raw("model.layers.3.mlp.down_proj.weight"), "BF16") * -2
+        ok(np.array_equal(to_f32(down, "BF16"), want), "dus: gradient end point scale -2")
+        _, _, o = ex.tensor("model.layers.4.self_attn.o_proj.weight")
+        ok(not np.any(to_f32(o, "BF16")), "dus: o_proj scaled to zero")
+        _, _, q = ex.tensor("model.layers.3.self_attn.q_proj.weight")
+        ok(q == src.raw("model.layers.1.self_attn.q_proj.weight"), "dus: scale 1.0 is identity")
+        ok(len(set(layer_keys(plan, True))) == 6, "dus: 6 distinct layer nodes")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"selftest: {len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+def cmd_verify_order(a):
+    """Cross-check mergekit_order against mergekit's own graph.py scheduler.
+
+    Needs networkx and a mergekit checkout; torch, tqdm and pydantic are stubbed
+    (the scheduler only needs task identity, priority and group labels)."""
+    import importlib.util
+    import random
+    import types
+    from dataclasses import dataclass
+    from typing import Any, Tuple
+
+    for mod in ("torch", "tqdm", "pydantic", "typing_extensions"):
+        try:
+            __import__(mod)
+        except ImportError:
+            m = types.ModuleType(mod)
+            if mod == "torch":
+                m.device = lambda s: s
+                m.Tensor = object
+            elif mod == "tqdm":
+                m.tqdm = lambda x, **kw: x
+            elif mod == "pydantic":
+                class BaseModel:
+                    def __init_subclass__(cls, **kw):
+                        pass
+                m.BaseModel = BaseModel
+            else:
+                import typing
+                m.Generic, m.TypeVar = typing.Generic, typing.TypeVar
+            sys.modules[mod] = m
+    spec = importlib.util.spec_from_file_location("mk_graph", a.mergekit_graph)
+    g = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(g)
+
+    @dataclass(frozen=True)
+    class Load:
+        model: str
+        tensor: str
+        def arguments(self): return {}
+        def priority(self): return -1000
+        def group_label(self): return self.tensor
+
+    @dataclass(frozen=True)
+    class Gather:
+        model: str
+        name: str
+        def arguments(self): return {f"{self.model}:{self.name}": Load(self.model, self.name)}
+        def priority(self): return -10
+        def group_label(self): return max(t.group_label() for t in self.arguments().values())
+
+    @dataclass(frozen=True)
+    class Merge:
+        gather: Any
+        scale: Any
+        def arguments(self): return {"tensors": self.gather}
+        def priority(self): return 0
+        def group_label(self): return self.gather.group_label()
+
+    @dataclass(frozen=True)
+    class Writer:
+        def arguments(self): return {}
+        def priority(self): return 10000
+        def group_label(self): return None
+
+    @dataclass(frozen=True)
+    class Save:
+        name: str
+        task: Any
+        writer: Any
+        def arguments(self): return {"writer": self.writer, "tensor": self.task}
+        def priority(self): return 1000
+        def group_label(self): return self.task.group_label()
+
+    @dataclass(frozen=True)
+    class Final:
+        saves: Tuple
+        writer: Any
+        def arguments(self):
+            return {"writer": self.writer,
+                    **{f"_unused_{i}": t for i, t in enumerate(self.saves)}}
+        def priority(self): return 0
+        def group_label(self): return None
+
+    def real(entries):
+        w = Writer()
+        saves = [Save(e.out_name, Merge(Gather(e.model, e.src_name), e.scale), w)
+                 for e in entries]
+        targets = saves + [Final(tuple(saves), w)]
+        uni = g.TaskUniverse(targets)
+        handles = [uni.add_task(t) for t in targets]
+        pos = {s.name: i for i, s in enumerate(saves)}
+        return [pos[h.task().name] for h in g.build_schedule(handles, {}).tasks
+                if isinstance(h.task(), Save)]
+
+    cases = []
+    for p in a.plans:
+        cases.append((p, plan_entries(Plan(p, a.hf_cache))))
+    rng = random.Random(a.seed)
+    for trial in range(a.random):
+        nl = rng.choice([4, 12, 32, 40, 80])
+        models = ["a/x", "b/y"][:rng.choice([1, 2])]
+        entries = [Entry(EMBED, models[0], EMBED, None)]
+        k = 0
+        for _ in range(rng.randint(1, 12)):
+            m = rng.choice(models)
+            lo = rng.randrange(nl)
+            hi = rng.randint(lo + 1, min(nl, lo + rng.choice([1, 4, 8, 24, nl])))
+            sc = rng.choice([None, None, 0.0, 1.0, 0.5])
+            for idx in range(hi - lo):
+                for role in LLAMA_LAYER:
+                    v = sc if (sc is None or "o_proj" in role or rng.random() < 0.3) else None
+                    entries.append(Entry(f"model.layers.{k}.{role}", m,
+                                         f"model.layers.{lo + idx}.{role}", v))
+                k += 1
+        entries.append(Entry(NORM, models[-1], NORM, None))
+        if rng.random() < 0.7:
+            entries.append(Entry(LM_HEAD, models[-1], LM_HEAD, rng.choice([None, 1.0])))
+        cases.append((f"random plan #{trial}", entries))
+    bad = 0
+    for label, entries in cases:
+        if mergekit_order(entries) != real(entries):
+            bad += 1
+            print(f"DIFFERENT: {label}")
+    print(f"verify-order: {len(cases) - bad} of {len(cases)} orders identical")
+    return 1 if bad else 0
 
 
 def main(argv=None):
@@ -1107,6 +1450,12 @@ def main(argv=None):
     common(p, cache_required=False)
     p.set_defaults(fn=cmd_distinct_layers)
 
+    p = sub.add_parser("store-blobs", help="classify the blobs of a strata store")
+    p.add_argument("plans", nargs="+")
+    p.add_argument("--hf-cache", required=True)
+    p.add_argument("--blobs", required=True, help="the store's blob directory")
+    p.set_defaults(fn=cmd_store_blobs)
+
     p = sub.add_parser("models", help="model ids the plans reference")
     p.add_argument("plans", nargs="+")
     p.set_defaults(fn=cmd_models)
@@ -1126,6 +1475,18 @@ def main(argv=None):
     common(p)
     writer_opts(p)
     p.set_defaults(fn=cmd_order)
+
+    p = sub.add_parser("selftest", help="check this reference on a synthetic HF cache")
+    p.set_defaults(fn=cmd_selftest)
+
+    p = sub.add_parser("verify-order",
+                       help="cross-check the write order with mergekit's graph.py")
+    p.add_argument("--mergekit-graph", required=True, help="path to mergekit/graph.py")
+    p.add_argument("plans", nargs="*")
+    p.add_argument("--hf-cache")
+    p.add_argument("--random", type=int, default=200, help="random plans to try")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(fn=cmd_verify_order)
 
     a = ap.parse_args(argv)
     try:
