@@ -97,9 +97,22 @@ int RunDemo(const std::vector<std::string>& args) {
   printf("\n== strata du\n");
   fflush(stdout);
   RunDu({"--store", store_dir});
-  printf("\n== strata show block-expansion-40 (last layers)\n");
+  printf("\n== strata show block-expansion-40\n");
   fflush(stdout);
   RunShow({"block-expansion-40", "--store", store_dir});
+  printf("\n== strata run: 16 greedy tokens from each variant on the CPU\n");
+  for (const std::string& p : plans) {
+    std::string name = fs::path(p).stem().string();
+    GenerateRequest req;
+    req.name = name;
+    req.prompt = {1, 7, 42, 3};
+    req.n = 16;
+    GenerateResult r = Generate(store, req);
+    std::string toks;
+    for (size_t i = 0; i < 6 && i < r.tokens.size(); ++i) toks += std::to_string(r.tokens[i]) + ",";
+    printf("   %-28s %2d layers (%d elided), decode %7.1f tok/s  -> %s...\n", name.c_str(), r.layers, r.elided,
+           r.decode_tps, toks.c_str());
+  }
   if (keep) printf("\nkept: HF_HUB_CACHE=%s, store %s\n", hf.c_str(), store_dir.c_str());
   return 0;
 }

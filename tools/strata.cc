@@ -29,6 +29,7 @@ const std::vector<Command>& Commands() {
       {"compile", "compile a mergekit plan into the store as a named variant", RunCompile},
       {"export", "write a variant as a Hugging Face checkpoint (as mergekit would)", RunExport},
       {"synth", "write a deterministic synthetic HF checkpoint (llama/mistral/qwen2)", RunSynth},
+      {"run", "run a variant (or an HF directory) on the CPU from the store", RunRun},
       {"ls", "list the variants in the store", RunLs},
       {"show", "show a variant's layers: hash, source model and layer, transforms", RunShow},
       {"du", "logical bytes of all variants against physical bytes in the store", RunDu},

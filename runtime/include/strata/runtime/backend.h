@@ -1,0 +1,33 @@
+// The interface every backend (CPU, CUDA) implements over an assembled Model.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "strata/runtime/model.h"
+
+namespace strata {
+
+struct BackendOptions {
+  int64_t max_context = 0;  // KV cache positions per logical layer
+  bool elide = true;        // skip layers whose o_proj and down_proj are zero
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Runs `tokens` at the next positions of the sequence (a whole prompt, or one
+  // decode token), appending to every logical layer's KV cache. Writes the
+  // last position's logits (vocab floats) to `last_logits` and, when
+  // `all_logits` is not null, every new position's (M x vocab). Throws Error
+  // for a token id outside the vocabulary or a sequence past max_context.
+  virtual void Forward(const std::vector<int>& tokens, float* last_logits, std::vector<float>* all_logits) = 0;
+  virtual int64_t position() const = 0;
+  // Layers skipped per forward by identity elision.
+  virtual int elided_layers() const = 0;
+};
+
+std::unique_ptr<Backend> MakeCpuBackend(const Model& model, const BackendOptions& opts);
+
+}  // namespace strata

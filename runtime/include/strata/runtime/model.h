@@ -1,0 +1,40 @@
+// A variant assembled for execution: N logical layers, each pointing at a
+// shared weight set (one per distinct layer node), with the non-layer tensors.
+// The same assembly serves every backend.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "strata/runtime/config.h"
+#include "strata/runtime/weights.h"
+
+namespace strata {
+
+struct WeightSet {
+  Hash layer;  // the layer node
+  const HostTensor *attn_norm = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  const HostTensor *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr;
+  const HostTensor *ffn_norm = nullptr, *gate = nullptr, *up = nullptr, *down = nullptr;
+  // o_proj and down_proj are both zero: the layer adds exactly nothing to the
+  // residual stream (block expansion's appended layers).
+  bool identity() const { return o->zero && down->zero; }
+};
+
+struct Model {
+  ModelConfig config;
+  const HostTensor* embed = nullptr;
+  const HostTensor* final_norm = nullptr;
+  const HostTensor* lm_head = nullptr;  // the embedding table when tied
+  std::vector<const WeightSet*> layers;  // logical layers, in order
+  std::map<Hash, std::unique_ptr<WeightSet>> weight_sets;  // distinct ones
+};
+
+// Assembles variant `variant` of `store`, resolving tensors through `weights`.
+// Throws Error naming the object when a node is missing or malformed, a role
+// the architecture needs is absent, or shapes do not match the config.
+Model AssembleModel(const Store& store, WeightStore& weights, const Hash& variant);
+
+}  // namespace strata

@@ -1,0 +1,52 @@
+// Host residency of a variant's weights: each distinct tensor node exists once.
+// Raw blobs are used in place through mmap (no copy); zeros, scale and cast
+// nodes are materialized once per distinct node.
+#pragma once
+
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "strata/formats/materialize.h"
+#include "strata/formats/store.h"
+
+namespace strata {
+
+struct HostTensor {
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;  // numel x DTypeSize(dtype) bytes
+  // All elements are zero (a `zeros` node or a scale-0 node): the runtime may
+  // skip work that only adds such a tensor's products.
+  bool zero = false;
+  int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
+  int64_t cols() const { return shape.size() < 2 ? 1 : shape[1]; }
+  uint64_t numel() const;
+};
+
+class WeightStore {
+ public:
+  explicit WeightStore(const Store& store) : store_(store), reader_(store) {}
+  // The tensor for node `h`, resident once however often it is asked for.
+  // Throws Error naming the node when it or its blob is missing, corrupt in
+  // size, or malformed.
+  const HostTensor& Get(const Hash& h);
+  // Bytes this process holds for weights: mapped blob bytes + materialized bytes.
+  uint64_t mapped_bytes() const { return mapped_bytes_; }
+  uint64_t materialized_bytes() const { return materialized_bytes_; }
+
+ private:
+  const Store& store_;
+  TensorReader reader_;
+  std::map<Hash, std::unique_ptr<MappedFile>> blobs_;
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::map<Hash, std::unique_ptr<char, FreeDeleter>> owned_;
+  std::map<Hash, HostTensor> tensors_;
+  uint64_t mapped_bytes_ = 0, materialized_bytes_ = 0;
+};
+
+}  // namespace strata

@@ -1,0 +1,126 @@
+// The CPU backend: the forward pass of LlamaForCausalLM / MistralForCausalLM /
+// Qwen2ForCausalLM over shared weight sets, with a KV cache per logical layer.
+#include <vector>
+
+#include "strata/formats/error.h"
+#include "strata/runtime/backend.h"
+#include "strata/runtime/cpu_kernels.h"
+
+namespace strata {
+
+namespace {
+
+class CpuBackend : public Backend {
+ public:
+  CpuBackend(const Model& m, const BackendOptions& opts);
+  void Forward(const std::vector<int>& tokens, float* last_logits, std::vector<float>* all_logits) override;
+  int64_t position() const override { return pos_; }
+  int elided_layers() const override { return elided_; }
+
+ private:
+  void Reserve(int64_t M);
+  void Layer(size_t l, int64_t M);
+  void Logits(const float* x, int64_t M, float* out);
+
+  const Model& m_;
+  const ModelConfig& c_;
+  BackendOptions opts_;
+  std::vector<double> inv_freq_;
+  int64_t pos_ = 0, capacity_ = 0;
+  int elided_ = 0;
+  // KV cache of logical layer l: (max_context, kv_heads * head_dim), fp32.
+  std::vector<std::vector<float>> k_cache_, v_cache_;
+  // Scratch for M tokens: x, xn (M, hidden); q, att (M, heads*hd); k, v (M, kv*hd); g, u (M, inter).
+  std::vector<float> x_, xn_, q_, k_, v_, att_, tmp_, g_, u_;
+};
+
+CpuBackend::CpuBackend(const Model& m, const BackendOptions& opts)
+    : m_(m), c_(m.config), opts_(opts), inv_freq_(RopeInvFreq(m.config)) {
+  if (opts_.max_context <= 0) opts_.max_context = c_.max_position_embeddings;
+  k_cache_.resize(m.layers.size());
+  v_cache_.resize(m.layers.size());
+  for (const WeightSet* ws : m.layers) elided_ += opts_.elide && ws->identity();
+}
+
+void CpuBackend::Reserve(int64_t M) {
+  if (M <= capacity_) return;
+  const int64_t H = c_.hidden, Q = int64_t{c_.heads} * c_.head_dim, KV = int64_t{c_.kv_heads} * c_.head_dim;
+  x_.resize(M * H), xn_.resize(M * H), tmp_.resize(M * H);
+  q_.resize(M * Q), att_.resize(M * Q), k_.resize(M * KV), v_.resize(M * KV);
+  g_.resize(M * c_.intermediate), u_.resize(M * c_.intermediate);
+  capacity_ = M;
+}
+
+void CpuBackend::Layer(size_t l, int64_t M) {
+  const WeightSet& w = *m_.layers[l];
+  const int64_t H = c_.hidden, KV = int64_t{c_.kv_heads} * c_.head_dim;
+  auto& kc = k_cache_[l];
+  auto& vc = v_cache_[l];
+  if (kc.empty()) {  // the cache belongs to the logical layer, never to the weights
+    kc.resize(opts_.max_context * KV);
+    vc.resize(opts_.max_context * KV);
+  }
+  // Attention block.
+  RmsNorm(x_.data(), *w.attn_norm, M, H, c_.rms_norm_eps, xn_.data());
+  MatMul(*w.q, xn_.data(), M, q_.data(), w.q_bias);
+  MatMul(*w.k, xn_.data(), M, k_.data(), w.k_bias);
+  MatMul(*w.v, xn_.data(), M, v_.data(), w.v_bias);
+  for (int64_t m = 0; m < M; ++m) {
+    Rope(q_.data() + m * c_.heads * c_.head_dim, c_.heads, c_.head_dim, pos_ + m, inv_freq_.data());
+    Rope(k_.data() + m * KV, c_.kv_heads, c_.head_dim, pos_ + m, inv_freq_.data());
+  }
+  std::copy(k_.begin(), k_.begin() + M * KV, kc.begin() + pos_ * KV);
+  std::copy(v_.begin(), v_.begin() + M * KV, vc.begin() + pos_ * KV);
+  Attention(q_.data(), kc.data(), vc.data(), M, pos_, c_.heads, c_.kv_heads, c_.head_dim, c_.window[l], att_.data());
+  MatMul(*w.o, att_.data(), M, tmp_.data());
+  for (int64_t i = 0; i < M * H; ++i) x_[i] += tmp_[i];
+  // MLP block.
+  RmsNorm(x_.data(), *w.ffn_norm, M, H, c_.rms_norm_eps, xn_.data());
+  MatMul(*w.gate, xn_.data(), M, g_.data());
+  MatMul(*w.up, xn_.data(), M, u_.data());
+  SwiGlu(g_.data(), u_.data(), M * c_.intermediate);
+  MatMul(*w.down, g_.data(), M, tmp_.data());
+  for (int64_t i = 0; i < M * H; ++i) x_[i] += tmp_[i];
+}
+
+void CpuBackend::Logits(const float* x, int64_t M, float* out) {
+  RmsNorm(x, *m_.final_norm, M, c_.hidden, c_.rms_norm_eps, xn_.data());
+  MatMul(*m_.lm_head, xn_.data(), M, out);
+}
+
+void CpuBackend::Forward(const std::vector<int>& tokens, float* last_logits, std::vector<float>* all_logits) {
+  const int64_t M = static_cast<int64_t>(tokens.size());
+  if (M == 0) throw Error("no tokens to run");
+  for (int t : tokens)
+    if (t < 0 || t >= c_.vocab)
+      throw Error("token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(c_.vocab) + ")");
+  if (pos_ + M > c_.max_position_embeddings)
+    throw Error("the sequence would be " + std::to_string(pos_ + M) + " tokens, past the model's context of " +
+                std::to_string(c_.max_position_embeddings) + " (max_position_embeddings in config.json)");
+  if (pos_ + M > opts_.max_context)
+    throw Error("the sequence would be " + std::to_string(pos_ + M) + " tokens, past the context of " +
+                std::to_string(opts_.max_context) + " this backend was sized for");
+  Reserve(M);
+  EmbeddingGather(*m_.embed, tokens.data(), M, x_.data());
+  for (size_t l = 0; l < m_.layers.size(); ++l) {
+    if (opts_.elide && m_.layers[l]->identity()) continue;  // adds exactly nothing
+    Layer(l, M);
+  }
+  pos_ += M;
+  const int64_t H = c_.hidden;
+  if (all_logits) {
+    all_logits->resize(M * c_.vocab);
+    Logits(x_.data(), M, all_logits->data());
+    if (last_logits) std::copy(all_logits->end() - c_.vocab, all_logits->end(), last_logits);
+  } else if (last_logits) {
+    Logits(x_.data() + (M - 1) * H, 1, last_logits);
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeCpuBackend(const Model& model, const BackendOptions& opts) {
+  return std::make_unique<CpuBackend>(model, opts);
+}
+
+}  // namespace strata

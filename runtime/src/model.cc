@@ -1,0 +1,98 @@
+// Variant -> Model: shared weight sets, checked against config.json.
+#include "strata/runtime/model.h"
+
+#include "strata/formats/error.h"
+#include "strata/formats/hf_checkpoint.h"
+#include "strata/formats/variant.h"
+
+namespace strata {
+
+namespace {
+
+std::string ShapeStr(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+void CheckShape(const HostTensor& t, std::vector<int64_t> want, const std::string& what) {
+  if (t.shape != want)
+    throw Error(what + " has shape " + ShapeStr(t.shape) + " but config.json implies " + ShapeStr(want));
+  if (!IsComputeFloat(t.dtype) || t.dtype == DType::kF64)
+    throw Error(what + " is " + std::string(DTypeName(t.dtype)) + "; the runtime reads BF16, F16 and F32 weights");
+}
+
+std::unique_ptr<WeightSet> BuildWeightSet(const Store& store, WeightStore& weights, const ModelConfig& c,
+                                          const Hash& layer) {
+  auto ws = std::make_unique<WeightSet>();
+  ws->layer = layer;
+  std::map<std::string, Hash> roles = LoadLayer(store, layer);
+  const int64_t H = c.hidden, Q = int64_t{c.heads} * c.head_dim, KV = int64_t{c.kv_heads} * c.head_dim,
+                I = c.intermediate;
+  for (const RoleName& r : c.arch->layer) {
+    auto it = roles.find(std::string(r.name));
+    std::string what = "layer " + layer.Hex().substr(0, 12) + " " + std::string(r.name);
+    if (it == roles.end()) throw Error(what + " is missing from the layer node");
+    const HostTensor* t = &weights.Get(it->second);
+    struct Bind { const HostTensor** slot; std::vector<int64_t> shape; };
+    Bind b{};
+    switch (r.role) {
+      case Role::kAttnNorm: b = {&ws->attn_norm, {H}}; break;
+      case Role::kFfnNorm: b = {&ws->ffn_norm, {H}}; break;
+      case Role::kQ: b = {&ws->q, {Q, H}}; break;
+      case Role::kK: b = {&ws->k, {KV, H}}; break;
+      case Role::kV: b = {&ws->v, {KV, H}}; break;
+      case Role::kO: b = {&ws->o, {H, Q}}; break;
+      case Role::kQBias: b = {&ws->q_bias, {Q}}; break;
+      case Role::kKBias: b = {&ws->k_bias, {KV}}; break;
+      case Role::kVBias: b = {&ws->v_bias, {KV}}; break;
+      case Role::kGate: b = {&ws->gate, {I, H}}; break;
+      case Role::kUp: b = {&ws->up, {I, H}}; break;
+      case Role::kDown: b = {&ws->down, {H, I}}; break;
+    }
+    CheckShape(*t, b.shape, what);
+    *b.slot = t;
+  }
+  return ws;
+}
+
+}  // namespace
+
+Model AssembleModel(const Store& store, WeightStore& weights, const Hash& variant) {
+  Variant v = LoadVariant(store, variant);
+  Model m;
+  OrderedJson cfg;
+  try {
+    cfg = OrderedJson::parse(store.ReadBlob(v.config));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("variant " + variant.Hex() + ": config.json is not valid JSON: " + e.what());
+  }
+  m.config = ParseModelConfig(cfg);
+  const ModelConfig& c = m.config;
+  if (static_cast<size_t>(c.layers) != v.layers.size())
+    throw Error("variant " + variant.Hex() + ": config.json says " + std::to_string(c.layers) + " layers, the variant has " +
+                std::to_string(v.layers.size()));
+  for (const VariantLayer& l : v.layers) {
+    auto& ws = m.weight_sets[l.layer];
+    if (!ws) ws = BuildWeightSet(store, weights, c, l.layer);
+    m.layers.push_back(ws.get());
+  }
+  std::map<std::string, Hash> named;
+  for (const auto* list : {&v.pre, &v.post})
+    for (const NamedTensor& t : *list) named[t.name] = t.node;
+  auto get = [&](const char* name, std::vector<int64_t> shape) -> const HostTensor* {
+    auto it = named.find(name);
+    if (it == named.end()) return nullptr;
+    const HostTensor* t = &weights.Get(it->second);
+    CheckShape(*t, shape, name);
+    return t;
+  };
+  m.embed = get("model.embed_tokens.weight", {c.vocab, c.hidden});
+  m.final_norm = get("model.norm.weight", {c.hidden});
+  m.lm_head = get("lm_head.weight", {c.vocab, c.hidden});
+  if (!m.embed || !m.final_norm) throw Error("variant " + variant.Hex() + " has no embeddings or final norm");
+  if (!m.lm_head) m.lm_head = m.embed;  // tied embeddings
+  return m;
+}
+
+}  // namespace strata

@@ -1,0 +1,52 @@
+// Weight residency on the host.
+#include "strata/runtime/weights.h"
+
+#include <cstring>
+
+#include "strata/formats/error.h"
+
+namespace strata {
+
+uint64_t HostTensor::numel() const {
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+const HostTensor& WeightStore::Get(const Hash& h) {
+  if (auto it = tensors_.find(h); it != tensors_.end()) return it->second;
+  const TensorNode n = reader_.Node(h);
+  HostTensor t;
+  t.dtype = n.dtype;
+  t.shape = n.shape;
+  t.zero = n.op == TensorNode::Op::kZeros || (n.op == TensorNode::Op::kScale && n.factor == 0.0);
+  if (n.op == TensorNode::Op::kBlob) {
+    auto& m = blobs_[n.blob];
+    if (!m) {
+      std::string path = store_.BlobPath(n.blob);
+      if (!FileExists(path))
+        throw Error("blob " + n.blob.Hex() + " of tensor node " + h.Hex() + " is missing from the store (" + path +
+                    "); run `strata verify`");
+      m = std::make_unique<MappedFile>(path);
+      if (m->size() != n.nbytes())
+        throw Error("blob " + n.blob.Hex() + " has " + std::to_string(m->size()) + " bytes, tensor node " + h.Hex() +
+                    " needs " + std::to_string(n.nbytes()) + "; the store is damaged, run `strata verify`");
+      mapped_bytes_ += m->size();
+    }
+    t.data = m->data();
+  } else {
+    // calloc'd zeros cost no resident memory until touched; others are computed once.
+    char* p = static_cast<char*>(std::calloc(std::max<uint64_t>(n.nbytes(), 1), 1));
+    if (!p) throw std::bad_alloc();
+    std::unique_ptr<char, FreeDeleter> buf(p);
+    if (!t.zero) {
+      reader_.Read(h, 0, n.numel(), p);
+      materialized_bytes_ += n.nbytes();
+    }
+    t.data = p;
+    owned_[h] = std::move(buf);
+  }
+  return tensors_.emplace(h, std::move(t)).first->second;
+}
+
+}  // namespace strata
