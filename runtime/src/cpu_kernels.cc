@@ -123,6 +123,39 @@ DotFn DotFor(DType t) {
   }
 }
 
+// Prefill: 4 weight rows (already fp32) against 2 tokens at once, so each
+// load of x or w feeds several FMAs (8 accumulators stay in registers).
+__attribute__((target("avx2,fma"))) void Block4x2Avx2(const float* w, const float* x0, const float* x1, int64_t K,
+                                                      int64_t rows, float* out /* [4][2] */) {
+  __m256 acc[4][2];
+  for (auto& r : acc) r[0] = r[1] = _mm256_setzero_ps();
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) {
+    __m256 a = _mm256_loadu_ps(x0 + k), b = _mm256_loadu_ps(x1 + k);
+    for (int r = 0; r < 4; ++r) {
+      __m256 wv = _mm256_loadu_ps(w + r * K + k);
+      acc[r][0] = _mm256_fmadd_ps(wv, a, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(wv, b, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < rows; ++r) {
+    float s0 = HSum(acc[r][0]), s1 = HSum(acc[r][1]);
+    for (int64_t i = k; i < K; ++i) {
+      s0 += w[r * K + i] * x0[i];
+      s1 += w[r * K + i] * x1[i];
+    }
+    out[r * 2] = s0;
+    out[r * 2 + 1] = s1;
+  }
+}
+
+void Block4x2Portable(const float* w, const float* x0, const float* x1, int64_t K, int64_t rows, float* out) {
+  for (int r = 0; r < rows; ++r) {
+    out[r * 2] = DotF32Portable(w + r * K, x0, K);
+    out[r * 2 + 1] = DotF32Portable(w + r * K, x1, K);
+  }
+}
+
 float ElementAsFloat(const HostTensor& t, int64_t i) {
   float v = 0;
   ConvertElements(t.dtype, static_cast<const char*>(t.data) + i * DTypeSize(t.dtype), DType::kF32, &v, 1);
@@ -133,12 +166,41 @@ float ElementAsFloat(const HostTensor& t, int64_t i) {
 
 bool CpuHasAvx2() { return kAvx2; }
 
+// Many tokens (prefill): convert 4 weight rows to fp32 once, then sweep the
+// tokens two at a time.
+static void MatMulBlocked(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
+  const int64_t N = w.rows(), K = w.cols();
+  const size_t es = DTypeSize(w.dtype);
+  const char* base = static_cast<const char*>(w.data);
+  auto block = kAvx2 ? Block4x2Avx2 : Block4x2Portable;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, (N + 3) / 4, 4), [&](const tbb::blocked_range<int64_t>& r) {
+    thread_local std::vector<float> wf;
+    wf.resize(4 * K);
+    for (int64_t b = r.begin(); b < r.end(); ++b) {
+      const int64_t n0 = b * 4, rows = std::min<int64_t>(4, N - n0);
+      ConvertElements(w.dtype, base + n0 * K * es, DType::kF32, wf.data(), rows * K);
+      float bv[4] = {0, 0, 0, 0};
+      for (int64_t i = 0; i < rows && bias; ++i) bv[i] = ElementAsFloat(*bias, n0 + i);
+      float out[8];
+      for (int64_t m = 0; m < M; m += 2) {
+        const float* x1 = x + std::min(m + 1, M - 1) * K;  // odd M: the last token twice
+        block(wf.data(), x + m * K, x1, K, rows, out);
+        for (int64_t i = 0; i < rows; ++i) {
+          y[m * N + n0 + i] = out[i * 2] + bv[i];
+          if (m + 1 < M) y[(m + 1) * N + n0 + i] = out[i * 2 + 1] + bv[i];
+        }
+      }
+    }
+  });
+}
+
 void MatMul(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
   const int64_t N = w.rows(), K = w.cols();
   if (w.zero && !bias) {
     std::memset(y, 0, sizeof(float) * N * M);
     return;
   }
+  if (M >= 4) return MatMulBlocked(w, x, M, y, bias);
   const DotFn dot = DotFor(w.dtype);
   const size_t es = DTypeSize(w.dtype);
   const char* base = static_cast<const char*>(w.data);
