@@ -1035,3 +1035,41 @@ TEST_F(CompileTest, SourceParametersOverrideSliceAndGlobal) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// The shipped block-expansion plan over a 32-layer base: its 8 appended layers
+// are one layer node that differs from layer 31 only in o_proj and down_proj,
+// which are scale-0 nodes over layer 31's own tensors; no blob is added.
+TEST_F(CompileTest, ExampleBlockExpansionAddsOnlyTwoScaleZeroNodes) {
+  Synth("openchat/openchat-3.5-0106", "mistral", 32);
+  Run(PlanFile("base", OneSlice("openchat/openchat-3.5-0106", 0, 32, "merge_method: passthrough\ndtype: bfloat16\n")));
+  const size_t blobs_before = testutil::FilesUnder(StorePath("blobs")).size();
+  CompileStats s = Run(LoadPlan(std::string(STRATA_SOURCE_DIR) + "/examples/block-expansion-40.yml"));
+  EXPECT_EQ(s.layers, 40);
+  EXPECT_EQ(s.distinct_layers, 33);
+  EXPECT_EQ(s.blobs_written, 0u);
+  // The plan text is the only new blob (the config differs only in num_hidden_layers: a second).
+  EXPECT_LE(testutil::FilesUnder(StorePath("blobs")).size(), blobs_before + 2);
+
+  Variant v = LoadVariant(*store_, *store_->GetRef("block-expansion-40"));
+  ASSERT_EQ(v.layers.size(), 40u);
+  for (int i = 33; i < 40; ++i) EXPECT_EQ(v.layers[i].layer, v.layers[32].layer) << i;
+  EXPECT_NE(v.layers[32].layer, v.layers[31].layer);
+  auto l31 = LoadLayer(*store_, v.layers[31].layer), l32 = LoadLayer(*store_, v.layers[32].layer);
+  ASSERT_EQ(l31.size(), l32.size());
+  for (const auto& [role, h] : l31) {
+    if (role == "self_attn.o_proj.weight" || role == "mlp.down_proj.weight") {
+      TensorNode n = ParseTensorNode(store_->GetNode(l32.at(role)), l32.at(role));
+      EXPECT_EQ(n.op, TensorNode::Op::kScale) << role;
+      EXPECT_EQ(n.factor, 0.0) << role;
+      EXPECT_EQ(n.src, h) << role << " must scale layer 31's own tensor";
+    } else {
+      EXPECT_EQ(l32.at(role), h) << role << " must be layer 31's tensor node";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace strata
