@@ -7,7 +7,7 @@
 set -euo pipefail
 BIN=$(realpath "${1:-build/strata}")
 WORK=${2:-/tmp/strata-run-bench}
-SKIP7B=${3:-}
+MODE=${3:-}  # --skip-7b: only the small preset; --only-7b: only mistral-7b
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 rm -rf "$WORK"; mkdir -p "$WORK"
 export HF_HUB_CACHE=$WORK/hf STRATA_STORE=$WORK/store
@@ -28,16 +28,20 @@ PY
 }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB RAM; strata $(git -C "$ROOT" rev-parse --short HEAD)"
-"$BIN" synth --arch mistral --preset small --hf-cache "$HF_HUB_CACHE" --as mistralai/Mistral-7B-v0.1 -q > /dev/null
-"$BIN" compile "$ROOT/examples/solar-dus.yml" -q > /dev/null
-SNAP=$HF_HUB_CACHE/models--mistralai--Mistral-7B-v0.1/snapshots/$(cat "$HF_HUB_CACHE/models--mistralai--Mistral-7B-v0.1/refs/main")
-run "small base" "$SNAP" 128
-run "small solar-dus" solar-dus 128
-[ "$SKIP7B" = "--skip-7b" ] && exit 0
+snapshot() { echo "$HF_HUB_CACHE/models--mistralai--Mistral-7B-v0.1/snapshots/$(cat "$HF_HUB_CACHE/models--mistralai--Mistral-7B-v0.1/refs/main")"; }
+if [ "$MODE" != "--only-7b" ]; then
+  "$BIN" synth --arch mistral --preset small --hf-cache "$HF_HUB_CACHE" --as mistralai/Mistral-7B-v0.1 -q > /dev/null
+  "$BIN" compile "$ROOT/examples/solar-dus.yml" -q > /dev/null
+  SNAP=$(snapshot)
+  run "small base" "$SNAP" 128
+  run "small solar-dus" solar-dus 128
+fi
+[ "$MODE" = "--skip-7b" ] && exit 0
 
 rm -rf "$HF_HUB_CACHE" "$STRATA_STORE"
 "$BIN" synth --arch mistral --preset mistral-7b --hf-cache "$HF_HUB_CACHE" --as mistralai/Mistral-7B-v0.1 -q > /dev/null
 "$BIN" compile "$ROOT/examples/solar-dus.yml" -q > /dev/null
+SNAP=$(snapshot)
 PROMPT=$(seq -s, 1 16)
 run "mistral-7b base" "$SNAP" 16
 run "mistral-7b solar-dus" solar-dus 16
