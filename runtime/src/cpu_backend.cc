@@ -1,5 +1,9 @@
 // The CPU backend: the forward pass of LlamaForCausalLM / MistralForCausalLM /
 // Qwen2ForCausalLM over shared weight sets, with a KV cache per logical layer.
+#include <sched.h>
+#include <tbb/task_arena.h>
+#include <tbb/task_scheduler_observer.h>
+
 #include <vector>
 
 #include "strata/formats/error.h"
@@ -9,6 +13,33 @@
 namespace strata {
 
 namespace {
+
+// Pins each TBB worker to one CPU of the process's affinity mask while the
+// backend lives, so a thread keeps its caches (and its NUMA node's memory)
+// across the layers of a forward pass instead of migrating between cores.
+class PinWorkers : public tbb::task_scheduler_observer {
+ public:
+  PinWorkers() {
+    if (sched_getaffinity(0, sizeof(allowed_), &allowed_) == 0)
+      for (int c = 0; c < CPU_SETSIZE; ++c)
+        if (CPU_ISSET(c, &allowed_)) cpus_.push_back(c);
+    if (cpus_.size() > 1) observe(true);
+  }
+  ~PinWorkers() override { observe(false); }
+  void on_scheduler_entry(bool) override {
+    int slot = tbb::this_task_arena::current_thread_index();
+    if (slot < 0) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpus_[slot % cpus_.size()], &one);
+    sched_setaffinity(0, sizeof(one), &one);  // best effort: a refusal only costs locality
+  }
+  void on_scheduler_exit(bool) override { sched_setaffinity(0, sizeof(allowed_), &allowed_); }
+
+ private:
+  cpu_set_t allowed_{};
+  std::vector<int> cpus_;
+};
 
 class CpuBackend : public Backend {
  public:
@@ -22,6 +53,7 @@ class CpuBackend : public Backend {
   void Layer(size_t l, int64_t M);
   void Logits(const float* x, int64_t M, float* out);
 
+  PinWorkers pin_;
   const Model& m_;
   const ModelConfig& c_;
   BackendOptions opts_;
