@@ -397,6 +397,10 @@ CompileStats Compiler::Run() {
 }  // namespace
 
 CompileStats Compile(Store& store, const Plan& plan, const CompileOptions& opts) {
+  // Shared for the whole compile: gc (exclusive) must not sweep the blobs this
+  // compile finds in the source cache or the objects it writes before its ref
+  // names them. Other compiles share the store freely.
+  FileLock lock(store.LockPath(), /*exclusive=*/false);
   return Compiler(store, plan, opts).Run();
 }
 

@@ -2,15 +2,18 @@
 #include "strata/formats/file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "strata/formats/error.h"
@@ -300,6 +303,41 @@ void PreadExact(int fd, void* buf, size_t n, uint64_t offset, const std::string&
 
 void DropCache(int fd, uint64_t offset, uint64_t len) {
   posix_fadvise(fd, static_cast<off_t>(offset), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
+}
+
+FileLock::FileLock(const std::string& path, bool exclusive, const std::function<void()>& on_wait,
+                   double notice_after_s) {
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  // A store we may only read (another user's) can still be locked for reading.
+  if (fd_ < 0 && (errno == EACCES || errno == EROFS)) fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) ThrowErrno("cannot open lock file " + path, errno);
+  const int op = exclusive ? LOCK_EX : LOCK_SH;
+  // Poll without blocking until the notice is due, so the caller can say why
+  // it waits; then block.
+  auto start = std::chrono::steady_clock::now();
+  for (;;) {
+    if (::flock(fd_, op | LOCK_NB) == 0) return;
+    if (errno == EINTR) continue;
+    if (errno != EWOULDBLOCK) break;
+    if (!on_wait) break;
+    std::chrono::duration<double> waited = std::chrono::steady_clock::now() - start;
+    if (waited.count() >= notice_after_s) {
+      on_wait();
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  while (::flock(fd_, op) != 0) {
+    if (errno == EINTR) continue;
+    int e = errno;
+    ::close(fd_);
+    fd_ = -1;
+    ThrowErrno("cannot lock " + path, e);
+  }
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the only descriptor releases the lock
 }
 
 }  // namespace strata

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <regex>
+#include <set>
 #include <vector>
 
 #include "strata/formats/error.h"
@@ -35,6 +36,15 @@ bool AllZero(const char* p, size_t n) {
   return true;
 }
 
+// True when every entry of `dir` is one a store has: another strata is creating
+// the store right now, or one was interrupted while creating it.
+bool OnlyStoreEntries(const std::string& dir) {
+  static const std::set<std::string> kNames = {"STORE", "blobs", "nodes", "refs", "cache", "tmp", "lock"};
+  for (const auto& e : fs::directory_iterator(dir))
+    if (!kNames.count(e.path().filename().string())) return false;
+  return true;
+}
+
 }  // namespace
 
 std::string Store::DefaultRoot(const std::string& flag) {
@@ -58,12 +68,16 @@ Store::Store(std::string root, bool create) : root_(std::move(root)) {
                   ". Upgrade strata or use another --store.");
   } else {
     if (!create) throw Error(root_ + ": no strata store here (no STORE file); compile a plan into it first");
-    if (fs::exists(root_) && !fs::is_empty(root_))
+    if (fs::exists(root_) && !fs::is_empty(root_) && !OnlyStoreEntries(root_))
       throw Error(root_ + ": exists and is not a strata store; choose an empty directory with --store");
     MakeDirs(root_);
     for (const char* d : {"blobs", "nodes", "refs", "cache/sources", "tmp"}) MakeDirs(root_ + "/" + d);
-    WriteFileAtomically(marker, std::string(kMarker) + std::to_string(kStoreFormatVersion) + "\n",
-                        root_ + "/tmp");
+    try {
+      WriteFileAtomically(marker, std::string(kMarker) + std::to_string(kStoreFormatVersion) + "\n",
+                          root_ + "/tmp");
+    } catch (const Error&) {
+      if (!FileExists(marker)) throw;  // a concurrent creator wrote the same marker first
+    }
   }
   for (const char* d : {"blobs", "nodes", "refs", "cache/sources", "tmp"})
     if (!fs::is_directory(root_ + "/" + d)) MakeDirs(root_ + "/" + d);
@@ -194,6 +208,15 @@ std::vector<std::string> Store::ListRefs() const {
       out.push_back(e.path().filename().string());
   std::sort(out.begin(), out.end());
   return out;
+}
+
+bool Store::RemoveRef(const std::string& name) {
+  if (!ValidRefName(name)) return false;
+  std::error_code ec;
+  bool removed = fs::remove(root_ + "/refs/" + name, ec);
+  if (ec) throw Error("cannot remove ref " + root_ + "/refs/" + name + ": " + ec.message());
+  if (removed) SyncDir(root_ + "/refs");
+  return removed;
 }
 
 std::string Store::SourceCachePath(const FileIdentity& id) const {

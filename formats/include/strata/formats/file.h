@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -119,6 +120,26 @@ void CloseFd(int fd);
 void PreadExact(int fd, void* buf, size_t n, uint64_t offset, const std::string& path);
 // Drops the page cache for [offset, offset+len) of fd (best effort).
 void DropCache(int fd, uint64_t offset, uint64_t len);
+
+// An flock(2) lock on `path` (created when missing), held until destruction.
+// Shared locks coexist; an exclusive lock excludes every other lock, including
+// ones taken through another open of the same file in this process. The kernel
+// drops the lock when the process dies, so a crash never leaves a store locked.
+class FileLock {
+ public:
+  // Blocks until the lock is granted. When that takes longer than
+  // `notice_after_s`, calls `on_wait` once (to tell the user why nothing
+  // happens) and keeps waiting. Throws Error naming `path` when it can be
+  // neither created nor opened, or cannot be locked.
+  FileLock(const std::string& path, bool exclusive, const std::function<void()>& on_wait = {},
+           double notice_after_s = 1.0);
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
 
 // Fault injection for tests: after `bytes` more bytes are appended by any
 // WritableFile in this process, appends fail as on a full disk (ENOSPC).

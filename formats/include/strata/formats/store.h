@@ -31,8 +31,8 @@ class Store {
   // ~/.cache/strata.
   static std::string DefaultRoot(const std::string& flag);
 
-  // Opens the store at `root`. With `create`, a missing or empty directory is
-  // made into a store. Throws Error when `root` is not a store (and not empty),
+  // Opens the store at `root`. With `create`, a missing or empty directory (or
+  // one another strata is making into a store right now) is made into a store. Throws Error when `root` is not a store (and not empty),
   // or was written by a newer strata.
   explicit Store(std::string root, bool create = true);
 
@@ -40,6 +40,8 @@ class Store {
   std::string BlobPath(const Hash& h) const;
   std::string NodePath(const Hash& h) const;
   std::string TmpDir() const { return root_ + "/tmp"; }
+  // The flock(2) file: compile holds it shared, gc exclusive (STORE_FORMAT.md).
+  std::string LockPath() const { return root_ + "/lock"; }
   bool HasBlob(const Hash& h) const;
   bool HasNode(const Hash& h) const;
 
@@ -70,6 +72,9 @@ class Store {
   // Throws Error listing the known variants when `name` is not one of them.
   Hash ResolveRef(const std::string& name) const;
   std::vector<std::string> ListRefs() const;
+  // Removes the ref `name` (unlink, then fsync of refs/ so it stays removed).
+  // Returns false when there was no such ref. Throws Error on an I/O failure.
+  bool RemoveRef(const std::string& name);
 
   // Source cache: what a range of a source file hashed to, keyed by the file's
   // identity. Lookup returns nullopt on a miss, or when the blob it names has
