@@ -12,6 +12,7 @@
 
 #include "strata/formats/arch.h"
 #include "strata/formats/error.h"
+#include "strata/formats/gguf.h"
 #include "strata/formats/hash.h"
 #include "strata/formats/hf_checkpoint.h"
 #include "strata/formats/safetensors.h"
@@ -191,8 +192,30 @@ std::vector<std::vector<const SynthTensor*>> Shards(const std::vector<SynthTenso
   return out;
 }
 
+// --tokenizer: the GGUF vocabulary as tokenizer.json + tokenizer_config.json.
+std::optional<HfTokenizerFiles> SynthTokenizer(const SynthSpec& s) {
+  if (s.tokenizer.empty()) return std::nullopt;
+  const char* model = s.tokenizer == "llama-spm" ? "llama" : s.tokenizer == "gpt2" ? "gpt2" : nullptr;
+  if (!model) throw Error("unknown --tokenizer \"" + s.tokenizer + "\"; use llama-spm or gpt2");
+  if (s.vocab_gguf.empty())
+    throw Error("--tokenizer " + s.tokenizer + " needs --vocab-gguf FILE (a GGUF vocabulary such as ggml-vocab-" +
+                s.tokenizer + ".gguf)");
+  GgufFile f = GgufFile::Read(s.vocab_gguf);
+  if (f.GetString("tokenizer.ggml.model") != model)
+    throw Error(s.vocab_gguf + " holds a \"" + f.GetString("tokenizer.ggml.model") + "\" vocabulary; --tokenizer " +
+                s.tokenizer + " needs a \"" + model + "\" one");
+  return GgufVocabToHf(f);
+}
+
 // Writes a checkpoint's files into `dir` through `emit(file_name, writer_fn)`.
-SynthResult WriteCheckpoint(const SynthSpec& s, const std::string& dir) {
+SynthResult WriteCheckpoint(const SynthSpec& spec, const std::string& dir) {
+  std::optional<HfTokenizerFiles> tok = SynthTokenizer(spec);
+  SynthSpec s = spec;
+  if (tok) {
+    if (spec.vocab && *spec.vocab < tok->vocab_size)
+      throw Error("--vocab " + std::to_string(*spec.vocab) + " is smaller than the tokenizer's " + std::to_string(tok->vocab_size) + " tokens");
+    s.vocab = spec.vocab.value_or(tok->vocab_size);
+  }
   Shape sh = ResolveShape(s);
   std::vector<SynthTensor> tensors = MakeTensors(s, sh);
   auto shards = Shards(tensors, s.shard_size);
@@ -233,7 +256,14 @@ SynthResult WriteCheckpoint(const SynthSpec& s, const std::string& dir) {
     for (const auto& [n, f] : weight_map) index["weight_map"][n] = f;
     WriteFileAtomically(dir + "/model.safetensors.index.json", index.dump(2) + "\n", dir);
   }
-  WriteFileAtomically(dir + "/config.json", DumpConfigJson(MakeConfig(s, sh)), dir);
+  OrderedJson config = MakeConfig(s, sh);
+  if (tok) {
+    config["bos_token_id"] = tok->bos_id;
+    config["eos_token_id"] = tok->eos_id;
+    WriteFileAtomically(dir + "/tokenizer.json", tok->tokenizer_json, dir);
+    WriteFileAtomically(dir + "/tokenizer_config.json", tok->tokenizer_config_json, dir);
+  }
+  WriteFileAtomically(dir + "/config.json", DumpConfigJson(config), dir);
   return res;
 }
 
@@ -279,6 +309,7 @@ SynthResult SynthToHfCache(const SynthSpec& spec, const std::string& cache_dir, 
   // A revision that depends on everything that shapes the content.
   std::string desc = spec.arch + "|" + spec.preset + "|" + std::to_string(spec.seed) + "|" +
                      std::string(DTypeName(spec.dtype)) + "|" + std::to_string(spec.tie_embeddings);
+  if (!spec.tokenizer.empty()) desc += "|" + spec.tokenizer + "|" + spec.vocab_gguf;
   for (const auto& o : {spec.layers, spec.hidden, spec.heads, spec.kv_heads, spec.intermediate, spec.vocab})
     desc += "|" + (o ? std::to_string(*o) : std::string("-"));
   std::string rev = HashBytes(desc).Hex() + HashBytes(desc + "rev").Hex().substr(0, 8);

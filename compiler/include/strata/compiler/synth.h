@@ -19,6 +19,10 @@ struct SynthSpec {
   uint64_t seed = 0;
   bool tie_embeddings = false;
   uint64_t shard_size = 5'000'000'000;  // HF's save_pretrained default "5GB"
+  // A tokenizer built from a GGUF vocabulary: "llama-spm" or "gpt2" (empty:
+  // none). tokenizer.json and tokenizer_config.json are written beside the
+  // weights; vocab_size, bos and eos follow the vocabulary.
+  std::string tokenizer, vocab_gguf;
   std::function<void(uint64_t total)> on_start;
   std::atomic<uint64_t>* bytes_done = nullptr;
 };

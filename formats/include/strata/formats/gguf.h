@@ -1,0 +1,84 @@
+// GGUF (v2/v3) metadata: a validating reader of the key/value section and tensor
+// infos, and the conversion of a GGUF tokenizer vocabulary ("llama" SPM or
+// "gpt2" BPE) into the Hugging Face tokenizer.json / tokenizer_config.json pair.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace strata {
+
+enum class GgufType : uint32_t {
+  kUint8 = 0, kInt8 = 1, kUint16 = 2, kInt16 = 3, kUint32 = 4, kInt32 = 5, kFloat32 = 6,
+  kBool = 7, kString = 8, kArray = 9, kUint64 = 10, kInt64 = 11, kFloat64 = 12,
+};
+std::string_view GgufTypeName(GgufType t);
+
+struct GgufValue {
+  GgufType type = GgufType::kUint8;
+  GgufType elem_type = GgufType::kUint8;  // arrays only
+  uint64_t u = 0;   // unsigned integers and bool
+  int64_t i = 0;    // signed integers
+  double f = 0;     // every numeric scalar, as a double
+  std::string s;    // string
+  uint64_t count = 0;                 // arrays: element count
+  std::vector<std::string> strings;   // arrays of strings
+  std::vector<double> numbers;        // arrays of numbers or bools (exact below 2^53)
+  // Arrays of arrays are validated and counted; their elements are not kept.
+};
+
+class GgufFile {
+ public:
+  // Parses the header, every key/value pair and the tensor infos of `bytes`.
+  // `what` names the data in errors. Throws Error for a bad magic, a version
+  // other than 2 or 3, counts or lengths that run past the end, an unknown
+  // value type, a duplicate key, or a malformed tensor info.
+  static GgufFile Parse(std::string_view bytes, const std::string& what);
+  // Maps and parses a file (tensor data is never touched).
+  static GgufFile Read(const std::string& path);
+
+  uint32_t version() const { return version_; }
+  uint64_t tensor_count() const { return tensor_count_; }
+  const std::string& what() const { return what_; }
+  const std::vector<std::pair<std::string, GgufValue>>& entries() const { return entries_; }
+
+  const GgufValue* Find(std::string_view key) const;
+  // Typed access; each throws Error naming the file and key when the key is
+  // missing or of another type (any integer type serves GetInteger).
+  std::string GetString(std::string_view key) const;
+  int64_t GetInteger(std::string_view key) const;
+  bool GetBool(std::string_view key) const;
+  const std::vector<std::string>& GetStringArray(std::string_view key) const;
+  const std::vector<double>& GetNumberArray(std::string_view key) const;
+  std::optional<std::string> FindString(std::string_view key) const;
+  std::optional<int64_t> FindInteger(std::string_view key) const;
+  std::optional<bool> FindBool(std::string_view key) const;
+
+ private:
+  const GgufValue& Require(std::string_view key, const char* expected) const;
+  std::string what_;
+  uint32_t version_ = 0;
+  uint64_t tensor_count_ = 0;
+  std::vector<std::pair<std::string, GgufValue>> entries_;
+};
+
+// llama.cpp's token types (tokenizer.ggml.token_type).
+enum class GgufTokenType : int { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+
+// A GGUF vocabulary as Hugging Face files, the way transformers' converters
+// write them: "llama" becomes BPE with byte fallback, merges derived from the
+// SentencePiece scores, the Prepend/Replace normalizer and the matching
+// decoder; "gpt2" becomes byte-level BPE with the pre-tokenizer that
+// tokenizer.ggml.pre names (gpt-2, llama-bpe, qwen2). Throws Error for other
+// models or a vocabulary whose arrays disagree in length.
+struct HfTokenizerFiles {
+  std::string tokenizer_json, tokenizer_config_json;
+  int vocab_size = 0, bos_id = -1, eos_id = -1;
+};
+HfTokenizerFiles GgufVocabToHf(const GgufFile& f);
+
+}  // namespace strata

@@ -1,0 +1,578 @@
+// GGUF metadata reader (bounds-checked cursor over the mapped bytes) and the
+// GGUF vocabulary -> Hugging Face tokenizer.json conversion.
+#include "strata/formats/gguf.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <unordered_map>
+
+#include "strata/formats/error.h"
+#include "strata/formats/file.h"
+
+namespace strata {
+
+namespace {
+
+constexpr uint32_t kMaxGgufVersion = 3;
+constexpr uint32_t kGgmlMaxDims = 4;
+
+// A cursor that refuses to read past the end, with messages that say where.
+class Cursor {
+ public:
+  Cursor(std::string_view b, const std::string& what) : b_(b), what_(what) {}
+  uint64_t pos() const { return pos_; }
+  uint64_t left() const { return b_.size() - pos_; }
+
+  [[noreturn]] void Fail(const std::string& msg) const {
+    throw Error("GGUF " + what_ + ": " + msg + "; the file is truncated or not a valid GGUF file");
+  }
+  void Need(uint64_t n, const std::string& field) const {
+    if (n > left())
+      Fail(field + " at offset " + std::to_string(pos_) + " needs " + std::to_string(n) + " bytes but only " +
+           std::to_string(left()) + " remain");
+  }
+  template <class T>
+  T Read(const std::string& field) {
+    Need(sizeof(T), field);
+    T v;
+    std::memcpy(&v, b_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+  std::string ReadString(const std::string& field) {
+    const uint64_t at = pos_;
+    uint64_t n = Read<uint64_t>(field + " length");
+    if (n > left())
+      Fail(field + " at offset " + std::to_string(at) + " has length " + std::to_string(n) +
+           ", past the end of the data (" + std::to_string(left()) + " bytes remain)");
+    std::string s(b_.substr(pos_, n));
+    pos_ += n;
+    return s;
+  }
+  void Skip(uint64_t n, const std::string& field) {
+    Need(n, field);
+    pos_ += n;
+  }
+
+ private:
+  std::string_view b_;
+  const std::string& what_;
+  uint64_t pos_ = 0;
+};
+
+size_t ScalarSize(GgufType t) {
+  switch (t) {
+    case GgufType::kUint8: case GgufType::kInt8: case GgufType::kBool: return 1;
+    case GgufType::kUint16: case GgufType::kInt16: return 2;
+    case GgufType::kUint32: case GgufType::kInt32: case GgufType::kFloat32: return 4;
+    case GgufType::kUint64: case GgufType::kInt64: case GgufType::kFloat64: return 8;
+    default: return 0;
+  }
+}
+
+GgufType ReadType(Cursor& c, const std::string& field) {
+  const uint64_t at = c.pos();
+  uint32_t t = c.Read<uint32_t>(field);
+  if (t > static_cast<uint32_t>(GgufType::kFloat64))
+    c.Fail(field + " at offset " + std::to_string(at) + " is " + std::to_string(t) + ", not a GGUF value type (0-12)");
+  return static_cast<GgufType>(t);
+}
+
+// Reads one scalar into v (u/i/f set for numbers, u for bool).
+void ReadScalar(Cursor& c, GgufType t, GgufValue& v, const std::string& field) {
+  auto setu = [&](uint64_t x) { v.u = x; v.i = static_cast<int64_t>(x); v.f = static_cast<double>(x); };
+  auto seti = [&](int64_t x) { v.i = x; v.u = static_cast<uint64_t>(x); v.f = static_cast<double>(x); };
+  switch (t) {
+    case GgufType::kUint8: setu(c.Read<uint8_t>(field)); break;
+    case GgufType::kInt8: seti(c.Read<int8_t>(field)); break;
+    case GgufType::kUint16: setu(c.Read<uint16_t>(field)); break;
+    case GgufType::kInt16: seti(c.Read<int16_t>(field)); break;
+    case GgufType::kUint32: setu(c.Read<uint32_t>(field)); break;
+    case GgufType::kInt32: seti(c.Read<int32_t>(field)); break;
+    case GgufType::kUint64: setu(c.Read<uint64_t>(field)); break;
+    case GgufType::kInt64: seti(c.Read<int64_t>(field)); break;
+    case GgufType::kFloat32: v.f = c.Read<float>(field); break;
+    case GgufType::kFloat64: v.f = c.Read<double>(field); break;
+    case GgufType::kBool: {
+      uint8_t b = c.Read<uint8_t>(field);
+      if (b > 1) c.Fail(field + " is a bool with value " + std::to_string(b) + " (must be 0 or 1)");
+      setu(b);
+      break;
+    }
+    default: c.Fail(field + ": not a scalar type");
+  }
+}
+
+void ReadValue(Cursor& c, GgufType t, GgufValue& v, const std::string& field, int depth);
+
+void ReadArray(Cursor& c, GgufValue& v, const std::string& field, int depth) {
+  if (depth > 8) c.Fail(field + ": arrays nested more than 8 deep");
+  v.elem_type = ReadType(c, field + " element type");
+  const uint64_t at = c.pos();
+  v.count = c.Read<uint64_t>(field + " element count");
+  // Every element takes at least this many bytes: a count that cannot fit in
+  // what is left is rejected before anything is allocated.
+  const uint64_t min_size = v.elem_type == GgufType::kString ? 8 : v.elem_type == GgufType::kArray ? 12 : ScalarSize(v.elem_type);
+  if (v.count > c.left() / min_size)
+    c.Fail(field + " at offset " + std::to_string(at) + " claims " + std::to_string(v.count) + " elements of type " +
+           std::string(GgufTypeName(v.elem_type)) + ", more than the " + std::to_string(c.left()) +
+           " remaining bytes can hold");
+  if (v.elem_type == GgufType::kString) {
+    v.strings.reserve(v.count);
+    for (uint64_t k = 0; k < v.count; ++k) v.strings.push_back(c.ReadString(field + "[" + std::to_string(k) + "]"));
+  } else if (v.elem_type == GgufType::kArray) {
+    for (uint64_t k = 0; k < v.count; ++k) {
+      GgufValue inner;
+      inner.type = GgufType::kArray;
+      ReadArray(c, inner, field + "[" + std::to_string(k) + "]", depth + 1);
+    }
+  } else {
+    v.numbers.reserve(v.count);
+    GgufValue e;
+    for (uint64_t k = 0; k < v.count; ++k) {
+      ReadScalar(c, v.elem_type, e, field);
+      v.numbers.push_back(e.f);
+    }
+  }
+}
+
+void ReadValue(Cursor& c, GgufType t, GgufValue& v, const std::string& field, int depth) {
+  v.type = t;
+  if (t == GgufType::kString) v.s = c.ReadString(field);
+  else if (t == GgufType::kArray) ReadArray(c, v, field, depth);
+  else ReadScalar(c, t, v, field);
+}
+
+void ReadTensorInfos(Cursor& c, uint64_t count, uint64_t alignment, uint64_t file_size) {
+  std::vector<uint64_t> offsets;
+  for (uint64_t k = 0; k < count; ++k) {
+    const std::string field = "tensor info " + std::to_string(k);
+    c.ReadString(field + " name");
+    uint32_t dims = c.Read<uint32_t>(field + " n_dims");
+    if (dims > kGgmlMaxDims) c.Fail(field + " has " + std::to_string(dims) + " dimensions (at most 4)");
+    c.Skip(8ull * dims, field + " dimensions");
+    c.Read<uint32_t>(field + " type");
+    uint64_t off = c.Read<uint64_t>(field + " offset");
+    if (off % alignment != 0)
+      c.Fail(field + " offset " + std::to_string(off) + " is not a multiple of the alignment " + std::to_string(alignment));
+    offsets.push_back(off);
+  }
+  const uint64_t data_start = (c.pos() + alignment - 1) / alignment * alignment;
+  for (size_t k = 0; k < offsets.size(); ++k)
+    if (data_start + offsets[k] > file_size)
+      c.Fail("tensor info " + std::to_string(k) + " places its data at " + std::to_string(data_start + offsets[k]) +
+             ", past the end of the file (" + std::to_string(file_size) + " bytes)");
+}
+
+}  // namespace
+
+std::string_view GgufTypeName(GgufType t) {
+  static constexpr std::string_view kNames[] = {"uint8", "int8",  "uint16", "int16", "uint32", "int32", "float32",
+                                                "bool",  "string", "array", "uint64", "int64", "float64"};
+  auto i = static_cast<uint32_t>(t);
+  return i < std::size(kNames) ? kNames[i] : "unknown";
+}
+
+GgufFile GgufFile::Parse(std::string_view bytes, const std::string& what) {
+  GgufFile f;
+  f.what_ = what;
+  Cursor c(bytes, f.what_);
+  if (bytes.size() < 4 || std::memcmp(bytes.data(), "GGUF", 4) != 0) {
+    std::string got = bytes.size() < 4 ? "only " + std::to_string(bytes.size()) + " bytes" : "magic \"" + std::string(bytes.substr(0, 4)) + "\"";
+    throw Error("GGUF " + what + ": not a GGUF file (" + got + ", expected magic \"GGUF\")");
+  }
+  c.Skip(4, "magic");
+  f.version_ = c.Read<uint32_t>("version");
+  if (f.version_ > kMaxGgufVersion)
+    throw Error("GGUF " + what + ": version " + std::to_string(f.version_) + " is newer than strata reads (2 and 3); "
+                "upgrade strata or convert the file with an older gguf writer");
+  if (f.version_ < 2)
+    throw Error("GGUF " + what + ": version " + std::to_string(f.version_) + " is too old (strata reads 2 and 3); "
+                "re-convert it with a current llama.cpp");
+  f.tensor_count_ = c.Read<uint64_t>("tensor count");
+  const uint64_t kv_count = c.Read<uint64_t>("key/value count");
+  if (kv_count > c.left() / 14)  // key length, a 1-byte key, type, and a value of at least 1 byte
+    c.Fail("key/value count " + std::to_string(kv_count) + " is more than the remaining " + std::to_string(c.left()) + " bytes can hold");
+  if (f.tensor_count_ > c.left() / 24)  // name length, n_dims, type, offset
+    c.Fail("tensor count " + std::to_string(f.tensor_count_) + " is more than the remaining " + std::to_string(c.left()) + " bytes can hold");
+  for (uint64_t k = 0; k < kv_count; ++k) {
+    std::string key = c.ReadString("key " + std::to_string(k));
+    if (key.empty()) c.Fail("key " + std::to_string(k) + " is empty");
+    if (f.Find(key)) c.Fail("key \"" + key + "\" appears twice");
+    GgufValue v;
+    ReadValue(c, ReadType(c, "type of \"" + key + "\""), v, "value of \"" + key + "\"", 0);
+    f.entries_.emplace_back(std::move(key), std::move(v));
+  }
+  uint64_t alignment = 32;
+  if (const GgufValue* a = f.Find("general.alignment")) {
+    if (a->type != GgufType::kUint32 || a->u == 0 || (a->u & (a->u - 1)) != 0)
+      c.Fail("general.alignment must be a uint32 power of two");
+    alignment = a->u;
+  }
+  ReadTensorInfos(c, f.tensor_count_, alignment, bytes.size());
+  return f;
+}
+
+GgufFile GgufFile::Read(const std::string& path) {
+  MappedFile m(path);
+  return Parse(std::string_view(reinterpret_cast<const char*>(m.data()), m.size()), path);
+}
+
+const GgufValue* GgufFile::Find(std::string_view key) const {
+  for (const auto& [k, v] : entries_)
+    if (k == key) return &v;
+  return nullptr;
+}
+
+const GgufValue& GgufFile::Require(std::string_view key, const char* expected) const {
+  const GgufValue* v = Find(key);
+  if (!v) throw Error("GGUF " + what_ + ": no key \"" + std::string(key) + "\" (" + expected + ")");
+  return *v;
+}
+
+namespace {
+bool IsInteger(GgufType t) {
+  return t != GgufType::kFloat32 && t != GgufType::kFloat64 && t != GgufType::kBool && t != GgufType::kString &&
+         t != GgufType::kArray;
+}
+[[noreturn]] void WrongType(const std::string& what, std::string_view key, const GgufValue& v, const char* expected) {
+  std::string got(GgufTypeName(v.type));
+  if (v.type == GgufType::kArray) got = "array of " + std::string(GgufTypeName(v.elem_type));
+  throw Error("GGUF " + what + ": key \"" + std::string(key) + "\" is " + got + ", expected " + expected);
+}
+}  // namespace
+
+std::string GgufFile::GetString(std::string_view key) const {
+  const GgufValue& v = Require(key, "a string");
+  if (v.type != GgufType::kString) WrongType(what_, key, v, "a string");
+  return v.s;
+}
+
+int64_t GgufFile::GetInteger(std::string_view key) const {
+  const GgufValue& v = Require(key, "an integer");
+  if (!IsInteger(v.type)) WrongType(what_, key, v, "an integer");
+  return v.i;
+}
+
+bool GgufFile::GetBool(std::string_view key) const {
+  const GgufValue& v = Require(key, "a bool");
+  if (v.type != GgufType::kBool) WrongType(what_, key, v, "a bool");
+  return v.u != 0;
+}
+
+const std::vector<std::string>& GgufFile::GetStringArray(std::string_view key) const {
+  const GgufValue& v = Require(key, "an array of strings");
+  if (v.type != GgufType::kArray || v.elem_type != GgufType::kString) WrongType(what_, key, v, "an array of strings");
+  return v.strings;
+}
+
+const std::vector<double>& GgufFile::GetNumberArray(std::string_view key) const {
+  const GgufValue& v = Require(key, "an array of numbers");
+  if (v.type != GgufType::kArray || v.elem_type == GgufType::kString || v.elem_type == GgufType::kArray)
+    WrongType(what_, key, v, "an array of numbers");
+  return v.numbers;
+}
+
+std::optional<std::string> GgufFile::FindString(std::string_view key) const {
+  return Find(key) ? std::optional(GetString(key)) : std::nullopt;
+}
+std::optional<int64_t> GgufFile::FindInteger(std::string_view key) const {
+  return Find(key) ? std::optional(GetInteger(key)) : std::nullopt;
+}
+std::optional<bool> GgufFile::FindBool(std::string_view key) const {
+  return Find(key) ? std::optional(GetBool(key)) : std::nullopt;
+}
+
+// ---- GGUF vocabulary -> tokenizer.json ----
+
+namespace {
+
+using OJson = nlohmann::ordered_json;
+
+// The pre-tokenizer regexes, exactly as the Hugging Face tokenizer.json files
+// of Llama 3 and Qwen2 spell them.
+constexpr const char* kLlama3Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+constexpr const char* kQwen2Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+// transformers' LlamaTokenizer.default_chat_template (the Llama 2 chat format),
+// which HF applied to SentencePiece Llama vocabularies without a template.
+constexpr const char* kLlama2ChatTemplate =
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+    "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif "
+    "%}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ "
+    "raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if "
+    "loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+    "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if "
+    "message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] "
+    "== 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %}";
+
+struct GgufVocab {
+  std::string model, pre;
+  std::vector<std::string> tokens;
+  std::vector<double> scores;
+  std::vector<int> types;
+  std::vector<std::string> merges;
+  int bos = -1, eos = -1, unk = -1;
+  std::optional<bool> add_bos, add_eos;
+  std::optional<std::string> chat_template;
+};
+
+GgufVocab ReadVocab(const GgufFile& f) {
+  GgufVocab v;
+  v.model = f.GetString("tokenizer.ggml.model");
+  v.pre = f.FindString("tokenizer.ggml.pre").value_or("default");
+  v.tokens = f.GetStringArray("tokenizer.ggml.tokens");
+  const size_t n = v.tokens.size();
+  auto check_len = [&](const char* key, size_t len) {
+    if (len != n)
+      throw Error("GGUF " + f.what() + ": " + key + " has " + std::to_string(len) + " entries but tokenizer.ggml.tokens has " +
+                  std::to_string(n));
+  };
+  if (f.Find("tokenizer.ggml.scores")) v.scores = f.GetNumberArray("tokenizer.ggml.scores");
+  else v.scores.assign(n, 0.0);
+  check_len("tokenizer.ggml.scores", v.scores.size());
+  v.types.assign(n, static_cast<int>(GgufTokenType::kNormal));
+  if (f.Find("tokenizer.ggml.token_type")) {
+    const auto& t = f.GetNumberArray("tokenizer.ggml.token_type");
+    check_len("tokenizer.ggml.token_type", t.size());
+    for (size_t i = 0; i < n; ++i) v.types[i] = static_cast<int>(t[i]);
+  }
+  if (f.Find("tokenizer.ggml.merges")) v.merges = f.GetStringArray("tokenizer.ggml.merges");
+  auto id = [&](const char* key) -> int {
+    auto x = f.FindInteger(key);
+    if (!x) return -1;
+    if (*x < 0 || *x >= static_cast<int64_t>(n))
+      throw Error("GGUF " + f.what() + ": " + key + " is " + std::to_string(*x) + ", outside the vocabulary of " +
+                  std::to_string(n) + " tokens");
+    return static_cast<int>(*x);
+  };
+  v.bos = id("tokenizer.ggml.bos_token_id");
+  v.eos = id("tokenizer.ggml.eos_token_id");
+  v.unk = id("tokenizer.ggml.unknown_token_id");
+  v.add_bos = f.FindBool("tokenizer.ggml.add_bos_token");
+  v.add_eos = f.FindBool("tokenizer.ggml.add_eos_token");
+  v.chat_template = f.FindString("tokenizer.chat_template");
+  return v;
+}
+
+size_t Utf8Len(unsigned char c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
+
+// transformers' SentencePieceExtractor: every split of every piece into two
+// pieces is a merge, ranked by the merged piece's score (highest first), ties
+// in vocabulary order. Only normal and user-defined pieces are merge results,
+// so control and byte tokens never come out of BPE.
+std::vector<std::pair<std::string, std::string>> SpmMerges(const GgufVocab& v) {
+  std::unordered_map<std::string, int> ids;
+  for (size_t i = 0; i < v.tokens.size(); ++i) ids.emplace(v.tokens[i], static_cast<int>(i));
+  struct M {
+    int l, r;
+    double score;
+  };
+  std::vector<M> merges;
+  for (size_t i = 0; i < v.tokens.size(); ++i) {
+    if (v.types[i] != static_cast<int>(GgufTokenType::kNormal) && v.types[i] != static_cast<int>(GgufTokenType::kUserDefined))
+      continue;
+    const std::string& t = v.tokens[i];
+    std::vector<M> local;
+    for (size_t k = Utf8Len(t[0]); k < t.size(); k += Utf8Len(t[k])) {
+      auto l = ids.find(t.substr(0, k)), r = ids.find(t.substr(k));
+      if (l != ids.end() && r != ids.end()) local.push_back({l->second, r->second, v.scores[i]});
+    }
+    std::sort(local.begin(), local.end(), [](const M& a, const M& b) { return std::pair(a.l, a.r) < std::pair(b.l, b.r); });
+    merges.insert(merges.end(), local.begin(), local.end());
+  }
+  std::stable_sort(merges.begin(), merges.end(), [](const M& a, const M& b) { return a.score > b.score; });
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(merges.size());
+  for (const M& m : merges) out.emplace_back(v.tokens[m.l], v.tokens[m.r]);
+  return out;
+}
+
+OJson AddedToken(int id, const std::string& content, bool special) {
+  return OJson{{"id", id},           {"content", content}, {"single_word", false}, {"lstrip", false},
+               {"rstrip", false},    {"normalized", !special}, {"special", special}};
+}
+
+OJson AddedTokens(const GgufVocab& v) {
+  OJson out = OJson::array();
+  for (size_t i = 0; i < v.tokens.size(); ++i) {
+    auto t = static_cast<GgufTokenType>(v.types[i]);
+    if (t == GgufTokenType::kControl || t == GgufTokenType::kUnknown)
+      out.push_back(AddedToken(static_cast<int>(i), v.tokens[i], true));
+    else if (t == GgufTokenType::kUserDefined)
+      out.push_back(AddedToken(static_cast<int>(i), v.tokens[i], false));
+  }
+  return out;
+}
+
+// The vocabulary in id order. ordered_json's operator[] searches linearly, so
+// entries are appended to its underlying vector directly (a duplicate token
+// keeps the last id, as llama.cpp does).
+OJson Vocab(const GgufVocab& v) {
+  OJson out = OJson::object();
+  auto& entries = static_cast<std::vector<std::pair<const std::string, OJson>>&>(out.get_ref<OJson::object_t&>());
+  entries.reserve(v.tokens.size());
+  std::unordered_map<std::string_view, size_t> seen;
+  for (size_t i = 0; i < v.tokens.size(); ++i) {
+    auto [it, fresh] = seen.emplace(v.tokens[i], entries.size());
+    if (fresh) entries.emplace_back(v.tokens[i], static_cast<int>(i));
+    else entries[it->second].second = static_cast<int>(i);
+  }
+  return out;
+}
+
+OJson BpeModel(const GgufVocab& v, OJson merges, bool byte_fallback, bool ignore_merges) {
+  OJson m;
+  m["type"] = "BPE";
+  m["dropout"] = nullptr;
+  m["unk_token"] = v.unk >= 0 ? OJson(v.tokens[v.unk]) : OJson(nullptr);
+  m["continuing_subword_prefix"] = nullptr;
+  m["end_of_word_suffix"] = nullptr;
+  m["fuse_unk"] = byte_fallback;
+  m["byte_fallback"] = byte_fallback;
+  m["ignore_merges"] = ignore_merges;
+  m["vocab"] = Vocab(v);
+  m["merges"] = std::move(merges);
+  return m;
+}
+
+// A merge as "left right", or as a pair when a side contains a space (the
+// newer tokenizer.json form, which is unambiguous).
+OJson MergeJson(const std::string& l, const std::string& r) {
+  if (l.find(' ') == std::string::npos && r.find(' ') == std::string::npos) return l + " " + r;
+  return OJson::array({l, r});
+}
+
+OJson TemplateProcessing(const GgufVocab& v, bool add_bos, bool add_eos) {
+  OJson single = OJson::array(), pair = OJson::array(), specials = OJson::object();
+  // [BOS] $A [EOS] for one sequence; the pair repeats it for $B with type 1.
+  auto append = [&](OJson& seq, const char* name, int type_id) {
+    for (int id : {add_bos ? v.bos : -1, -2, add_eos ? v.eos : -1}) {
+      if (id == -2) {
+        seq.push_back({{"Sequence", {{"id", name}, {"type_id", type_id}}}});
+      } else if (id >= 0) {
+        seq.push_back({{"SpecialToken", {{"id", v.tokens[id]}, {"type_id", type_id}}}});
+        specials[v.tokens[id]] = {{"id", v.tokens[id]}, {"ids", {id}}, {"tokens", {v.tokens[id]}}};
+      }
+    }
+  };
+  append(single, "A", 0);
+  append(pair, "A", 0);
+  append(pair, "B", 1);
+  return {{"type", "TemplateProcessing"}, {"single", single}, {"pair", pair}, {"special_tokens", specials}};
+}
+
+OJson SpmTokenizerJson(const GgufVocab& v, bool add_bos, bool add_eos) {
+  OJson j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  j["added_tokens"] = AddedTokens(v);
+  j["normalizer"] = {{"type", "Sequence"},
+                     {"normalizers",
+                      {{{"type", "Prepend"}, {"prepend", "\u2581"}},
+                       {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}}}};
+  j["pre_tokenizer"] = nullptr;
+  j["post_processor"] = TemplateProcessing(v, add_bos, add_eos);
+  j["decoder"] = {{"type", "Sequence"},
+                  {"decoders",
+                   {{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
+                    {{"type", "ByteFallback"}},
+                    {{"type", "Fuse"}},
+                    {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}}}};
+  OJson merges = OJson::array();
+  for (const auto& [l, r] : SpmMerges(v)) merges.push_back(MergeJson(l, r));
+  j["model"] = BpeModel(v, std::move(merges), /*byte_fallback=*/true, /*ignore_merges=*/false);
+  return j;
+}
+
+OJson ByteLevel(bool use_regex) {
+  return {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", use_regex}};
+}
+
+OJson Gpt2TokenizerJson(const GgufVocab& v, const std::string& what) {
+  OJson j;
+  j["version"] = "1.0";
+  j["truncation"] = nullptr;
+  j["padding"] = nullptr;
+  j["added_tokens"] = AddedTokens(v);
+  j["normalizer"] = nullptr;
+  bool ignore_merges = false;
+  if (v.pre == "gpt-2" || v.pre == "default") {
+    j["pre_tokenizer"] = ByteLevel(true);
+  } else if (v.pre == "llama-bpe" || v.pre == "llama3" || v.pre == "qwen2") {
+    const bool qwen = v.pre == "qwen2";
+    if (qwen) j["normalizer"] = {{"type", "NFC"}};
+    OJson split = {{"type", "Split"}, {"pattern", {{"Regex", qwen ? kQwen2Regex : kLlama3Regex}}},
+                   {"behavior", "Isolated"}, {"invert", false}};
+    j["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {split, ByteLevel(false)}}};
+    ignore_merges = !qwen;
+  } else {
+    throw Error("GGUF " + what + ": tokenizer.ggml.pre \"" + v.pre +
+                "\" is not supported (strata knows gpt-2, llama-bpe and qwen2)");
+  }
+  j["post_processor"] = ByteLevel(true);
+  j["decoder"] = ByteLevel(true);
+  OJson merges = OJson::array();
+  for (const std::string& m : v.merges) {
+    size_t sp = m.find(' ');
+    if (sp == std::string::npos || m.find(' ', sp + 1) != std::string::npos)
+      throw Error("GGUF " + what + ": merge \"" + m + "\" is not two tokens separated by one space");
+    merges.push_back(m);
+  }
+  j["model"] = BpeModel(v, std::move(merges), /*byte_fallback=*/false, ignore_merges);
+  return j;
+}
+
+std::string Dump(const OJson& j, const std::string& what) {
+  try {
+    return j.dump(2) + "\n";
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("GGUF " + what + ": the vocabulary cannot be written as JSON (" + e.what() + "): a token is not valid UTF-8");
+  }
+}
+
+}  // namespace
+
+HfTokenizerFiles GgufVocabToHf(const GgufFile& f) {
+  GgufVocab v = ReadVocab(f);
+  HfTokenizerFiles out;
+  OJson tok, cfg = OJson::object();
+  bool add_bos = false;
+  if (v.model == "llama") {
+    if (!f.Find("tokenizer.ggml.scores")) throw Error("GGUF " + f.what() + ": a \"llama\" vocabulary needs tokenizer.ggml.scores");
+    add_bos = v.add_bos.value_or(true);
+    tok = SpmTokenizerJson(v, add_bos, v.add_eos.value_or(false));
+    cfg["tokenizer_class"] = "LlamaTokenizer";
+    cfg["legacy"] = true;
+  } else if (v.model == "gpt2") {
+    if (v.merges.empty()) throw Error("GGUF " + f.what() + ": a \"gpt2\" vocabulary needs tokenizer.ggml.merges");
+    add_bos = v.add_bos.value_or(v.pre == "llama-bpe" || v.pre == "llama3");
+    tok = Gpt2TokenizerJson(v, f.what());
+    if (add_bos && v.bos >= 0) tok["post_processor"] = TemplateProcessing(v, true, false);
+    cfg["tokenizer_class"] = v.pre == "qwen2" ? "Qwen2Tokenizer" : "PreTrainedTokenizerFast";
+  } else {
+    throw Error("GGUF " + f.what() + ": tokenizer.ggml.model \"" + v.model +
+                "\" is not supported (strata converts \"llama\" and \"gpt2\")");
+  }
+  cfg["add_bos_token"] = add_bos;
+  cfg["add_eos_token"] = v.add_eos.value_or(false);
+  if (v.bos >= 0) cfg["bos_token"] = v.tokens[v.bos];
+  if (v.eos >= 0) cfg["eos_token"] = v.tokens[v.eos];
+  if (v.unk >= 0) cfg["unk_token"] = v.tokens[v.unk];
+  cfg["clean_up_tokenization_spaces"] = false;
+  if (v.chat_template) cfg["chat_template"] = *v.chat_template;
+  else if (v.model == "llama") cfg["chat_template"] = kLlama2ChatTemplate;
+  out.tokenizer_json = Dump(tok, f.what());
+  out.tokenizer_config_json = Dump(cfg, f.what());
+  out.vocab_size = static_cast<int>(v.tokens.size());
+  out.bos_id = v.bos;
+  out.eos_id = v.eos;
+  return out;
+}
+
+}  // namespace strata
