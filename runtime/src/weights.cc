@@ -20,6 +20,8 @@ const HostTensor& WeightStore::Get(const Hash& h) {
   t.dtype = n.dtype;
   t.shape = n.shape;
   t.zero = n.op == TensorNode::Op::kZeros || (n.op == TensorNode::Op::kScale && n.factor == 0.0);
+  t.node = h;
+  if (!host_data_) return tensors_.emplace(h, std::move(t)).first->second;  // metadata only
   if (n.op == TensorNode::Op::kBlob) {
     auto& m = blobs_[n.blob];
     if (!m) {

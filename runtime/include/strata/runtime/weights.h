@@ -21,6 +21,7 @@ struct HostTensor {
   // All elements are zero (a `zeros` node or a scale-0 node): the runtime may
   // skip work that only adds such a tensor's products.
   bool zero = false;
+  Hash node{};  // the tensor node these are the values of (device backends upload by it)
   int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
   int64_t cols() const { return shape.size() < 2 ? 1 : shape[1]; }
   uint64_t numel() const;
@@ -28,7 +29,11 @@ struct HostTensor {
 
 class WeightStore {
  public:
-  explicit WeightStore(const Store& store) : store_(store), reader_(store) {}
+  // With `host_data` false, Get() returns each tensor's dtype, shape, zero
+  // flag and node but no data (data == nullptr): nothing is mapped or
+  // materialized, for backends that read the store themselves (CUDA).
+  explicit WeightStore(const Store& store, bool host_data = true)
+      : store_(store), reader_(store), host_data_(host_data) {}
   // The tensor for node `h`, resident once however often it is asked for.
   // Throws Error naming the node when it or its blob is missing, corrupt in
   // size, or malformed.
@@ -47,6 +52,7 @@ class WeightStore {
   std::map<Hash, std::unique_ptr<char, FreeDeleter>> owned_;
   std::map<Hash, HostTensor> tensors_;
   uint64_t mapped_bytes_ = 0, materialized_bytes_ = 0;
+  bool host_data_ = true;
 };
 
 }  // namespace strata

@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# GPU validation of the CUDA runtime (issue 4), meant for ONE device call on a
+# machine with an NVIDIA GPU. Builds nothing: give it a build directory made
+# with the CUDA backend (build/strata and build/tests/gpu_test).
+#
+# usage: bench/gpu_check.sh BUILD_DIR [OUT_DIR]     (OUT_DIR: default $OUT, else /tmp/strata-gpu-check)
+# env:   PARTS="test sanitize small 7b"  which parts to run (default all, in that order)
+#        WORK=/tmp/strata-gpu-work        scratch (synthetic models, stores, exports; ~30 GB for 7b)
+#        PYTHON=python3                   with torch + transformers (for the HF comparison)
+#        HF7B=1                           also compare the 7B base against transformers (bf16)
+#        PRESETS="tiny small"             the presets of the `small` part
+#        DEV=cuda                         the device under test (DEV=cpu BIG=tiny dry-run the script's logic)
+#        BIG=mistral-7b                   the preset of the `7b` part
+#
+# What it checks (every line also lands in OUT_DIR/summary.txt, PASS/FAIL/INFO):
+#   test      gpu_test: every kernel against the CPU kernels, whole models CUDA vs CPU
+#             (base, SOLAR DUS, block expansion, Qwen2, tied, F32/F16, cast/scale chains),
+#             residency bit for bit; FAIL if any test fails or is skipped.
+#   sanitize  compute-sanitizer memcheck over the kernel tests (out-of-bounds, misaligned).
+#   small     tiny and small mistral presets, base and SOLAR-DUS (exported with `strata
+#             export`): `strata run --device cuda` logits (all prompt positions) and 16
+#             greedy tokens against `--device cpu` (rel err <= 2e-2), against transformers
+#             in float32 on the exported checkpoint (<= 2e-2) and in bfloat16 (<= 5e-2:
+#             HF rounds activations to bf16), and for tiny against tests/ref/forward_ref.py
+#             (float64 numpy reference); `strata bench` on tiny for cpu and cuda.
+#   7b        mistral-7b preset (14.5 GB bf16) and its SOLAR DUS (48 layers, same distinct
+#             bytes): `strata bench --device cuda --json` (cold load, prefill 512, decode 256,
+#             peak VRAM, host peak RSS) for both; PASS when both resident weight byte counts
+#             are equal and host peak RSS stays under 2 GiB; with HF7B=1 the base's logits
+#             against transformers bf16.
+# Raw logs: OUT_DIR/{summary.txt, env.log, gpu_test.log, sanitize.log, compare.log, bench.jsonl, bench.log}.
+set -uo pipefail
+[ $# -ge 1 ] || { echo "usage: $0 BUILD_DIR [OUT_DIR]" >&2; exit 2; }
+BUILD=$(realpath "$1")
+OUTD=${2:-${OUT:-/tmp/strata-gpu-check}}
+mkdir -p "$OUTD"
+OUTD=$(realpath "$OUTD")
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BIN=$BUILD/strata
+GPUTEST=$BUILD/tests/gpu_test
+WORK=${WORK:-/tmp/strata-gpu-work}
+PY=${PYTHON:-python3}
+PARTS=${PARTS:-"test sanitize small 7b"}
+HF7B=${HF7B:-1}
+DEV=${DEV:-cuda}
+SUMMARY=$OUTD/summary.txt
+COMPARE=$OUTD/compare.log
+BENCHJ=$OUTD/bench.jsonl
+BENCHL=$OUTD/bench.log
+: > "$SUMMARY"; : > "$COMPARE"; : > "$BENCHJ"; : > "$BENCHL"
+npass=0 nfail=0
+say() { echo "$*" | tee -a "$SUMMARY"; }
+ok() { say "PASS $*"; npass=$((npass + 1)); }
+bad() { say "FAIL $*"; nfail=$((nfail + 1)); }
+info() { say "INFO $*"; }
+has() { [[ " $PARTS " == *" $1 "* ]]; }
+T0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - T0 ))s; }
+
+[ -x "$BIN" ] || { bad "no strata binary at $BIN"; exit 1; }
+{
+  date; uname -a; nproc; free -g; df -h "$(dirname "$WORK")"
+  nvidia-smi || true
+  "$BIN" --version
+  "$PY" -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')" || true
+} > "$OUTD/env.log" 2>&1
+info "strata $($BIN --version 2>&1), build $BUILD, parts: $PARTS"
+
+# ---------------------------------------------------------------- gpu_test
+if has test; then
+  if [ -x "$GPUTEST" ]; then
+    timeout 400 "$GPUTEST" > "$OUTD/gpu_test.log" 2>&1
+    rc=$?
+    passed=$(grep -c '^\[       OK \]' "$OUTD/gpu_test.log")
+    failed=$(grep -c '^\[  FAILED  \] [A-Za-z]' "$OUTD/gpu_test.log")
+    skipped=$(grep -c '^\[  SKIPPED \] [A-Za-z].*([0-9]* ms)' "$OUTD/gpu_test.log")
+    if [ $rc -eq 0 ] && [ "$skipped" -eq 0 ] && [ "$passed" -gt 0 ]; then ok "gpu_test: $passed passed ($(elapsed))"
+    else bad "gpu_test: rc $rc, $passed passed, $failed failed, $skipped skipped (see gpu_test.log)"; fi
+  else
+    bad "gpu_test: no binary at $GPUTEST"
+  fi
+fi
+
+# ---------------------------------------------------------------- sanitize
+if has sanitize; then
+  if command -v compute-sanitizer > /dev/null; then
+    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 "$GPUTEST" --gtest_filter='CudaKernels.*' \
+      > "$OUTD/sanitize.log" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ]; then ok "compute-sanitizer memcheck on the kernel tests ($(elapsed))"
+    else bad "compute-sanitizer memcheck: rc $rc (see sanitize.log)"; fi
+  else
+    info "compute-sanitizer not found: memcheck skipped"
+  fi
+fi
+
+# relerr A.npy B.npy -> max|a-b|/max|b| (nan when a has non-finite values or shapes differ)
+relerr() {
+  "$PY" - "$1" "$2" <<'PY'
+import sys
+try:
+    import numpy as np
+    a = np.load(sys.argv[1]).astype(np.float64); b = np.load(sys.argv[2]).astype(np.float64)
+    ok = a.shape == b.shape and np.isfinite(a).all()
+    print("%.3e" % (np.abs(a - b).max() / np.abs(b).max()) if ok else "nan")
+except Exception as e:
+    print("nan")
+    print(f"relerr {sys.argv[1]} {sys.argv[2]}: {e}", file=sys.stderr)
+PY
+}
+within() { "$PY" -c "import sys; x=float(sys.argv[1] or 'nan'); sys.exit(0 if x == x and x <= float(sys.argv[2]) else 1)" "$1" "$2"; }
+# check LABEL OURS.npy REF.npy TOL [warn]: PASS/FAIL (or INFO when warn) on the rel err
+check() {
+  local e; e=$(relerr "$2" "$3" 2>> "$COMPARE")
+  echo "$1: rel err $e (tol $4)" >> "$COMPARE"
+  if within "$e" "$4"; then ok "$1: rel err $e <= $4"
+  elif [ "${5:-}" = warn ]; then info "$1: rel err $e > $4 (HF bf16 rounds every activation)"
+  else bad "$1: rel err $e > $4"; fi
+}
+# same_tokens LABEL A B: greedy token lists; A may stop early at EOS (a prefix of B is fine)
+same_tokens() {
+  echo "$1: $2 | $3" >> "$COMPARE"
+  if [ -n "$2" ] && [[ "$3," == "$2,"* ]]; then ok "$1: greedy tokens identical ($2)"
+  else info "$1: greedy tokens differ: $2 vs $3 (tiny random models have small margins; see compare.log)"; fi
+}
+prompt_for() {  # N VOCAB -> N comma-separated ids, deterministic
+  "$PY" -c "import sys; n,v=map(int,sys.argv[1:]); print(','.join(str((i*37+11)%v) for i in range(n)))" "$1" "$2"
+}
+
+# ---------------------------------------------------------------- tiny / small
+if has small; then
+  for preset in ${PRESETS:-tiny small}; do
+    W=$WORK/$preset
+    rm -rf "$W"; mkdir -p "$W"
+    export HF_HUB_CACHE=$W/hf STRATA_STORE=$W/store
+    "$BIN" synth --arch mistral --preset $preset --hf-cache "$HF_HUB_CACHE" --as mistralai/Mistral-7B-v0.1 -q \
+      >> "$COMPARE" 2>&1 || { bad "$preset: synth failed"; continue; }
+    "$BIN" compile "$ROOT/examples/solar-dus.yml" --name solar-dus -q >> "$COMPARE" 2>&1 || { bad "$preset: compile failed"; continue; }
+    "$BIN" export solar-dus "$W/solar-hf" -q >> "$COMPARE" 2>&1 || { bad "$preset: export failed"; continue; }
+    SNAP=$HF_HUB_CACHE/models--mistralai--Mistral-7B-v0.1/snapshots/$(cat "$HF_HUB_CACHE/models--mistralai--Mistral-7B-v0.1/refs/main")
+    vocab=$([ $preset = tiny ] && echo 256 || echo 32000)
+    PROMPT=$(prompt_for 80 $vocab)  # 80 tokens: several 32-key attention tiles
+    jobs=()
+    for v in base solar-dus; do
+      if [ $v = base ]; then model=$SNAP; hf=$SNAP; else model=solar-dus; hf=$W/solar-hf; fi
+      # The device under test writes $v-cuda.*, the CPU backend $v-cpu.*.
+      for pair in "$DEV:cuda" "cpu:cpu"; do
+        dev=${pair%%:*} out=${pair##*:}
+        "$BIN" run "$model" --device $dev --tokens "$PROMPT" -n 16 --logits-out "$W/$v-$out.npy" --all-logits \
+          > "$W/$v-$out.tok" 2>> "$COMPARE" || bad "$preset $v: strata run --device $dev failed"
+      done
+      jobs+=(--job "$hf:float32:$W/$v-hf32.npy:16" --job "$hf:bfloat16:$W/$v-hf16.npy:16")
+      if [ $preset = tiny ]; then
+        "$PY" "$ROOT/tests/ref/forward_ref.py" "$hf" --tokens "$PROMPT" --all-logits --out "$W/$v-ref.npy" --greedy 16 \
+          > "$W/$v-ref.tok" 2>> "$COMPARE" || bad "$preset $v: forward_ref.py failed"
+      fi
+    done
+    timeout 300 "$PY" "$ROOT/bench/hf_logits.py" --tokens "$PROMPT" "${jobs[@]}" > "$W/hf.tok" 2>> "$COMPARE" \
+      || bad "$preset: hf_logits.py failed (see compare.log)"
+    for v in base solar-dus; do
+      check "$preset $v: cuda vs cpu" "$W/$v-cuda.npy" "$W/$v-cpu.npy" 2e-2
+      same_tokens "$preset $v: cuda vs cpu" "$(cat "$W/$v-cuda.tok" 2>/dev/null)" "$(cat "$W/$v-cpu.tok" 2>/dev/null)"
+      check "$preset $v: cuda vs transformers float32" "$W/$v-cuda.npy" "$W/$v-hf32.npy" 2e-2
+      check "$preset $v: cuda vs transformers bfloat16" "$W/$v-cuda.npy" "$W/$v-hf16.npy" 5e-2 warn
+      same_tokens "$preset $v: cuda vs transformers float32" "$(cat "$W/$v-cuda.tok" 2>/dev/null)" \
+        "$(grep "^$W/$v-hf32.npy: " "$W/hf.tok" 2>/dev/null | sed 's/^[^ ]* //')"
+      if [ $preset = tiny ]; then
+        check "$preset $v: cuda vs float64 reference" "$W/$v-cuda.npy" "$W/$v-ref.npy" 2e-2
+        same_tokens "$preset $v: cuda vs float64 reference" "$(cat "$W/$v-cuda.tok" 2>/dev/null)" "$(cat "$W/$v-ref.tok" 2>/dev/null)"
+      fi
+    done
+    if [ $preset = tiny ]; then
+      for dev in cpu $DEV; do
+        "$BIN" bench solar-dus --device $dev --json --prefill 512 --decode 256 >> "$BENCHJ" 2>> "$BENCHL" \
+          && ok "tiny solar-dus: strata bench --device $dev" || bad "tiny solar-dus: strata bench --device $dev failed"
+      done
+    fi
+    info "$preset done ($(elapsed))"
+    rm -rf "$W"
+  done
+fi
+
+# ---------------------------------------------------------------- mistral-7b
+if has 7b; then
+  W=$WORK/7b
+  rm -rf "$W"; mkdir -p "$W"
+  export HF_HUB_CACHE=$W/hf STRATA_STORE=$W/store
+  if "$BIN" synth --arch mistral --preset "${BIG:-mistral-7b}" --hf-cache "$HF_HUB_CACHE" --as mistralai/Mistral-7B-v0.1 -q >> "$BENCHL" 2>&1 &&
+     "$BIN" compile "$ROOT/examples/solar-dus.yml" --name solar-dus -q >> "$BENCHL" 2>&1 &&
+     printf 'models:\n  - model: mistralai/Mistral-7B-v0.1\nmerge_method: passthrough\ndtype: bfloat16\n' > "$W/base.yml" &&
+     "$BIN" compile "$W/base.yml" --name base -q >> "$BENCHL" 2>&1; then
+    info "7b synthesized and compiled ($(elapsed))"
+    for v in base solar-dus; do
+      "$BIN" bench $v --device $DEV --json --prefill 512 --decode 256 > "$W/$v.json" 2>> "$BENCHL"
+      rc=$?
+      cat "$W/$v.json" >> "$BENCHJ"
+      if [ $rc -eq 0 ]; then
+        ok "7b $v: bench $("$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); g=lambda k: r.get(k, 0); print('load %.1f s, prefill %.0f tok/s, decode %.1f tok/s, VRAM peak %.2f GB (weights %.2f GB, KV %.2f GB), host RSS peak %.2f GB' % (g('load_s'), g('prefill_tokens_per_s'), g('decode_tokens_per_s'), g('peak_vram_bytes')/1e9, g('weight_bytes_device')/1e9, g('kv_cache_bytes')/1e9, g('host_peak_rss_bytes')/1e9))" "$W/$v.json")"
+      else
+        bad "7b $v: strata bench failed (rc $rc, see bench.log)"
+      fi
+    done
+    if [ -s "$W/base.json" ] && [ -s "$W/solar-dus.json" ]; then
+      while read -r verdict line; do
+        if [ "$verdict" = PASS ]; then ok "$line"; else bad "$line"; fi
+      done < <("$PY" - "$W/base.json" "$W/solar-dus.json" "$BENCHJ" <<'PY'
+import json, sys
+b, s = (json.load(open(p)) for p in sys.argv[1:3])
+w = lambda r: r.get("weight_bytes_device", -1)
+print(("PASS" if w(s) == w(b) and w(b) > 0 else "FAIL"),
+      "7b: SOLAR-DUS (48 layers) device weight bytes %d == base (32 layers) %d" % (w(s), w(b)))
+for r, n in ((b, "base"), (s, "solar-dus")):
+    print(("PASS" if r["host_peak_rss_bytes"] < 2 << 30 else "FAIL"),
+          "7b %s: host peak RSS %.2f GB < 2 GiB (weights %.2f GB streamed)" % (n, r["host_peak_rss_bytes"] / 1e9, r.get("weight_bytes_read", 0) / 1e9))
+# Constant host memory: the 7B's peak RSS against the tiny model's (small part), when both ran.
+tiny = None
+for line in open(sys.argv[3]):
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if r.get("device") == "cuda" and 0 < r.get("weight_bytes_device", 0) < 100e6:
+        tiny = r
+if tiny:
+    d = b["host_peak_rss_bytes"] - tiny["host_peak_rss_bytes"]
+    print(("PASS" if d < 512 << 20 else "FAIL"),
+          "host peak RSS 7b base %.2f GB vs tiny %.2f GB: +%.0f MB < 512 MiB for %.1f GB more weights (staging is 256 MiB)"
+          % (b["host_peak_rss_bytes"] / 1e9, tiny["host_peak_rss_bytes"] / 1e9, d / 1e6,
+             (b["weight_bytes_device"] - tiny["weight_bytes_device"]) / 1e9))
+PY
+)
+    fi
+    if [ "$HF7B" = 1 ]; then
+      SNAP=$HF_HUB_CACHE/models--mistralai--Mistral-7B-v0.1/snapshots/$(cat "$HF_HUB_CACHE/models--mistralai--Mistral-7B-v0.1/refs/main")
+      PROMPT=$(prompt_for 64 32000)
+      "$BIN" run base --device $DEV --tokens "$PROMPT" -n 16 --logits-out "$W/cuda.npy" --all-logits > "$W/cuda.tok" 2>> "$COMPARE"
+      timeout 240 "$PY" "$ROOT/bench/hf_logits.py" --tokens "$PROMPT" --job "$SNAP:bfloat16:$W/hf16.npy:16" > "$W/hf.tok" 2>> "$COMPARE"
+      if [ -s "$W/hf16.npy" ]; then
+        check "7b base: cuda vs transformers bfloat16" "$W/cuda.npy" "$W/hf16.npy" 5e-2 warn
+        same_tokens "7b base: cuda vs transformers bfloat16" "$(cat "$W/cuda.tok")" "$(sed 's/^[^ ]* //' "$W/hf.tok")"
+      else
+        bad "7b base: transformers run failed (see compare.log)"
+      fi
+    fi
+  else
+    bad "7b: synth/compile failed (see bench.log)"
+  fi
+  info "7b done ($(elapsed))"
+  rm -rf "$W"
+fi
+
+say "done in $(elapsed): $npass passed, $nfail failed"
+[ $nfail -eq 0 ]

@@ -1,0 +1,71 @@
+// The CUDA backend: the forward pass of runtime/cpu_backend.cc on one GPU.
+// Weights are resident once per distinct tensor node (runtime/cuda/
+// device_weights.h), streamed from the store in constant host memory; the KV
+// cache is per logical layer in bf16; decode uses GEMV and split-K attention,
+// prefill cuBLAS GEMMs and tiled attention. Only built when STRATA_HAVE_CUDA.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "strata/formats/store.h"
+#include "strata/runtime/backend.h"
+
+namespace strata {
+
+// CUDA devices visible to this process; 0 when there is no device or no
+// usable driver (never throws).
+int CudaDeviceCount();
+// "NVIDIA H200 (sm_90, 132 SMs, 139.8 GiB)" for the current device, or why
+// there is none.
+std::string CudaDeviceSummary();
+// Throws Error with a clear message when CudaDeviceCount() is 0.
+void RequireCudaDevice();
+// cudaMemGetInfo of the current device (creates the context). False when it fails.
+bool CudaMemInfo(uint64_t* free_bytes, uint64_t* total_bytes);
+
+struct CudaLoadOptions {
+  // Progress of the weight upload in bytes (the ProgressBar convention):
+  // on_start(total) once, then bytes_done advances to total.
+  std::function<void(uint64_t total)> on_start;
+  std::atomic<uint64_t>* bytes_done = nullptr;
+  bool fuse = true;          // contiguous q/k/v and gate/up where residency stays exact
+  size_t staging_slots = 0;  // 0: the defaults of runtime/cuda/upload.h (4 x 64 MiB pinned)
+  size_t staging_slot_bytes = 0;
+};
+
+struct CudaStats {
+  uint64_t weight_bytes = 0;      // device bytes of weights (= the variant's distinct tensor bytes)
+  uint64_t weight_bytes_read = 0; // bytes read from the store's blobs
+  uint64_t kv_cache_bytes = 0;    // all logical layers' bf16 K and V
+  uint64_t scratch_bytes = 0;     // activations and workspaces at their current size
+  uint64_t device_bytes = 0;      // all of the above as the backend's allocator counts them now
+  uint64_t device_bytes_peak = 0; // the allocator's peak (process-wide)
+  uint64_t staging_bytes = 0;     // pinned host memory used while loading (freed after)
+  int distinct_tensors = 0, fused_qkv = 0, fused_gate_up = 0;
+  double load_s = 0;              // weight residency: reads, uploads, device-side ops
+};
+
+class CudaBackend : public Backend {
+ public:
+  // Forward() for a greedy step: the argmax of the last position's logits is
+  // taken on the device and only the token id comes back.
+  virtual int ForwardArgmax(const std::vector<int>& tokens) = 0;
+  // Back to position 0 (the caches are reused, nothing is freed).
+  virtual void Reset() = 0;
+  virtual CudaStats stats() const = 0;
+};
+
+// Makes `model`'s weights resident on the current CUDA device, reading them
+// from `store` by tensor node (the Model may come from a WeightStore without
+// host data). `model` and `store` must outlive the backend. Throws Error when
+// there is no device, memory runs out, a blob is missing, or the shapes are
+// unsupported (head_dim odd or > 256).
+std::unique_ptr<CudaBackend> MakeCudaBackend(const Model& model, const BackendOptions& opts, const Store& store,
+                                             const CudaLoadOptions& load = {});
+
+}  // namespace strata

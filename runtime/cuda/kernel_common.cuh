@@ -1,0 +1,150 @@
+// Device-side helpers shared by the .cu files (never included by host-only
+// code): element loads and stores in the weight dtypes with PyTorch's exact
+// rounding, warp reductions, launch arithmetic.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "strata/formats/dtype.h"
+
+namespace strata::cuda {
+
+inline constexpr int kWarp = 32;
+
+inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Blocks for a grid-stride loop over n elements: enough to fill the device,
+// never more than n needs, never 0.
+inline unsigned GridFor(int64_t n, int threads, int64_t max_blocks = 65535 * 8) {
+  int64_t b = CeilDiv(n, threads);
+  if (b < 1) b = 1;
+  if (b > max_blocks) b = max_blocks;
+  return static_cast<unsigned>(b);
+}
+
+__device__ __forceinline__ float Bf16ToFloat(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
+
+// c10::BFloat16(float): round to nearest even; NaN becomes 0x7FC0.
+__device__ __forceinline__ uint16_t FloatToBf16(float f) {
+  const uint32_t u = __float_as_uint(f);
+  if (f != f) return 0x7FC0;
+  const uint32_t rounding_bias = ((u >> 16) & 1u) + 0x7FFFu;
+  return static_cast<uint16_t>((u + rounding_bias) >> 16);
+}
+
+// IEEE half -> float, exact (formats/dtype.cc F16ToFloat).
+__device__ __forceinline__ float F16ToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1Fu;
+  uint32_t mant = h & 0x3FFu;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {  // subnormal: normalize
+      int e = -1;
+      do {
+        ++e;
+        mant <<= 1;
+      } while ((mant & 0x400u) == 0);
+      bits = sign | (static_cast<uint32_t>(127 - 15 - e) << 23) | ((mant & 0x3FFu) << 13);
+    }
+  } else if (exp == 0x1F) {
+    bits = sign | 0x7F800000u | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  return __uint_as_float(bits);
+}
+
+// c10's fp16_ieee_from_fp32_value (formats/dtype.cc FloatToF16), bit for bit.
+__device__ __forceinline__ uint16_t FloatToF16(float f) {
+  uint32_t x = __float_as_uint(f);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  uint32_t abs = x & 0x7FFFFFFFu;
+  if (abs >= 0x47800000u) return sign | (abs > 0x7F800000u ? 0x7E00 : 0x7C00);
+  if (abs < 0x38800000u) {
+    const float a = __fadd_rn(__uint_as_float(abs), 0.5f);  // rounds to nearest even
+    return sign | static_cast<uint16_t>(__float_as_uint(a) - 0x3F000000u);
+  }
+  const uint32_t mant_odd = (abs >> 13) & 1u;
+  abs += (static_cast<uint32_t>(15 - 127) << 23) + 0xFFFu + mant_odd;
+  return sign | static_cast<uint16_t>(abs >> 13);
+}
+
+// NaN bits as an x86 host produces them (GPU arithmetic returns a canonical
+// NaN instead), so device results match formats/dtype.cc bit for bit even
+// for NaN: a NaN operand comes back quieted with its sign and payload; a NaN
+// made from non-NaN operands (inf * 0) is x86's default NaN, negative.
+__device__ __forceinline__ float QuietNan(float v) { return __uint_as_float(__float_as_uint(v) | 0x00400000u); }
+__device__ __forceinline__ double QuietNanD(double v) {
+  return __longlong_as_double(__double_as_longlong(v) | 0x0008000000000000ll);
+}
+__device__ __forceinline__ float MulLikeHost(float v, float f) {
+  const float r = __fmul_rn(v, f);
+  if (r == r) return r;
+  return v != v ? QuietNan(v) : __uint_as_float(0xFFC00000u);
+}
+__device__ __forceinline__ double MulLikeHostD(double v, double f) {
+  const double r = __dmul_rn(v, f);
+  if (r == r) return r;
+  return v != v ? QuietNanD(v) : __longlong_as_double(static_cast<long long>(0xFFF8000000000000ull));
+}
+// float <-> double as cvtss2sd / cvtsd2ss do (NaN payload kept, quieted).
+__device__ __forceinline__ double FloatToDoubleLikeHost(float v) {
+  if (v == v) return static_cast<double>(v);
+  const uint32_t u = __float_as_uint(v);
+  const uint64_t bits = (static_cast<uint64_t>(u >> 31) << 63) | 0x7FF0000000000000ull |
+                        (static_cast<uint64_t>((u & 0x7FFFFFu) | 0x400000u) << 29);
+  return __longlong_as_double(static_cast<long long>(bits));
+}
+__device__ __forceinline__ float DoubleToFloatLikeHost(double d) {
+  if (d == d) return static_cast<float>(d);  // cvt.rn.f32.f64: round to nearest even, as the host
+  const uint64_t b = static_cast<uint64_t>(__double_as_longlong(d));
+  const uint32_t bits = (static_cast<uint32_t>(b >> 63) << 31) | 0x7FC00000u |
+                        static_cast<uint32_t>((b >> 29) & 0x7FFFFFu);
+  return __uint_as_float(bits);
+}
+
+// Element i of a BF16/F16/F32/F64 array as float (F64 through float, as torch).
+__device__ __forceinline__ float LoadAsFloat(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::kBF16: return Bf16ToFloat(static_cast<const uint16_t*>(p)[i]);
+    case DType::kF16: return F16ToFloat(static_cast<const uint16_t*>(p)[i]);
+    case DType::kF32: return static_cast<const float*>(p)[i];
+    case DType::kF64: return DoubleToFloatLikeHost(static_cast<const double*>(p)[i]);
+    default: return 0.0f;
+  }
+}
+
+__device__ __forceinline__ void StoreFromFloat(void* p, DType t, int64_t i, float v) {
+  switch (t) {
+    case DType::kBF16: static_cast<uint16_t*>(p)[i] = FloatToBf16(v); break;
+    case DType::kF16: static_cast<uint16_t*>(p)[i] = FloatToF16(v); break;
+    case DType::kF32: static_cast<float*>(p)[i] = v; break;
+    case DType::kF64: static_cast<double*>(p)[i] = FloatToDoubleLikeHost(v); break;
+    default: break;
+  }
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double WarpSumD(double v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float WarpMax(float v) {
+#pragma unroll
+  for (int o = kWarp / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+}  // namespace strata::cuda

@@ -1,0 +1,357 @@
+// Each CUDA kernel against the CPU kernel it mirrors (runtime/cpu_kernels.h),
+// or against formats/dtype.cc bit for bit, on random inputs. Output buffers
+// are poisoned with NaN first so an element the kernel never wrote fails.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "attention_decode.cuh"
+#include "attention_prefill.cuh"
+#include "convert.cuh"
+#include "elementwise.cuh"
+#include "embedding.cuh"
+#include "gemm.h"
+#include "gemv.cuh"
+#include "gpu_test_util.h"
+#include "rmsnorm.cuh"
+#include "rope.cuh"
+#include "sampling.cuh"
+#include "strata/runtime/config.h"
+#include "strata/runtime/cpu_kernels.h"
+
+namespace strata {
+namespace {
+
+using gputest::CountNonFinite;
+using gputest::Dev;
+using gputest::Poison;
+using gputest::RandomFloats;
+using gputest::RandomTyped;
+using gputest::RelErr;
+using gputest::TypedData;
+
+HostTensor Host(const TypedData& d, std::vector<int64_t> shape) {
+  HostTensor t;
+  t.dtype = d.dtype;
+  t.shape = std::move(shape);
+  t.data = d.bytes.data();
+  return t;
+}
+
+const DType kWeightTypes[] = {DType::kBF16, DType::kF16, DType::kF32};
+
+TEST(CudaKernels, EmbeddingGatherIsExact) {
+  STRATA_REQUIRE_CUDA();
+  const int64_t vocab = 50, D = 72;
+  for (DType dt : kWeightTypes) {
+    TypedData table = RandomTyped(dt, vocab * D, 1);
+    std::vector<int> toks = {3, 0, 49, 3, 17};
+    const int64_t M = static_cast<int64_t>(toks.size());
+    std::vector<float> want(M * D);
+    EmbeddingGather(Host(table, {vocab, D}), toks.data(), M, want.data());
+    Dev<uint8_t> dtable(table.bytes);
+    Dev<int> dtoks(toks);
+    Dev<float> out(Poison(M * D));
+    cuda::EmbeddingGather(dtable.get(), dt, D, dtoks.get(), M, out.get(), nullptr);
+    EXPECT_EQ(out.Download(), want) << DTypeName(dt);
+  }
+}
+
+TEST(CudaKernels, RmsNormMatchesCpu) {
+  STRATA_REQUIRE_CUDA();
+  const int64_t M = 5, D = 333;
+  std::vector<float> x = RandomFloats(M * D, 2, 3.0f);
+  for (DType dt : kWeightTypes) {
+    TypedData w = RandomTyped(dt, D, 3);
+    std::vector<float> want(M * D);
+    RmsNorm(x.data(), Host(w, {D}), M, D, 1e-5, want.data());
+    Dev<float> dx(x);
+    Dev<uint8_t> dw(w.bytes);
+    Dev<float> out(Poison(M * D));
+    cuda::RmsNorm(dx.get(), dw.get(), dt, M, D, 1e-5, out.get(), nullptr);
+    std::vector<float> got = out.Download();
+    EXPECT_EQ(CountNonFinite(got), 0u);
+    EXPECT_LE(RelErr(got, want), 1e-6) << DTypeName(dt);
+    // In place (x and out alias), as the backend never does but the API allows.
+    cuda::RmsNorm(dx.get(), dw.get(), dt, M, D, 1e-5, dx.get(), nullptr);
+    EXPECT_LE(RelErr(dx.Download(), want), 1e-6) << DTypeName(dt);
+  }
+}
+
+TEST(CudaKernels, RopeRotatesQAndStoresKv) {
+  STRATA_REQUIRE_CUDA();
+  for (int hd : {16, 128}) {
+    const int heads = 4, kvh = 2;
+    const int64_t M = 7, pos0 = 37, ctx = 64, Q = heads * hd, KV = kvh * hd, ld = Q + 2 * KV + 3;  // padded rows
+    ModelConfig c;
+    c.head_dim = hd;
+    c.rope_theta = 10000;
+    const std::vector<double> inv = RopeInvFreq(c);
+    std::vector<float> qkv = RandomFloats(M * ld, 4);
+    // CPU: rotate q and k of each token.
+    std::vector<float> want = qkv;
+    for (int64_t m = 0; m < M; ++m) {
+      Rope(want.data() + m * ld, heads, hd, pos0 + m, inv.data());
+      Rope(want.data() + m * ld + Q, kvh, hd, pos0 + m, inv.data());
+    }
+    Dev<double> dinv(inv);
+    Dev<float> table(static_cast<size_t>(M) * hd);
+    Dev<float> dqkv(qkv);
+    std::vector<uint16_t> sentinel(ctx * KV, 0xFFFF);
+    Dev<uint16_t> kc(sentinel), vc(sentinel);
+    cuda::RopeTable(pos0, M, hd / 2, dinv.get(), table.get(), nullptr);
+    cuda::RopeAndStoreKv(dqkv.get(), ld, M, heads, kvh, hd, table.get(), pos0, kc.get(), vc.get(), nullptr);
+    std::vector<float> got = dqkv.Download();
+    std::vector<uint16_t> k = kc.Download(), v = vc.Download();
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t i = 0; i < Q; ++i)
+        EXPECT_NEAR(got[m * ld + i], want[m * ld + i], 1e-5f * (1 + std::abs(want[m * ld + i]))) << "q " << m << "," << i;
+      for (int64_t i = 0; i < KV; ++i) {
+        // bf16 of the rotated k: at most one bf16 step from rounding the CPU's value.
+        const float kw = want[m * ld + Q + i], kg = BF16ToFloat(k[(pos0 + m) * KV + i]);
+        EXPECT_NEAR(kg, kw, std::abs(kw) / 128 + 1e-6f) << "k " << m << "," << i;
+        EXPECT_EQ(v[(pos0 + m) * KV + i], FloatToBF16(qkv[m * ld + Q + KV + i])) << "v " << m << "," << i;
+      }
+    }
+    // Rows outside [pos0, pos0 + M) are untouched.
+    for (int64_t r = 0; r < ctx; ++r) {
+      if (r >= pos0 && r < pos0 + M) continue;
+      for (int64_t i = 0; i < KV; ++i) ASSERT_EQ(k[r * KV + i], 0xFFFF) << r;
+    }
+  }
+}
+
+TEST(CudaKernels, SwiGluResidualAndBias) {
+  STRATA_REQUIRE_CUDA();
+  const int64_t M = 3, I = 257, ld = 2 * I + 5;
+  std::vector<float> gu = RandomFloats(M * ld, 5, 4.0f);
+  std::vector<float> a(M * I), b(M * I);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t i = 0; i < I; ++i) {
+      a[m * I + i] = gu[m * ld + i];
+      b[m * I + i] = gu[m * ld + I + i];
+    }
+  SwiGlu(a.data(), b.data(), M * I);
+  Dev<float> dgu(gu), out(Poison(M * I));
+  cuda::SwiGlu(dgu.get(), ld, M, I, out.get(), nullptr);
+  std::vector<float> got = out.Download();
+  EXPECT_EQ(CountNonFinite(got), 0u);
+  EXPECT_LE(RelErr(got, a), 1e-6);
+
+  std::vector<float> x = RandomFloats(1000, 6), y = RandomFloats(1000, 7), sum(1000);
+  for (int i = 0; i < 1000; ++i) sum[i] = x[i] + y[i];
+  Dev<float> dx(x), dy(y);
+  cuda::ResidualAdd(dx.get(), dy.get(), 1000, nullptr);
+  EXPECT_EQ(dx.Download(), sum);
+
+  TypedData bias = RandomTyped(DType::kBF16, 10, 8);
+  std::vector<float> yb = RandomFloats(4 * 12, 9), want = yb;
+  for (int m = 0; m < 4; ++m)
+    for (int n = 0; n < 10; ++n) want[m * 12 + n] += bias.values[n];
+  Dev<float> dyb(yb);
+  Dev<uint8_t> dbias(bias.bytes);
+  cuda::AddBias(dyb.get(), 12, 4, 10, dbias.get(), DType::kBF16, nullptr);
+  EXPECT_EQ(dyb.Download(), want);
+}
+
+TEST(CudaKernels, GemvMatchesCpuMatMul) {
+  STRATA_REQUIRE_CUDA();
+  const int64_t N = 77;
+  for (DType dt : kWeightTypes) {
+    for (int64_t K : {64, 72, 70, 1000, 4096}) {  // vector path, and K % 8 != 0: the scalar path
+      TypedData w = RandomTyped(dt, N * K, 10 + K);
+      TypedData bias = RandomTyped(DType::kF32, N, 11);
+      std::vector<float> x = RandomFloats(K, 12);
+      HostTensor hw = Host(w, {N, K}), hb = Host(bias, {N});
+      std::vector<float> want(N), want_b(N);
+      MatMul(hw, x.data(), 1, want.data());
+      MatMul(hw, x.data(), 1, want_b.data(), &hb);
+      Dev<uint8_t> dw(w.bytes), db(bias.bytes);
+      Dev<float> dx(x), y(Poison(N));
+      cuda::Gemv(dw.get(), dt, N, K, dx.get(), y.get(), false, nullptr, DType::kF32, nullptr);
+      std::vector<float> got = y.Download();
+      EXPECT_EQ(CountNonFinite(got), 0u) << DTypeName(dt) << " K " << K;
+      EXPECT_LE(RelErr(got, want), 1e-5) << DTypeName(dt) << " K " << K;
+      // Accumulate onto y, with a bias: y = 2 * (w x) + bias.
+      cuda::Gemv(dw.get(), dt, N, K, dx.get(), y.get(), true, db.get(), DType::kF32, nullptr);
+      std::vector<float> got2 = y.Download(), want2(N);
+      for (int64_t n = 0; n < N; ++n) want2[n] = want[n] + want_b[n];
+      EXPECT_LE(RelErr(got2, want2), 1e-5) << DTypeName(dt) << " K " << K;
+    }
+  }
+}
+
+TEST(CudaKernels, CublasGemmMatchesCpuMatMul) {
+  STRATA_REQUIRE_CUDA();
+  cublasHandle_t h;
+  CUBLAS_CHECK(cublasCreate(&h));
+  const int64_t M = 19, N = 45, K = 96, ldy = N + 7;
+  for (DType dt : kWeightTypes) {
+    TypedData w = RandomTyped(dt, N * K, 13);
+    // The backend feeds cuBLAS the activations rounded to the weight dtype.
+    TypedData x = RandomTyped(dt, M * K, 14);
+    std::vector<float> want(M * N);
+    MatMul(Host(w, {N, K}), x.values.data(), M, want.data());
+    Dev<uint8_t> dw(w.bytes), dx(x.bytes);
+    std::vector<float> init = Poison(M * ldy);
+    Dev<float> y(init);
+    cuda::Gemm(h, dw.get(), dt, N, K, dx.get(), M, y.get(), ldy, false);
+    std::vector<float> got = y.Download(), packed(M * N);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < ldy; ++n) {
+        if (n < N) packed[m * N + n] = got[m * ldy + n];
+        else EXPECT_TRUE(std::isnan(got[m * ldy + n])) << "column " << n << " past N was written";
+      }
+    EXPECT_EQ(CountNonFinite(packed), 0u) << DTypeName(dt);
+    EXPECT_LE(RelErr(packed, want), 1e-4) << DTypeName(dt);
+    // Accumulate (beta = 1): the residual add the backend fuses into o_proj/down_proj.
+    std::vector<float> base = RandomFloats(M * ldy, 15);
+    y.Upload(base);
+    cuda::Gemm(h, dw.get(), dt, N, K, dx.get(), M, y.get(), ldy, true);
+    got = y.Download();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) packed[m * N + n] = got[m * ldy + n] - base[m * ldy + n];
+    EXPECT_LE(RelErr(packed, want), 1e-4) << DTypeName(dt);
+  }
+  cublasDestroy(h);
+}
+
+// Random bf16 K/V caches (ctx rows) and their fp32 values for the CPU kernel.
+struct Caches {
+  std::vector<uint16_t> k, v;
+  std::vector<float> kf, vf;
+};
+Caches RandomCaches(int64_t ctx, int64_t kvd, uint64_t seed) {
+  Caches c;
+  for (auto [bits, vals, s] : {std::tuple{&c.k, &c.kf, seed}, std::tuple{&c.v, &c.vf, seed + 1}}) {
+    std::vector<float> r = RandomFloats(ctx * kvd, s);
+    bits->resize(r.size());
+    vals->resize(r.size());
+    for (size_t i = 0; i < r.size(); ++i) {
+      (*bits)[i] = FloatToBF16(r[i]);
+      (*vals)[i] = BF16ToFloat((*bits)[i]);
+    }
+  }
+  return c;
+}
+
+TEST(CudaKernels, PrefillAttentionMatchesCpu) {
+  STRATA_REQUIRE_CUDA();
+  struct Case { int heads, kvh, hd; int64_t M, pos0; int window; };
+  const Case cases[] = {{4, 2, 16, 37, 0, 0},  {4, 2, 16, 37, 20, 0},  {4, 2, 16, 37, 20, 9},
+                        {8, 8, 64, 16, 0, 0},  {8, 2, 128, 70, 3, 0},  {8, 2, 128, 70, 3, 33},
+                        {2, 1, 256, 33, 40, 0}, {6, 3, 80, 5, 0, 0},   {4, 4, 128, 1, 10, 0}};
+  for (const Case& t : cases) {
+    const int64_t Q = int64_t{t.heads} * t.hd, KV = int64_t{t.kvh} * t.hd, ctx = t.pos0 + t.M;
+    const int64_t q_ld = Q + 2 * KV;  // q inside a qkv row, as the backend lays it out
+    std::vector<float> qkv = RandomFloats(t.M * q_ld, 20 + t.hd);
+    std::vector<float> q(t.M * Q);
+    for (int64_t m = 0; m < t.M; ++m) std::copy_n(qkv.begin() + m * q_ld, Q, q.begin() + m * Q);
+    Caches c = RandomCaches(ctx, KV, 30 + t.hd);
+    std::vector<float> want(t.M * Q);
+    Attention(q.data(), c.kf.data(), c.vf.data(), t.M, t.pos0, t.heads, t.kvh, t.hd, t.window, want.data());
+    Dev<float> dq(qkv), out(Poison(t.M * Q));
+    Dev<uint16_t> dk(c.k), dv(c.v);
+    cuda::AttentionPrefill(dq.get(), q_ld, dk.get(), dv.get(), t.M, t.pos0, t.heads, t.kvh, t.hd, t.window, out.get(),
+                           Q, nullptr);
+    std::vector<float> got = out.Download();
+    const std::string what = "heads " + std::to_string(t.heads) + "/" + std::to_string(t.kvh) + " hd " +
+                             std::to_string(t.hd) + " M " + std::to_string(t.M) + " pos0 " + std::to_string(t.pos0) +
+                             " window " + std::to_string(t.window);
+    EXPECT_EQ(CountNonFinite(got), 0u) << what;
+    EXPECT_LE(RelErr(got, want), 2e-4) << what;  // fp32 sums in another order
+  }
+}
+
+TEST(CudaKernels, DecodeAttentionMatchesCpu) {
+  STRATA_REQUIRE_CUDA();
+  struct Case { int heads, kvh, hd; int64_t pos; int window; int sms; };
+  const Case cases[] = {{4, 2, 16, 0, 0, 132},     {4, 2, 16, 5, 0, 132},     {8, 2, 128, 300, 0, 132},
+                        {8, 2, 128, 300, 64, 132}, {8, 2, 128, 1000, 0, 1},   {32, 8, 128, 767, 0, 132},
+                        {2, 1, 256, 2000, 0, 132}, {6, 3, 80, 129, 50, 16},   {8, 8, 64, 4095, 4096, 132}};
+  for (const Case& t : cases) {
+    const int64_t Q = int64_t{t.heads} * t.hd, KV = int64_t{t.kvh} * t.hd, ctx = t.pos + 1;
+    std::vector<float> q = RandomFloats(Q, 40 + t.hd);
+    Caches c = RandomCaches(ctx, KV, 50 + t.pos);
+    std::vector<float> want(Q);
+    Attention(q.data(), c.kf.data(), c.vf.data(), 1, t.pos, t.heads, t.kvh, t.hd, t.window, want.data());
+    Dev<float> dq(q), out(Poison(Q)), ws(cuda::AttentionDecodeWorkspaceFloats(t.heads, t.hd));
+    Dev<uint16_t> dk(c.k), dv(c.v);
+    cuda::AttentionDecode(dq.get(), dk.get(), dv.get(), t.pos, t.heads, t.kvh, t.hd, t.window, t.sms, ws.get(),
+                          out.get(), nullptr);
+    std::vector<float> got = out.Download();
+    const std::string what = "heads " + std::to_string(t.heads) + "/" + std::to_string(t.kvh) + " hd " +
+                             std::to_string(t.hd) + " pos " + std::to_string(t.pos) + " window " +
+                             std::to_string(t.window) + " sms " + std::to_string(t.sms);
+    EXPECT_EQ(CountNonFinite(got), 0u) << what;
+    EXPECT_LE(RelErr(got, want), 2e-4) << what;  // fp32 sums in another order
+  }
+}
+
+TEST(CudaKernels, ArgmaxTakesTheFirstMaximum) {
+  STRATA_REQUIRE_CUDA();
+  for (int64_t n : {1, 7, 1024, 1025, 32000, 151936}) {
+    std::vector<float> v = RandomFloats(n, 60 + n);
+    if (n > 100) {  // a tie: the lower index wins, as std::max_element
+      const float mx = *std::max_element(v.begin(), v.end()) + 1;
+      v[n - 3] = mx;
+      v[n / 2] = mx;
+    }
+    Dev<float> dv(v);
+    Dev<int> out(1);
+    cuda::Argmax(dv.get(), n, out.get(), nullptr);
+    EXPECT_EQ(out.Download()[0], std::max_element(v.begin(), v.end()) - v.begin()) << n;
+  }
+}
+
+// Values that exercise every rounding path: normals, halfway cases, f16
+// subnormals and overflow, bf16 overflow, signed zeros, inf and NaN.
+std::vector<float> SpecialFloats() {
+  std::vector<float> v = RandomFloats(4000, 70, 3.0f);
+  std::vector<float> tiny = RandomFloats(1000, 71, 1e-5f), huge = RandomFloats(500, 72, 1e5f);
+  v.insert(v.end(), tiny.begin(), tiny.end());
+  v.insert(v.end(), huge.begin(), huge.end());
+  for (float f : {0.0f, -0.0f, 65504.0f, 65520.0f, 65519.99f, 6.1e-5f, 5.96e-8f, 2.98e-8f, 1e-45f, 3.4e38f, -3.4e38f,
+                  INFINITY, -INFINITY, NAN, -NAN, 1.0f + 1.0f / 256, 1.0f + 3.0f / 256, 1.00390625f})
+    v.push_back(f);
+  for (uint32_t bits = 0x3F800000u; bits < 0x3F800000u + 70000; bits += 7) {  // many bf16 halfway cases
+    float f;
+    std::memcpy(&f, &bits, 4);
+    v.push_back(f);
+  }
+  return v;
+}
+
+TEST(CudaKernels, CastAndScaleMatchPyTorchBitForBit) {
+  STRATA_REQUIRE_CUDA();
+  const std::vector<float> base = SpecialFloats();
+  const size_t n = base.size();
+  const DType types[] = {DType::kBF16, DType::kF16, DType::kF32, DType::kF64};
+  for (DType from : types) {
+    // Source values in `from` (rounded from the specials as the host does).
+    std::vector<uint8_t> src(n * DTypeSize(from));
+    ConvertElements(DType::kF32, base.data(), from, src.data(), n);
+    Dev<uint8_t> dsrc(src);
+    for (DType to : types) {
+      std::vector<uint8_t> want(n * DTypeSize(to));
+      ConvertElements(from, src.data(), to, want.data(), n);
+      Dev<uint8_t> dst(want.size());
+      cuda::CastOnDevice(from, dsrc.get(), to, dst.get(), n, nullptr);
+      EXPECT_EQ(dst.Download(), want) << DTypeName(from) << " -> " << DTypeName(to);
+    }
+    for (double f : {0.5, 1.0 / 3.0, -2.7, 1e-3, 7.0}) {
+      std::vector<uint8_t> want(src.size());
+      ScaleElements(from, src.data(), want.data(), n, f);
+      Dev<uint8_t> dst(want.size());
+      cuda::ScaleOnDevice(from, dsrc.get(), dst.get(), n, f, nullptr);
+      EXPECT_EQ(dst.Download(), want) << DTypeName(from) << " * " << f;
+      Dev<uint8_t> inplace(src);
+      cuda::ScaleOnDevice(from, inplace.get(), inplace.get(), n, f, nullptr);
+      EXPECT_EQ(inplace.Download(), want) << DTypeName(from) << " * " << f << " in place";
+    }
+  }
+}
+
+}  // namespace
+}  // namespace strata
