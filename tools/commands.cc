@@ -147,6 +147,8 @@ int RunSynth(const std::vector<std::string>& args) {
       "out", po::value(&out), "write into this new directory")(
       "hf-cache", po::value(&cache), "write into this HF hub cache (with --as)")(
       "as", po::value(&id), "HF id org/name to place the model under in --hf-cache")(
+      "tokenizer", po::value(&spec.tokenizer), "attach a tokenizer: llama-spm | gpt2 (built from --vocab-gguf)")(
+      "vocab-gguf", po::value(&spec.vocab_gguf), "GGUF vocabulary for --tokenizer (e.g. ../shared/vocab/ggml-vocab-gpt-2.gguf)")(
       "quiet,q", po::bool_switch(&quiet), "no progress bar")("json", po::bool_switch(&json), "print the result as JSON");
   po::positional_options_description pos;
   po::variables_map vm;
@@ -225,20 +227,23 @@ std::string OpsText(const Json& ops) {
 }  // namespace
 
 int RunShow(const std::vector<std::string>& args) {
-  std::string name, store_dir;
+  std::string name, store_dir, svg, html;
   bool json = false;
   po::options_description d("options");
-  d.add_options()("name", po::value(&name)->required(), "variant")("json", po::bool_switch(&json), "print as JSON");
+  d.add_options()("name", po::value(&name)->required(), "variant")("json", po::bool_switch(&json), "print as JSON")(
+      "svg", po::value(&svg), "also write the provenance picture as SVG to this file")(
+      "html", po::value(&html), "also write a self-contained HTML page (picture, legend, table) to this file");
   AddStoreOption(d, store_dir);
   po::positional_options_description pos;
   pos.add("name", 1);
   po::variables_map vm;
-  if (!ParseArgs(args, d, pos, vm, "strata show NAME [--json]",
+  if (!ParseArgs(args, d, pos, vm, "strata show NAME [--json] [--svg FILE] [--html FILE]",
                  "Shows each output layer: its layer hash (equal hashes are one stored weight set), the\n"
                  "source model and layer it came from, and the transforms applied (scale, cast)."))
     return 0;
   Store store(Store::DefaultRoot(store_dir), /*create=*/false);
   Json j = ShowVariant(store, name);
+  WriteProvenanceFiles(j, svg, html);
   if (json) {
     PrintJson(j);
     return 0;

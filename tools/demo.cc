@@ -39,6 +39,23 @@ SynthSpec StandIn(const std::string& id, uint64_t seed) {
   return s;
 }
 
+// Text end to end: a tiny model carrying the real Llama-2 vocabulary from
+// ../shared/vocab (when present beside the project), prompted with text. Its
+// weights are random, so the continuation is noise; the tokens are real.
+void DemoText(const std::string& tmp, const std::string& store_dir) {
+  const std::string vocab = std::string(STRATA_EXAMPLES_DIR) + "/../../shared/vocab/ggml-vocab-llama-spm.gguf";
+  if (!fs::exists(vocab)) return;
+  SynthSpec s = StandIn("demo/text", 99);
+  s.layers = 2;
+  s.tokenizer = "llama-spm";
+  s.vocab_gguf = vocab;
+  SynthToDir(s, tmp + "/text-model");
+  printf("\n== strata run %s/text-model --prompt \"Hello world\" -n 12 (Llama-2 vocabulary, random weights)\n   ",
+         tmp.c_str());
+  fflush(stdout);
+  RunRun({tmp + "/text-model", "--prompt", "Hello world", "-n", "12", "--store", store_dir});
+}
+
 }  // namespace
 
 int RunDemo(const std::vector<std::string>& args) {
@@ -113,6 +130,10 @@ int RunDemo(const std::vector<std::string>& args) {
     printf("   %-28s %2d layers (%d elided), decode %7.1f tok/s  -> %s...\n", name.c_str(), r.layers, r.elided,
            r.decode_tps, toks.c_str());
   }
+  printf("\n== strata diff solar-dus idus-8layer --short\n");
+  fflush(stdout);
+  RunDiff({"solar-dus", "idus-8layer", "--short", "--store", store_dir});
+  DemoText(tmp, store_dir);
   if (keep) printf("\nkept: HF_HUB_CACHE=%s, store %s\n", hf.c_str(), store_dir.c_str());
   return 0;
 }

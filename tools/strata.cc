@@ -29,10 +29,15 @@ const std::vector<Command>& Commands() {
       {"compile", "compile a mergekit plan into the store as a named variant", RunCompile},
       {"export", "write a variant as a Hugging Face checkpoint (as mergekit would)", RunExport},
       {"synth", "write a deterministic synthetic HF checkpoint (llama/mistral/qwen2)", RunSynth},
-      {"run", "run a variant (or an HF directory) on the CPU from the store", RunRun},
+      {"run", "run a variant (or an HF directory) from the store, on the CPU or a CUDA GPU", RunRun},
+      {"bench", "load time, prefill and decode tokens/s, peak memory of a variant (cpu or cuda)", RunBench},
       {"ls", "list the variants in the store", RunLs},
       {"show", "show a variant's layers: hash, source model and layer, transforms", RunShow},
+      {"diff", "align two variants (or HF directories) by layer hash; per-tensor numbers", RunDiff},
       {"du", "logical bytes of all variants against physical bytes in the store", RunDu},
+      {"verify", "check every object of the store (or of NAMEs); report damage and what it breaks", RunVerify},
+      {"rm", "remove variant names (their objects go at the next gc)", RunRm},
+      {"gc", "remove objects no variant uses, stale temporaries and cache entries", RunGc},
       {"demo", "synthesize small models, compile the example plans, show the store", RunDemo},
   };
   return cmds;
