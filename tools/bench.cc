@@ -14,6 +14,7 @@
 #include <iostream>
 #include <set>
 
+#include "cli.h"
 #include "commands.h"
 #include "progress.h"
 #include "strata/formats/error.h"
@@ -110,22 +111,16 @@ int RunBench(const std::vector<std::string>& args) {
       "threads", po::value(&threads), "CPU worker threads (default: all cores)")(
       "warm", po::bool_switch(&warm), "keep the page cache (default: drop the variant's blobs first: a cold load)")(
       "no-elide", po::bool_switch(&no_elide), "compute layers whose o_proj and down_proj are zero anyway")(
-      "json", po::bool_switch(&json), "print the results as one JSON object")(
-      "store", po::value(&store_dir), "store directory (default: $STRATA_STORE, else ~/.cache/strata)")(
-      "help,h", "show this help");
+      "json", po::bool_switch(&json), "print the results as one JSON object");
+  AddStoreOption(d, store_dir);
   po::positional_options_description pos;
   pos.add("name", 1);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(d).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << "usage: strata bench NAME [--device cpu|cuda] [--prefill 512] [--decode 256] [--json]\n\n"
+  if (!ParseArgs(args, d, pos, vm, "strata bench NAME [--device cpu|cuda] [--prefill 512] [--decode 256] [--json]",
                  "Measures a variant: load time from the store (cold unless --warm), prefill tokens/s over a\n"
                  "--prefill token prompt, decode tokens/s at batch 1 (greedy) over --decode tokens, peak device\n"
-                 "memory (cuda) and peak host RSS. Token ids are a fixed pseudo-random sequence.\n\n"
-              << d << "\n";
+                 "memory (cuda) and peak host RSS. Token ids are a fixed pseudo-random sequence."))
     return 0;
-  }
-  po::notify(vm);
   CheckDevice(device);
   if (prefill < 1 || decode < 0) throw UsageError("--prefill must be >= 1 and --decode >= 0");
   std::unique_ptr<tbb::global_control> limit;

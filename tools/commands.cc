@@ -1,4 +1,5 @@
 // compile, export, synth, ls, show, du.
+#include "cli.h"
 #include "commands.h"
 
 #include <unistd.h>
@@ -19,29 +20,6 @@ namespace po = boost::program_options;
 namespace strata {
 
 namespace {
-
-// Parses `args` against `desc` and positionals. Prints help and returns false
-// on --help. Throws UsageError on a bad command line.
-bool ParseArgs(const std::vector<std::string>& args, po::options_description& desc,
-               const po::positional_options_description& pos, po::variables_map& vm,
-               const char* usage, const char* about) {
-  desc.add_options()("help,h", "show this help");
-  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << "usage: " << usage << "\n\n" << about << "\n\n" << desc << "\n";
-    return false;
-  }
-  po::notify(vm);
-  return true;
-}
-
-void AddStoreOption(po::options_description& d, std::string& store) {
-  d.add_options()("store", po::value(&store), "store directory (default: $STRATA_STORE, else ~/.cache/strata)");
-}
-
-bool ShowProgress(bool quiet) { return !quiet && isatty(STDERR_FILENO); }
-
-void PrintJson(const Json& j) { std::cout << j.dump(2) << "\n"; }
 
 std::string Short(const std::string& hex) { return hex.substr(0, 12); }
 

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli.h"
 #include "commands.h"
 #include "strata/compiler/compile.h"
 #include "strata/formats/error.h"
@@ -200,19 +201,13 @@ int RunRun(const std::vector<std::string>& args) {
       "vocab-gguf", po::value(&text.vocab_gguf), "tokenize with this GGUF vocabulary instead of the variant's tokenizer");
   po::positional_options_description pos;
   pos.add("name", 1);
-  d.add_options()("help,h", "show this help");
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(d).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << "usage: strata run NAME (--tokens 1,15043,3186 | --prompt TEXT | --prompt-file F | --chat) [-n 32]\n\n"
+  if (!ParseArgs(args, d, pos, vm, "strata run NAME (--tokens 1,15043,3186 | --prompt TEXT | --prompt-file F | --chat) [-n 32]",
                  "Runs a compiled variant straight from the store (weights used in place through mmap; a\n"
                  "layer repeated at several depths exists once in memory). NAME may also be an HF model\n"
                  "directory, compiled on the fly into the store. Prints the generated token ids, or with\n"
-                 "--prompt/--chat the generated text as it is produced.\n\n"
-              << d << "\n";
+                 "--prompt/--chat the generated text as it is produced."))
     return 0;
-  }
-  po::notify(vm);
   CheckDevice(device);
   if (n < 0) throw UsageError("-n must be >= 0");
   if (all_logits && logits_out.empty()) throw UsageError("--all-logits needs --logits-out FILE");

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "cli.h"
 #include "commands.h"
 #include "progress.h"
 #include "strata/compiler/gc.h"
@@ -17,25 +18,6 @@ namespace po = boost::program_options;
 namespace strata {
 
 namespace {
-
-// Parses `args` against `desc` and positionals. Prints help and returns false
-// on --help. Throws po::error (exit 2) on a bad command line.
-bool Parse(const std::vector<std::string>& args, po::options_description& desc,
-           const po::positional_options_description& pos, po::variables_map& vm, const char* usage,
-           const char* about) {
-  desc.add_options()("help,h", "show this help");
-  po::store(po::command_line_parser(args).options(desc).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << "usage: " << usage << "\n\n" << about << "\n\n" << desc << "\n";
-    return false;
-  }
-  po::notify(vm);
-  return true;
-}
-
-void AddStore(po::options_description& d, std::string& store) {
-  d.add_options()("store", po::value(&store), "store directory (default: $STRATA_STORE, else ~/.cache/strata)");
-}
 
 std::string Join(const std::vector<std::string>& v) {
   std::string s;
@@ -74,11 +56,11 @@ int RunVerify(const std::vector<std::string>& args) {
   d.add_options()("name", po::value(&opts.names), "variants to check (default: the whole store)")(
       "quick", po::bool_switch(&opts.quick), "check sizes, references and nodes, but do not rehash blobs")(
       "quiet,q", po::bool_switch(&quiet), "no progress bar")("json", po::bool_switch(&json), "print the report as JSON");
-  AddStore(d, store_dir);
+  AddStoreOption(d, store_dir);
   po::positional_options_description pos;
   pos.add("name", -1);
   po::variables_map vm;
-  if (!Parse(args, d, pos, vm, "strata verify [NAME...] [--quick] [--json] [--store DIR]",
+  if (!ParseArgs(args, d, pos, vm, "strata verify [NAME...] [--quick] [--json] [--store DIR]",
              "Checks the store: rehashes every blob (in parallel), checks that every node's bytes hash to\n"
              "its name and parse, that every reference exists with the right kind and size, and that every\n"
              "ref names a variant. With NAMEs, only what those variants reach. Reports each damaged object\n"
@@ -100,11 +82,11 @@ int RunRm(const std::vector<std::string>& args) {
   std::vector<std::string> names;
   po::options_description d("options");
   d.add_options()("name", po::value(&names)->required(), "variants to remove");
-  AddStore(d, store_dir);
+  AddStoreOption(d, store_dir);
   po::positional_options_description pos;
   pos.add("name", -1);
   po::variables_map vm;
-  if (!Parse(args, d, pos, vm, "strata rm NAME... [--store DIR]",
+  if (!ParseArgs(args, d, pos, vm, "strata rm NAME... [--store DIR]",
              "Removes variant names (refs). Nothing is removed unless every NAME exists. The objects\n"
              "stay until `strata gc` finds that no variant uses them."))
     return 0;
@@ -123,9 +105,9 @@ int RunGc(const std::vector<std::string>& args) {
   d.add_options()("dry-run", po::bool_switch(&opts.dry_run), "print what would go and the bytes freed; remove nothing")(
       "grace", po::value(&opts.grace_s), "keep files in tmp/ younger than this many seconds (default 3600)")(
       "json", po::bool_switch(&json), "print the report as JSON");
-  AddStore(d, store_dir);
+  AddStoreOption(d, store_dir);
   po::variables_map vm;
-  if (!Parse(args, d, {}, vm, "strata gc [--dry-run] [--grace SECONDS] [--json] [--store DIR]",
+  if (!ParseArgs(args, d, {}, vm, "strata gc [--dry-run] [--grace SECONDS] [--json] [--store DIR]",
              "Removes every blob and node no variant reaches, temporaries in tmp/ older than the grace\n"
              "period, and source-cache entries whose blobs are gone. Waits for running compiles."))
     return 0;

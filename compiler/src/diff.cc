@@ -131,19 +131,6 @@ Json Compare(TensorReader& r, const Hash& a, const Hash& b, const DiffOptions& o
   return sums.ToJson();
 }
 
-// The blobs a tensor node reads, with their sizes.
-void CollectBlobs(TensorReader& r, const Hash& h, std::map<Hash, uint64_t>& blobs) {
-  for (Hash cur = h;;) {
-    const TensorNode& n = r.Node(cur);
-    if (n.op == TensorNode::Op::kZeros) return;
-    if (n.op == TensorNode::Op::kBlob) {
-      blobs[n.blob] = n.nbytes();
-      return;
-    }
-    cur = n.src;
-  }
-}
-
 uint64_t SharedBytes(const std::map<Hash, uint64_t>& a, const std::map<Hash, uint64_t>& b) {
   uint64_t shared = 0;
   for (const auto& [h, n] : a)
@@ -226,13 +213,13 @@ class Differ {
 
   std::map<Hash, uint64_t> VariantBlobs(const Variant& v) {
     std::map<Hash, uint64_t> blobs;
-    for (const NamedTensor& t : OutputTensors(store_, v)) CollectBlobs(reader_, t.node, blobs);
+    for (const NamedTensor& t : OutputTensors(store_, v)) reader_.CollectBlobs(t.node, blobs);
     return blobs;
   }
 
   std::map<Hash, uint64_t> LayerBlobs(const Hash& layer) {
     std::map<Hash, uint64_t> blobs;
-    for (const auto& [role, h] : Layer(layer)) CollectBlobs(reader_, h, blobs);
+    for (const auto& [role, h] : Layer(layer)) reader_.CollectBlobs(h, blobs);
     return blobs;
   }
 

@@ -23,19 +23,6 @@ Json Ops(TensorReader& r, const Hash& h) {
   }
 }
 
-// The blobs a tensor node reads, with their sizes.
-void CollectBlobs(TensorReader& r, const Hash& h, std::map<Hash, uint64_t>& blobs) {
-  for (Hash cur = h;;) {
-    const TensorNode& n = r.Node(cur);
-    if (n.op == TensorNode::Op::kZeros) return;
-    if (n.op == TensorNode::Op::kBlob) {
-      blobs[n.blob] = n.nbytes();
-      return;
-    }
-    cur = n.src;
-  }
-}
-
 struct Sizes {
   uint64_t logical = 0, distinct = 0;
   size_t tensors = 0;
@@ -46,7 +33,7 @@ Sizes SizesOf(const Store& store, const Variant& v, TensorReader& r) {
   std::map<Hash, uint64_t> blobs;
   for (const NamedTensor& t : OutputTensors(store, v)) {
     s.logical += r.Node(t.node).nbytes();
-    CollectBlobs(r, t.node, blobs);
+    r.CollectBlobs(t.node, blobs);
     ++s.tensors;
   }
   for (const auto& [h, n] : blobs) s.distinct += n;

@@ -66,6 +66,18 @@ void TensorReader::Read(const Hash& h, uint64_t begin, uint64_t count, void* out
   }
 }
 
+void TensorReader::CollectBlobs(const Hash& h, std::map<Hash, uint64_t>& blobs) {
+  for (Hash cur = h;;) {
+    const TensorNode& n = Node(cur);
+    if (n.op == TensorNode::Op::kZeros) return;
+    if (n.op == TensorNode::Op::kBlob) {
+      blobs[n.blob] = n.nbytes();
+      return;
+    }
+    cur = n.src;
+  }
+}
+
 void TensorReader::AppendTo(const Hash& h, SafetensorsWriter& w, std::atomic<uint64_t>* progress) {
   const TensorNode n = Node(h);
   if (n.op == TensorNode::Op::kBlob) {

@@ -118,15 +118,20 @@ IngestResult Store::IngestRange(int fd, const std::string& what, uint64_t offset
   return r;
 }
 
-Hash Store::PutBlob(std::string_view bytes) {
-  Hash h = HashBytes(bytes);
-  std::string path = BlobPath(h);
-  if (FileExists(path)) return h;
+// Writes a content-addressed object once: read-only, linked into place so an
+// existing copy (the same bytes by construction) is kept.
+void Store::WriteObject(const std::string& path, std::string_view bytes) const {
+  if (FileExists(path)) return;
   MakeDirs(fs::path(path).parent_path().string());
   AtomicFile out(path, TmpDir());
   out.file().Append(bytes);
   out.file().MakeReadOnly();
   out.Commit(/*keep_existing=*/true);
+}
+
+Hash Store::PutBlob(std::string_view bytes) {
+  Hash h = HashBytes(bytes);
+  WriteObject(BlobPath(h), bytes);
   return h;
 }
 
@@ -143,13 +148,7 @@ std::string Store::ReadBlob(const Hash& h) const {
 Hash Store::PutNode(const Json& node) {
   std::string bytes = node.dump();
   Hash h = HashBytes(bytes);
-  std::string path = NodePath(h);
-  if (FileExists(path)) return h;
-  MakeDirs(fs::path(path).parent_path().string());
-  AtomicFile out(path, TmpDir());
-  out.file().Append(bytes);
-  out.file().MakeReadOnly();
-  out.Commit(/*keep_existing=*/true);
+  WriteObject(NodePath(h), bytes);
   return h;
 }
 

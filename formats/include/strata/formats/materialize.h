@@ -20,6 +20,8 @@ class TensorReader {
   // node's dtype size bytes). Throws Error when a blob is missing or has the
   // wrong size.
   void Read(const Hash& h, uint64_t begin, uint64_t count, void* out);
+  // Adds the blob tensor `h` reads (none for zeros) to `blobs`, with its size.
+  void CollectBlobs(const Hash& h, std::map<Hash, uint64_t>& blobs);
   // Appends the whole tensor to `w`, streaming in chunks (a blob goes file to
   // file with copy_file_range). `progress` (may be null) advances by bytes.
   void AppendTo(const Hash& h, SafetensorsWriter& w, std::atomic<uint64_t>* progress);

@@ -92,6 +92,7 @@ class Store {
   Usage DiskUsage() const;
 
  private:
+  void WriteObject(const std::string& path, std::string_view bytes) const;
   std::string SourceCachePath(const FileIdentity& id) const;
   Json ReadSourceCache(const std::string& path) const;
   std::string root_;
