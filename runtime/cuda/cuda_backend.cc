@@ -150,17 +150,7 @@ CudaBackendImpl::CudaBackendImpl(const Model& m, const BackendOptions& opts, con
 CudaBackendImpl::~CudaBackendImpl() { (void)cudaStreamSynchronize(stream_.s); }
 
 void CudaBackendImpl::Check(const std::vector<int>& tokens) const {
-  const int64_t M = static_cast<int64_t>(tokens.size());
-  if (M == 0) throw Error("no tokens to run");
-  for (int t : tokens)
-    if (t < 0 || t >= c_.vocab)
-      throw Error("token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(c_.vocab) + ")");
-  if (pos_ + M > c_.max_position_embeddings)
-    throw Error("the sequence would be " + std::to_string(pos_ + M) + " tokens, past the model's context of " +
-                std::to_string(c_.max_position_embeddings) + " (max_position_embeddings in config.json)");
-  if (pos_ + M > opts_.max_context)
-    throw Error("the sequence would be " + std::to_string(pos_ + M) + " tokens, past the context of " +
-                std::to_string(opts_.max_context) + " this backend was sized for");
+  CheckForwardInput(c_, opts_, pos_, tokens);
 }
 
 void CudaBackendImpl::Reserve(int64_t M) {

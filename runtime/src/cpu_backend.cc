@@ -121,17 +121,8 @@ void CpuBackend::Logits(const float* x, int64_t M, float* out) {
 }
 
 void CpuBackend::Forward(const std::vector<int>& tokens, float* last_logits, std::vector<float>* all_logits) {
+  CheckForwardInput(c_, opts_, pos_, tokens);
   const int64_t M = static_cast<int64_t>(tokens.size());
-  if (M == 0) throw Error("no tokens to run");
-  for (int t : tokens)
-    if (t < 0 || t >= c_.vocab)
-      throw Error("token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(c_.vocab) + ")");
-  if (pos_ + M > c_.max_position_embeddings)
-    throw Error("the sequence would be " + std::to_string(pos_ + M) + " tokens, past the model's context of " +
-                std::to_string(c_.max_position_embeddings) + " (max_position_embeddings in config.json)");
-  if (pos_ + M > opts_.max_context)
-    throw Error("the sequence would be " + std::to_string(pos_ + M) + " tokens, past the context of " +
-                std::to_string(opts_.max_context) + " this backend was sized for");
   Reserve(M);
   EmbeddingGather(*m_.embed, tokens.data(), M, x_.data());
   for (size_t l = 0; l < m_.layers.size(); ++l) {
@@ -150,6 +141,20 @@ void CpuBackend::Forward(const std::vector<int>& tokens, float* last_logits, std
 }
 
 }  // namespace
+
+void CheckForwardInput(const ModelConfig& c, const BackendOptions& opts, int64_t pos, const std::vector<int>& tokens) {
+  const int64_t M = static_cast<int64_t>(tokens.size());
+  if (M == 0) throw Error("no tokens to run");
+  for (int t : tokens)
+    if (t < 0 || t >= c.vocab)
+      throw Error("token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
+  if (pos + M > c.max_position_embeddings)
+    throw Error("the sequence would be " + std::to_string(pos + M) + " tokens, past the model's context of " +
+                std::to_string(c.max_position_embeddings) + " (max_position_embeddings in config.json)");
+  if (pos + M > opts.max_context)
+    throw Error("the sequence would be " + std::to_string(pos + M) + " tokens, past the context of " +
+                std::to_string(opts.max_context) + " this backend was sized for");
+}
 
 std::unique_ptr<Backend> MakeCpuBackend(const Model& model, const BackendOptions& opts) {
   return std::make_unique<CpuBackend>(model, opts);

@@ -28,6 +28,12 @@ class Backend {
   virtual int elided_layers() const = 0;
 };
 
+// The checks every backend makes before a forward pass of `tokens` at
+// position `pos`: not empty, ids inside the vocabulary, the sequence within
+// max_position_embeddings and within the context the backend was sized for.
+// Throws Error saying which and by how much.
+void CheckForwardInput(const ModelConfig& c, const BackendOptions& opts, int64_t pos, const std::vector<int>& tokens);
+
 std::unique_ptr<Backend> MakeCpuBackend(const Model& model, const BackendOptions& opts);
 
 }  // namespace strata
