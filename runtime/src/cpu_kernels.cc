@@ -14,38 +14,26 @@ namespace {
 
 // ---- dot products of one weight row with one fp32 vector ----
 
-float DotF32Portable(const float* w, const float* x, int64_t k) {
+// One loop for every weight type: `load` turns element i of the row into fp32.
+// Eight partial sums, like the vector paths, keep the rounding comparable.
+template <typename T, float (*Load)(T)>
+float DotPortable(const T* w, const float* x, int64_t k) {
   float acc[8] = {0};
   int64_t i = 0;
   for (; i + 8 <= k; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += w[i + j] * x[i + j];
+    for (int j = 0; j < 8; ++j) acc[j] += Load(w[i + j]) * x[i + j];
   float s = 0;
-  for (; i < k; ++i) s += w[i] * x[i];
+  for (; i < k; ++i) s += Load(w[i]) * x[i];
   for (float a : acc) s += a;
   return s;
 }
 
+float Identity(float v) { return v; }
+float DotF32Portable(const float* w, const float* x, int64_t k) { return DotPortable<float, Identity>(w, x, k); }
 float DotBF16Portable(const uint16_t* w, const float* x, int64_t k) {
-  float acc[8] = {0};
-  int64_t i = 0;
-  for (; i + 8 <= k; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += BF16ToFloat(w[i + j]) * x[i + j];
-  float s = 0;
-  for (; i < k; ++i) s += BF16ToFloat(w[i]) * x[i];
-  for (float a : acc) s += a;
-  return s;
+  return DotPortable<uint16_t, BF16ToFloat>(w, x, k);
 }
-
-float DotF16Portable(const uint16_t* w, const float* x, int64_t k) {
-  float acc[8] = {0};
-  int64_t i = 0;
-  for (; i + 8 <= k; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += F16ToFloat(w[i + j]) * x[i + j];
-  float s = 0;
-  for (; i < k; ++i) s += F16ToFloat(w[i]) * x[i];
-  for (float a : acc) s += a;
-  return s;
-}
+float DotF16Portable(const uint16_t* w, const float* x, int64_t k) { return DotPortable<uint16_t, F16ToFloat>(w, x, k); }
 
 __attribute__((target("avx2,fma"))) float HSum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);

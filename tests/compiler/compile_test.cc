@@ -141,16 +141,7 @@ std::string OneSlice(const std::string& model, int b, int e, const std::string& 
          "      layer_range: [" + std::to_string(b) + ", " + std::to_string(e) + "]\n" + extra;
 }
 
-const char* kDusPlan =
-    "slices:\n"
-    "  - sources:\n"
-    "    - model: org/m\n"
-    "      layer_range: [0, 3]\n"
-    "  - sources:\n"
-    "    - model: org/m\n"
-    "      layer_range: [1, 4]\n"
-    "merge_method: passthrough\n"
-    "dtype: bfloat16\n";
+using testutil::kDusPlan;
 
 // Bytes of the tiny mistral's tensors (bf16), worked out from its shapes:
 // embed/lm_head 256x64; per layer two norms of 64, q and o 64x64, k and v

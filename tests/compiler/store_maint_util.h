@@ -17,18 +17,6 @@
 
 namespace strata::testutil {
 
-// Source layers 0-2 then 1-3 of org/m: SOLAR-style DUS.
-inline const char* kDusPlan =
-    "slices:\n"
-    "  - sources:\n"
-    "    - model: org/m\n"
-    "      layer_range: [0, 3]\n"
-    "  - sources:\n"
-    "    - model: org/m\n"
-    "      layer_range: [1, 4]\n"
-    "merge_method: passthrough\n"
-    "dtype: bfloat16\n";
-
 // All of org/m plus a copy of its last layer with o_proj and down_proj zeroed:
 // block expansion (scale nodes over org/m's blobs).
 inline const char* kExpandPlan =

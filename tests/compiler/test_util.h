@@ -20,6 +20,19 @@ namespace strata::testutil {
 
 namespace fs = std::filesystem;
 
+// Source layers 0-2 then 1-3 of org/m: SOLAR-style DUS.
+inline const char* kDusPlan =
+    "slices:\n"
+    "  - sources:\n"
+    "    - model: org/m\n"
+    "      layer_range: [0, 3]\n"
+    "  - sources:\n"
+    "    - model: org/m\n"
+    "      layer_range: [1, 4]\n"
+    "merge_method: passthrough\n"
+    "dtype: bfloat16\n";
+
+
 // A fresh directory under testing::TempDir(), removed with everything in it
 // when the test ends (pass or fail).
 class ScopedTempDir {
