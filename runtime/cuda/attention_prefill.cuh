@@ -1,6 +1,8 @@
 // Causal attention for prefill (CPU: Attention), flash-style: each block holds
-// 16 queries of one head and streams the bf16 KV cache through shared memory
-// in tiles of 32 keys with an online softmax, so no score matrix is stored.
+// a tile of queries of one head and streams the bf16 KV cache through shared
+// memory with an online softmax, so no score matrix is stored. Head dims that
+// are multiples of 16 up to 128 run on tensor cores (bf16 Q and P, fp32
+// accumulation); other head dims on an fp32 kernel.
 #pragma once
 
 #include <cuda_runtime.h>

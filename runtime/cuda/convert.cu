@@ -47,14 +47,14 @@ void CastOnDevice(DType from, const void* src, DType to, void* dst, uint64_t n, 
     if (src != dst) CUDA_CHECK(cudaMemcpyAsync(dst, src, n * DTypeSize(from), cudaMemcpyDeviceToDevice, stream));
     return;
   }
-  CastKernel<<<GridFor(static_cast<int64_t>(n), kThreads), kThreads, 0, stream>>>(from, src, to, dst, n);
+  STRATA_LAUNCH(CastKernel, GridFor(static_cast<int64_t>(n), kThreads), kThreads, 0, stream)(from, src, to, dst, n);
   CUDA_CHECK_LAUNCH("CastKernel");
 }
 
 void ScaleOnDevice(DType t, const void* src, void* dst, uint64_t n, double factor, cudaStream_t stream) {
   CheckFloat(t);
   if (n == 0) return;
-  ScaleKernel<<<GridFor(static_cast<int64_t>(n), kThreads), kThreads, 0, stream>>>(t, src, dst, n,
+  STRATA_LAUNCH(ScaleKernel, GridFor(static_cast<int64_t>(n), kThreads), kThreads, 0, stream)(t, src, dst, n,
                                                                                      static_cast<float>(factor), factor);
   CUDA_CHECK_LAUNCH("ScaleKernel");
 }

@@ -1,24 +1,32 @@
 // The CUDA backend (see strata/cuda/cuda_backend.h): CpuBackend's forward pass
-// with device kernels. Activations are fp32 (the residual stream too); GEMM
-// inputs are rounded to the weight dtype for cuBLAS (bf16 in, fp32 compute
-// and output); decode reads weights directly with the GEMV kernel. The o_proj
-// and down_proj products are accumulated straight into the residual stream
-// (cuBLAS beta = 1, GEMV accumulate): the residual add costs no extra pass.
+// with device kernels. Activations are fp32 (the residual stream too).
+//
+// Prefill (M > 1): GEMM inputs are rounded to the weight dtype for cuBLAS
+// (bf16 in, fp32 compute and output), tiled attention over the bf16 cache.
+// The o_proj and down_proj products are accumulated straight into the
+// residual stream (cuBLAS beta = 1): the residual add costs no extra pass.
+//
+// Decode (M = 1): the fused kernels of decode.cuh, five per executed layer,
+// over buffers of their own that never move, the token and position read
+// from device memory; so the whole step (copy in, embedding, layers, final
+// norm + LM head, argmax, copy out) is captured once as a CUDA graph and
+// replayed for every token (CudaLoadOptions::graphs; without, the same
+// launches one by one).
 #include "strata/cuda/cuda_backend.h"
 
 #include <algorithm>
 #include <string>
 
-#include "attention_decode.cuh"
 #include "attention_prefill.cuh"
 #include "convert.cuh"
 #include "cuda_check.h"
+#include "decode.cuh"
 #include "device_memory.h"
 #include "device_weights.h"
 #include "elementwise.cuh"
 #include "embedding.cuh"
 #include "gemm.h"
-#include "gemv.cuh"
+#include "membw.cuh"
 #include "rmsnorm.cuh"
 #include "rope.cuh"
 #include "sampling.cuh"
@@ -46,6 +54,30 @@ struct Cublas {
   }
 };
 
+// What the host and a decode step exchange: in pinned host memory (copied in
+// at the step's start, the token copied back at its end) and on the device.
+struct DecodeIo {
+  int64_t pos = 0;     // the token's position
+  int32_t token = 0;   // the token
+  int32_t argmax = 0;  // the greedy next token
+};
+
+struct PinnedIo {
+  DecodeIo* p = nullptr;
+  ~PinnedIo() {
+    if (p) (void)cudaFreeHost(p);
+  }
+};
+
+struct Graph {
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  ~Graph() {
+    if (exec) (void)cudaGraphExecDestroy(exec);
+    if (g) (void)cudaGraphDestroy(g);
+  }
+};
+
 class CudaBackendImpl final : public CudaBackend {
  public:
   CudaBackendImpl(const Model& m, const BackendOptions& opts, const Store& store, const CudaLoadOptions& load);
@@ -59,6 +91,11 @@ class CudaBackendImpl final : public CudaBackend {
 
  private:
   void Check(const std::vector<int>& tokens) const;
+  // One decode step of `token` at pos_ (advances pos_); the logits are in
+  // logits_ and the argmax in io_->argmax once the stream is synchronized.
+  void DecodeStep(int token);
+  void EnqueueDecode();
+  void CaptureDecode();
   void Reserve(int64_t M);
   void Run(const std::vector<int>& tokens);
   void Layer(size_t l, int64_t M);
@@ -79,12 +116,18 @@ class CudaBackendImpl final : public CudaBackend {
   int sm_count_ = 1, elided_ = 0;
   int64_t pos_ = 0, capacity_ = 0, all_capacity_ = 0;
   std::unique_ptr<DeviceWeights> w_;
-  DeviceBuffer inv_freq_, decode_ws_, argmax_, logits_;
+  DeviceBuffer inv_freq_, argmax_, logits_;
   // Scratch for `capacity_` tokens.
   DeviceBuffer tokens_, rope_table_, x_, xn_, qkv_, att_, gu_, h_, conv_, logits_all_;
   // KV cache of logical layer l, bf16 (max_context, kv_heads*hd); empty when elided.
   std::vector<DeviceBuffer> k_cache_, v_cache_;
   uint64_t kv_bytes_ = 0;
+  // Decode: buffers of its own (fixed addresses for the graph).
+  bool graphs_ = true;
+  int splits_ = 1, graph_nodes_ = 0, decode_kernels_ = 0;
+  PinnedIo io_;
+  DeviceBuffer d_io_, d_x_, d_q_, d_att_, d_h_, d_attn_ws_;
+  Graph graph_;
   const float* conv_src_ = nullptr;
   DType conv_dt_ = DType::kF32;
   int64_t conv_n_ = 0;
@@ -107,6 +150,7 @@ CudaBackendImpl::CudaBackendImpl(const Model& m, const BackendOptions& opts, con
   if (c_.kv_heads <= 0 || c_.heads % c_.kv_heads != 0)
     throw Error("num_attention_heads must be a multiple of num_key_value_heads");
   if (opts_.max_context <= 0) opts_.max_context = c_.max_position_embeddings;
+  graphs_ = load.graphs;
   int dev = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, dev));
@@ -129,9 +173,22 @@ CudaBackendImpl::CudaBackendImpl(const Model& m, const BackendOptions& opts, con
   CUDA_CHECK(cudaMemcpyAsync(inv_freq_.get(), inv.data(), sizeof(double) * inv.size(), cudaMemcpyHostToDevice,
                              stream_.s));
   CUDA_CHECK(cudaStreamSynchronize(stream_.s));
-  decode_ws_ = DeviceBuffer(sizeof(float) * AttentionDecodeWorkspaceFloats(c_.heads, hd_), "decode attention workspace");
   argmax_ = DeviceBuffer(sizeof(int), "argmax");
   logits_ = DeviceBuffer(sizeof(float) * V_, "logits");
+
+  ConfigureDecodeKernels(H_);
+  splits_ = DecodeSplits(c_.heads, sm_count_);
+  CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&io_.p), sizeof(DecodeIo)));
+  *io_.p = DecodeIo{};
+  d_io_ = DeviceBuffer(sizeof(DecodeIo), "decode state");
+  d_x_ = DeviceBuffer(sizeof(float) * H_, "decode activations");
+  d_q_ = DeviceBuffer(sizeof(float) * Q_, "decode activations");
+  d_att_ = DeviceBuffer(sizeof(float) * Q_, "decode activations");
+  d_h_ = DeviceBuffer(sizeof(float) * I_, "decode activations");
+  const uint64_t ws_bytes = DecodeAttentionWorkspaceBytes(c_.heads, hd_, splits_);
+  d_attn_ws_ = DeviceBuffer(ws_bytes, "decode attention workspace");
+  CUDA_CHECK(cudaMemsetAsync(d_attn_ws_.get(), 0, ws_bytes, stream_.s));  // the split counters start at 0
+  CUDA_CHECK(cudaStreamSynchronize(stream_.s));
 
   k_cache_.resize(m.layers.size());
   v_cache_.resize(m.layers.size());
@@ -188,10 +245,6 @@ void CudaBackendImpl::Linear(const DeviceTensor& w, const float* in, int64_t M, 
       CUDA_CHECK(cudaMemset2DAsync(y, sizeof(float) * ldy, 0, sizeof(float) * N, M, s()));
     return;
   }
-  if (M == 1) {
-    Gemv(w.data, w.dtype, N, K, in, y, accumulate, nullptr, DType::kF32, s());
-    return;
-  }
   Gemm(cublas_.h, w.data, w.dtype, N, K, Converted(in, M * K, w.dtype), M, y, ldy, accumulate);
 }
 
@@ -233,11 +286,7 @@ void CudaBackendImpl::Layer(size_t l, int64_t M) {
   if (w.k_bias) AddBias(qkv + Q_, ld, M, KV_, w.k_bias.data, w.k_bias.dtype, s());
   if (w.v_bias) AddBias(qkv + Q_ + KV_, ld, M, KV_, w.v_bias.data, w.v_bias.dtype, s());
   RopeAndStoreKv(qkv, ld, M, c_.heads, c_.kv_heads, hd_, rope_table_.as<float>(), pos_, kc, vc, s());
-  if (M == 1)
-    AttentionDecode(qkv, kc, vc, pos_, c_.heads, c_.kv_heads, hd_, c_.window[l], sm_count_, decode_ws_.as<float>(),
-                    att, s());
-  else
-    AttentionPrefill(qkv, ld, kc, vc, M, pos_, c_.heads, c_.kv_heads, hd_, c_.window[l], att, Q_, s());
+  AttentionPrefill(qkv, ld, kc, vc, M, pos_, c_.heads, c_.kv_heads, hd_, c_.window[l], att, Q_, s());
   Invalidate();  // att_ holds new values
   Linear(w.o, att, M, x, H_, /*accumulate=*/true);
 
@@ -258,14 +307,108 @@ void CudaBackendImpl::Layer(size_t l, int64_t M) {
 
 void CudaBackendImpl::LastLogits(int64_t M) {
   const DeviceTensor& fn = w_->final_norm();
-  RmsNorm(x_.as<float>() + (M - 1) * H_, fn.data, fn.dtype, 1, H_, c_.rms_norm_eps, xn_.as<float>(), s());
-  Invalidate();
-  Linear(w_->lm_head(), xn_.as<float>(), 1, logits_.as<float>(), V_, false);
+  const DeviceTensor& lm = w_->lm_head();
+  RowStack head;
+  head.Add(lm.data, lm.dtype, lm.rows, lm.cols);
+  NormGemv({x_.as<float>() + (M - 1) * H_, fn.data, fn.dtype, c_.rms_norm_eps}, head, logits_.as<float>(), s());
+}
+
+void CudaBackendImpl::EnqueueDecode() {
+  DecodeIo* dio = d_io_.as<DecodeIo>();
+  const int64_t* pos = &dio->pos;
+  int kernels = 0;
+  CUDA_CHECK(cudaMemcpyAsync(dio, io_.p, sizeof(DecodeIo), cudaMemcpyHostToDevice, s()));
+  const DeviceTensor& e = w_->embed();
+  float* x = d_x_.as<float>();
+  EmbeddingGather(e.data, e.dtype, H_, &dio->token, 1, x, s());
+  ++kernels;
+  const double eps = c_.rms_norm_eps;
+  for (size_t l = 0; l < m_.layers.size(); ++l) {
+    if (opts_.elide && m_.layers[l]->identity()) continue;  // adds exactly nothing
+    const DeviceLayer& w = w_->Layer(m_.layers[l]);
+    RowStack qkv;
+    qkv.Add(w.q.data, w.q.dtype, w.q.rows, w.q.cols, w.q_bias.data, w.q_bias.dtype);
+    qkv.Add(w.k.data, w.k.dtype, w.k.rows, w.k.cols, w.k_bias.data, w.k_bias.dtype);
+    qkv.Add(w.v.data, w.v.dtype, w.v.rows, w.v.cols, w.v_bias.data, w.v_bias.dtype);
+    QkvRopeOutput qo;
+    qo.q = d_q_.as<float>();
+    qo.k_cache = k_cache_[l].as<uint16_t>();
+    qo.v_cache = v_cache_[l].as<uint16_t>();
+    qo.pos = pos;
+    qo.inv_freq = inv_freq_.as<double>();
+    qo.heads = c_.heads;
+    qo.kv_heads = c_.kv_heads;
+    qo.hd = hd_;
+    NormGemvQkvRope({x, w.attn_norm.data, w.attn_norm.dtype, eps}, qkv, qo, s());
+    AttentionDecodeAt(d_q_.as<float>(), qo.k_cache, qo.v_cache, pos, c_.heads, c_.kv_heads, hd_, c_.window[l],
+                      splits_, d_attn_ws_.get(), d_att_.as<float>(), s());
+    kernels += 2;
+    if (!w.o.zero) {  // a zero o_proj adds nothing (as Linear: exact)
+      GemvAccumulate(w.o.data, w.o.dtype, w.o.rows, w.o.cols, d_att_.as<float>(), x, s());
+      ++kernels;
+    }
+    RowStack gu;
+    gu.Add(w.gate.data, w.gate.dtype, w.gate.rows, w.gate.cols);
+    gu.Add(w.up.data, w.up.dtype, w.up.rows, w.up.cols);
+    if (!w.down.zero) {  // with a zero down_proj the MLP adds nothing: skip it whole
+      NormGemvSwiGlu({x, w.ffn_norm.data, w.ffn_norm.dtype, eps}, gu, d_h_.as<float>(), s());
+      GemvAccumulate(w.down.data, w.down.dtype, w.down.rows, w.down.cols, d_h_.as<float>(), x, s());
+      kernels += 2;
+    }
+  }
+  const DeviceTensor& fn = w_->final_norm();
+  const DeviceTensor& lm = w_->lm_head();
+  RowStack head;
+  head.Add(lm.data, lm.dtype, lm.rows, lm.cols);
+  NormGemv({x, fn.data, fn.dtype, eps}, head, logits_.as<float>(), s());
+  Argmax(logits_.as<float>(), V_, &dio->argmax, s());
+  kernels += 2;
+  CUDA_CHECK(cudaMemcpyAsync(&io_.p->argmax, &dio->argmax, sizeof(int32_t), cudaMemcpyDeviceToHost, s()));
+  decode_kernels_ = kernels;
+}
+
+void CudaBackendImpl::CaptureDecode() {
+  CUDA_CHECK(cudaStreamBeginCapture(s(), cudaStreamCaptureModeThreadLocal));
+  try {
+    EnqueueDecode();
+  } catch (...) {
+    cudaGraph_t g = nullptr;
+    (void)cudaStreamEndCapture(s(), &g);  // leaves the stream usable
+    if (g) (void)cudaGraphDestroy(g);
+    (void)cudaGetLastError();
+    throw;
+  }
+  CUDA_CHECK(cudaStreamEndCapture(s(), &graph_.g));
+  CUDA_CHECK(cudaGraphInstantiate(&graph_.exec, graph_.g, 0));
+  size_t nodes = 0;
+  CUDA_CHECK(cudaGraphGetNodes(graph_.g, nullptr, &nodes));
+  graph_nodes_ = static_cast<int>(nodes);
+}
+
+void CudaBackendImpl::DecodeStep(int token) {
+  io_.p->pos = pos_;  // the previous step is complete: every caller synchronizes
+  io_.p->token = token;
+  if (graphs_) {
+    if (!graph_.exec) CaptureDecode();
+    CUDA_CHECK(cudaGraphLaunch(graph_.exec, s()));
+  } else {
+    EnqueueDecode();
+  }
+  pos_ += 1;
 }
 
 void CudaBackendImpl::Forward(const std::vector<int>& tokens, float* last_logits, std::vector<float>* all_logits) {
   Check(tokens);
   const int64_t M = static_cast<int64_t>(tokens.size());
+  if (M == 1) {
+    DecodeStep(tokens[0]);
+    if (all_logits) all_logits->resize(static_cast<size_t>(V_));
+    float* dst = last_logits ? last_logits : all_logits ? all_logits->data() : nullptr;
+    if (dst) CUDA_CHECK(cudaMemcpyAsync(dst, logits_.get(), sizeof(float) * V_, cudaMemcpyDeviceToHost, s()));
+    CUDA_CHECK(cudaStreamSynchronize(s()));
+    if (last_logits && all_logits) std::copy(last_logits, last_logits + V_, all_logits->begin());
+    return;
+  }
   Reserve(M);
   Run(tokens);
   if (all_logits) {
@@ -295,6 +438,11 @@ void CudaBackendImpl::Forward(const std::vector<int>& tokens, float* last_logits
 int CudaBackendImpl::ForwardArgmax(const std::vector<int>& tokens) {
   Check(tokens);
   const int64_t M = static_cast<int64_t>(tokens.size());
+  if (M == 1) {
+    DecodeStep(tokens[0]);
+    CUDA_CHECK(cudaStreamSynchronize(s()));
+    return io_.p->argmax;
+  }
   Reserve(M);
   Run(tokens);
   LastLogits(M);
@@ -312,7 +460,7 @@ CudaStats CudaBackendImpl::stats() const {
   st.weight_bytes_read = ws.blob_bytes_read;
   st.kv_cache_bytes = kv_bytes_;
   for (const DeviceBuffer* b : {&tokens_, &rope_table_, &x_, &xn_, &qkv_, &att_, &gu_, &h_, &conv_, &logits_all_,
-                                &inv_freq_, &decode_ws_, &argmax_, &logits_})
+                                &inv_freq_, &argmax_, &logits_, &d_io_, &d_x_, &d_q_, &d_att_, &d_h_, &d_attn_ws_})
     st.scratch_bytes += b->size();
   st.device_bytes = DeviceBytesInUse();
   st.device_bytes_peak = DeviceBytesPeak();
@@ -321,6 +469,9 @@ CudaStats CudaBackendImpl::stats() const {
   st.fused_qkv = ws.fused_qkv;
   st.fused_gate_up = ws.fused_gate_up;
   st.load_s = ws.seconds;
+  st.decode_graph = graphs_;
+  st.decode_graph_nodes = graph_nodes_;
+  st.decode_kernels_per_step = decode_kernels_;
   return st;
 }
 
@@ -376,6 +527,11 @@ std::string CudaDeviceSummary() {
   snprintf(gib, sizeof gib, "%.1f", static_cast<double>(p.totalGlobalMem) / (1024.0 * 1024 * 1024));
   return std::string(p.name) + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ", " +
          std::to_string(p.multiProcessorCount) + " SMs, " + gib + " GiB)";
+}
+
+double MeasureDeviceReadBandwidth(uint64_t bytes, int reps) {
+  RequireCudaDevice();
+  return cuda::ReadBandwidth(bytes, reps);
 }
 
 std::unique_ptr<CudaBackend> MakeCudaBackend(const Model& model, const BackendOptions& opts, const Store& store,

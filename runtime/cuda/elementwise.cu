@@ -39,19 +39,19 @@ __global__ void BiasKernel(float* __restrict__ y, int64_t ld, int64_t M, int64_t
 
 void SwiGlu(const float* gu, int64_t ld, int64_t M, int64_t I, float* out, cudaStream_t stream) {
   if (M * I <= 0) return;
-  SwiGluKernel<<<GridFor(M * I, kThreads), kThreads, 0, stream>>>(gu, ld, M, I, out);
+  STRATA_LAUNCH(SwiGluKernel, GridFor(M * I, kThreads), kThreads, 0, stream)(gu, ld, M, I, out);
   CUDA_CHECK_LAUNCH("SwiGluKernel");
 }
 
 void ResidualAdd(float* x, const float* y, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  AddKernel<<<GridFor(n, kThreads), kThreads, 0, stream>>>(x, y, n);
+  STRATA_LAUNCH(AddKernel, GridFor(n, kThreads), kThreads, 0, stream)(x, y, n);
   CUDA_CHECK_LAUNCH("AddKernel");
 }
 
 void AddBias(float* y, int64_t ld, int64_t M, int64_t N, const void* bias, DType bdt, cudaStream_t stream) {
   if (M * N <= 0) return;
-  BiasKernel<<<GridFor(M * N, kThreads), kThreads, 0, stream>>>(y, ld, M, N, bias, bdt);
+  STRATA_LAUNCH(BiasKernel, GridFor(M * N, kThreads), kThreads, 0, stream)(y, ld, M, N, bias, bdt);
   CUDA_CHECK_LAUNCH("BiasKernel");
 }
 

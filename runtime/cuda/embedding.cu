@@ -22,7 +22,7 @@ __global__ void EmbeddingKernel(const void* __restrict__ table, DType dt, int64_
 void EmbeddingGather(const void* table, DType dt, int64_t D, const int* tokens, int64_t M, float* out,
                      cudaStream_t stream) {
   if (M <= 0) return;
-  EmbeddingKernel<<<static_cast<unsigned>(M), kThreads, 0, stream>>>(table, dt, D, tokens, out);
+  STRATA_LAUNCH(EmbeddingKernel, static_cast<unsigned>(M), kThreads, 0, stream)(table, dt, D, tokens, out);
   CUDA_CHECK_LAUNCH("EmbeddingKernel");
 }
 

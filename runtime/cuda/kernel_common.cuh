@@ -1,6 +1,10 @@
 // Device-side helpers shared by the .cu files (never included by host-only
 // code): element loads and stores in the weight dtypes with PyTorch's exact
 // rounding, warp reductions, launch arithmetic.
+//
+// Kernels launch with STRATA_LAUNCH and declare dynamic shared memory
+// (128-byte aligned) with STRATA_DYNAMIC_SHARED, the two CUDA spellings plain
+// C++ cannot parse, so that the CPU kernel emulator (tests/emu) runs them too.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,6 +12,14 @@
 #include <cstdint>
 
 #include "strata/formats/dtype.h"
+
+#ifdef STRATA_CUDA_EMU
+#define STRATA_LAUNCH(kernel, grid, block, smem, stream) ::strata::emu::Launch(kernel, grid, block, smem, stream)
+#define STRATA_DYNAMIC_SHARED(type, name) type* name = static_cast<type*>(::strata::emu::DynamicShared())
+#else
+#define STRATA_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#define STRATA_DYNAMIC_SHARED(type, name) extern __shared__ __align__(128) type name[]
+#endif
 
 namespace strata::cuda {
 

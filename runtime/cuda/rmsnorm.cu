@@ -37,7 +37,7 @@ __global__ void RmsNormKernel(const float* x, const void* __restrict__ w, DType 
 void RmsNorm(const float* x, const void* w, DType wdt, int64_t M, int64_t D, double eps, float* out,
              cudaStream_t stream) {
   if (M <= 0) return;
-  RmsNormKernel<<<static_cast<unsigned>(M), kThreads, 0, stream>>>(x, w, wdt, D, eps, out);
+  STRATA_LAUNCH(RmsNormKernel, static_cast<unsigned>(M), kThreads, 0, stream)(x, w, wdt, D, eps, out);
   CUDA_CHECK_LAUNCH("RmsNormKernel");
 }
 

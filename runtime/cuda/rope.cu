@@ -59,14 +59,14 @@ __global__ void RopeStoreKernel(float* __restrict__ qkv, int64_t ld, int heads, 
 void RopeTable(int64_t pos0, int64_t M, int half, const double* inv_freq, float* table, cudaStream_t stream) {
   const int64_t n = M * half;
   if (n <= 0) return;
-  RopeTableKernel<<<GridFor(n, kThreads), kThreads, 0, stream>>>(pos0, n, half, inv_freq, table);
+  STRATA_LAUNCH(RopeTableKernel, GridFor(n, kThreads), kThreads, 0, stream)(pos0, n, half, inv_freq, table);
   CUDA_CHECK_LAUNCH("RopeTableKernel");
 }
 
 void RopeAndStoreKv(float* qkv, int64_t ld, int64_t M, int heads, int kv_heads, int hd, const float* table,
                     int64_t pos0, uint16_t* k_cache, uint16_t* v_cache, cudaStream_t stream) {
   if (M <= 0) return;
-  RopeStoreKernel<<<static_cast<unsigned>(M), kThreads, 0, stream>>>(qkv, ld, heads, kv_heads, hd, table, pos0,
+  STRATA_LAUNCH(RopeStoreKernel, static_cast<unsigned>(M), kThreads, 0, stream)(qkv, ld, heads, kv_heads, hd, table, pos0,
                                                                       k_cache, v_cache);
   CUDA_CHECK_LAUNCH("RopeStoreKernel");
 }

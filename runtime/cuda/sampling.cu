@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kThreads) ArgmaxKernel(const float* __restrict
 
 void Argmax(const float* logits, int64_t n, int* out, cudaStream_t stream) {
   if (n <= 0) throw Error("argmax over no logits");
-  ArgmaxKernel<<<1, kThreads, 0, stream>>>(logits, n, out);
+  STRATA_LAUNCH(ArgmaxKernel, 1, kThreads, 0, stream)(logits, n, out);
   CUDA_CHECK_LAUNCH("ArgmaxKernel");
 }
 

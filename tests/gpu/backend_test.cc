@@ -310,6 +310,72 @@ TEST_F(CudaBackendTest, FusionAndStagingDoNotChangeLogits) {
   EXPECT_LE(RelErr(results[1], results[0]), 1e-4);
 }
 
+// Decode through the captured CUDA graph gives bit for bit the logits of the
+// same kernels launched one by one, also after Reset() (the graph reads the
+// position from device memory) and after a second prefill; the graph holds
+// exactly the step's kernels plus the two copies, elided layers absent.
+#ifdef STRATA_CUDA_EMU
+constexpr int kGraphSteps = 6;  // the CPU kernel emulator is slow
+#else
+constexpr int kGraphSteps = 30;
+#endif
+
+TEST_F(CudaBackendTest, DecodeGraphMatchesEagerLaunchesBitForBit) {
+  Synth("mistralai/Mistral-7B-v0.1", "mistral");
+  Synth("openchat/openchat-3.5-0106", "mistral");
+  CompileText("base", kBasePlan);
+  CompileText("solar", ReadSourceFile("examples/solar-dus.yml"));
+  CompileText("bx", ReadSourceFile("examples/block-expansion-40.yml"));
+  struct Expect {
+    const char* variant;
+    bool elide;
+    int kernels;  // embedding + 5 per computed layer (2 when o/down are zero) + LM head + argmax
+  };
+  for (const Expect& e : {Expect{"solar", true, 1 + 5 * 48 + 2}, Expect{"bx", true, 1 + 5 * 32 + 2},
+                          Expect{"bx", false, 1 + 5 * 32 + 2 * 8 + 2}}) {
+    WeightStore weights(*store_);
+    Model m = AssembleModel(*store_, weights, store_->ResolveRef(e.variant));
+    const int64_t V = m.config.vocab;
+    BackendOptions bo;
+    bo.max_context = 64;
+    bo.elide = e.elide;
+    std::vector<std::vector<float>> runs;
+    for (bool graphs : {true, false}) {
+      CudaLoadOptions lo;
+      lo.graphs = graphs;
+      auto gpu = MakeCudaBackend(m, bo, *store_, lo);
+      for (int round = 0; round < (graphs ? 2 : 1); ++round) {
+        gpu->Reset();
+        std::vector<float> trace, last(V);
+        gpu->Forward({3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7}, last.data(), nullptr);
+        int tok = Argmax(last.data(), V);
+        for (int step = 0; step < kGraphSteps; ++step) {
+          if (step % 3 == 2) {
+            tok = gpu->ForwardArgmax({tok});
+            trace.push_back(static_cast<float>(tok));
+          } else {
+            gpu->Forward({tok}, last.data(), nullptr);
+            trace.insert(trace.end(), last.begin(), last.end());
+            tok = Argmax(last.data(), V);
+          }
+        }
+        runs.push_back(trace);
+      }
+      const CudaStats st = gpu->stats();
+      EXPECT_EQ(st.decode_graph, graphs);
+      EXPECT_EQ(st.decode_kernels_per_step, e.kernels) << e.variant << " elide " << e.elide;
+      if (graphs) {
+        EXPECT_EQ(st.decode_graph_nodes, e.kernels + 2) << e.variant;  // + copy in, copy out
+      } else {
+        EXPECT_EQ(st.decode_graph_nodes, 0);
+      }
+    }
+    ASSERT_EQ(runs.size(), 3u);
+    EXPECT_EQ(runs[0], runs[1]) << e.variant << ": graph replay after Reset()";
+    EXPECT_EQ(runs[0], runs[2]) << e.variant << ": graph vs launches one by one";
+  }
+}
+
 TEST_F(CudaBackendTest, BadTokensAndContextThrow) {
   Synth("mistralai/Mistral-7B-v0.1", "mistral", DType::kBF16, false, 2);
   CompileText("m", "models:\n  - model: mistralai/Mistral-7B-v0.1\nmerge_method: passthrough\n");

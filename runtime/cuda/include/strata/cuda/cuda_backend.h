@@ -36,6 +36,10 @@ struct CudaLoadOptions {
   bool fuse = true;          // contiguous q/k/v and gate/up where residency stays exact
   size_t staging_slots = 0;  // 0: the defaults of runtime/cuda/upload.h (4 x 64 MiB pinned)
   size_t staging_slot_bytes = 0;
+  // Decode (one token) as one CUDA graph replayed per token: captured on the
+  // first decode step, the position read from device memory. false: the same
+  // kernels launched one by one (for A/B measurements; results are identical).
+  bool graphs = true;
 };
 
 struct CudaStats {
@@ -48,7 +52,17 @@ struct CudaStats {
   uint64_t staging_bytes = 0;     // pinned host memory used while loading (freed after)
   int distinct_tensors = 0, fused_qkv = 0, fused_gate_up = 0;
   double load_s = 0;              // weight residency: reads, uploads, device-side ops
+  bool decode_graph = false;      // decode steps replay a captured CUDA graph
+  int decode_graph_nodes = 0;     // kernels and copies in that graph (0: not captured yet)
+  int decode_kernels_per_step = 0;// kernels one decode step launches (graph or not)
 };
+
+// Bandwidth of plain device-memory reads, in bytes/s: the best of `reps`
+// timed runs (CUDA events) of a kernel that reads `bytes` of device memory
+// with 16-byte loads and keeps nothing but a checksum. This is the HBM read
+// bound the decode figures are compared with. Throws Error without a device
+// or when `bytes` cannot be allocated.
+double MeasureDeviceReadBandwidth(uint64_t bytes = uint64_t{4} << 30, int reps = 10);
 
 class CudaBackend : public Backend {
  public:
