@@ -56,7 +56,24 @@ std::unique_ptr<WeightSet> BuildWeightSet(const Store& store, WeightStore& weigh
   return ws;
 }
 
+// Bytes a backend reads for `t`: none for an absent or all-zero tensor.
+uint64_t ReadBytes(const HostTensor* t) { return t && !t->zero ? t->numel() * DTypeSize(t->dtype) : 0; }
+
 }  // namespace
+
+uint64_t DecodeWeightBytesPerToken(const Model& model, bool elide) {
+  uint64_t n = 0;
+  for (const WeightSet* ws : model.layers) {
+    if (elide && ws->identity()) continue;
+    for (const HostTensor* t : {ws->attn_norm, ws->q, ws->k, ws->v, ws->o, ws->q_bias, ws->k_bias, ws->v_bias,
+                                ws->ffn_norm, ws->gate, ws->up, ws->down})
+      n += ReadBytes(t);
+  }
+  n += ReadBytes(model.final_norm) + ReadBytes(model.lm_head);
+  // The token's embedding: one row of the table (read again when it is the tied LM head).
+  if (model.embed && !model.embed->zero) n += static_cast<uint64_t>(model.embed->cols()) * DTypeSize(model.embed->dtype);
+  return n;
+}
 
 Model AssembleModel(const Store& store, WeightStore& weights, const Hash& variant) {
   Variant v = LoadVariant(store, variant);

@@ -32,6 +32,14 @@ struct Model {
   std::map<Hash, std::unique_ptr<WeightSet>> weight_sets;  // distinct ones
 };
 
+// Weight bytes one batch-1 decode step reads: every executed logical layer's
+// tensors (a layer repeated at several depths counts at each depth; with
+// `elide`, identity layers are skipped and count nothing; zero tensors count
+// nothing, as no backend reads them), the final norm, the LM head and one row
+// of the embedding table. Divided into the device's read bandwidth this is the
+// decode speed bound.
+uint64_t DecodeWeightBytesPerToken(const Model& model, bool elide);
+
 // Assembles variant `variant` of `store`, resolving tensors through `weights`.
 // Throws Error naming the object when a node is missing or malformed, a role
 // the architecture needs is absent, or shapes do not match the config.
