@@ -123,6 +123,30 @@ __device__ __forceinline__ void Unpack(const uint4& w, float* f) {
   }
 }
 
+// acc_a += chunk wa . xc and acc_b += chunk wb . xc (one 16-byte chunk of each
+// row against the same input elements, read once).
+template <int kKind, bool kShared>
+__device__ __forceinline__ void FmaChunk(const uint4& wa, const uint4& wb, const float* xc, float* acc_a,
+                                         float* acc_b) {
+  constexpr int kElems = kKind == kF32 ? 4 : 8;
+  float fa[kElems], fb[kElems], xv[kElems];
+#pragma unroll
+  for (int e = 0; e < kElems; e += 4) {
+    const float4 t = LoadX4<kShared>(xc + e);
+    xv[e] = t.x;
+    xv[e + 1] = t.y;
+    xv[e + 2] = t.z;
+    xv[e + 3] = t.w;
+  }
+  Unpack<kKind>(wa, fa);
+  Unpack<kKind>(wb, fb);
+#pragma unroll
+  for (int e = 0; e < kElems; ++e) {
+    *acc_a += fa[e] * xv[e];
+    *acc_b += fb[e] * xv[e];
+  }
+}
+
 // Partial dot products of rows a and b with x for this lane (not reduced).
 template <int kKind, bool kShared>
 __device__ __forceinline__ void Dot2(const char* ra, const char* rb, const float* x, int64_t K, DType wdt, int lane,
@@ -151,46 +175,11 @@ __device__ __forceinline__ void Dot2(const char* ra, const char* rb, const float
         wb[u] = LoadStream(b + c + u * kWarp);
       }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const float* xc = x + (c + u * kWarp) * kElems;
-        float fa[kElems], fb[kElems], xv[kElems];
-#pragma unroll
-        for (int e = 0; e < kElems; e += 4) {
-          const float4 t = LoadX4<kShared>(xc + e);
-          xv[e] = t.x;
-          xv[e + 1] = t.y;
-          xv[e + 2] = t.z;
-          xv[e + 3] = t.w;
-        }
-        Unpack<kKind>(wa[u], fa);
-        Unpack<kKind>(wb[u], fb);
-#pragma unroll
-        for (int e = 0; e < kElems; ++e) {
-          acc_a[u] += fa[e] * xv[e];
-          acc_b[u] += fb[e] * xv[e];
-        }
-      }
+      for (int u = 0; u < kUnroll; ++u)
+        FmaChunk<kKind, kShared>(wa[u], wb[u], x + (c + u * kWarp) * kElems, &acc_a[u], &acc_b[u]);
     }
-    for (; c < chunks; c += kWarp) {
-      const uint4 wa = LoadStream(a + c), wb = LoadStream(b + c);
-      const float* xc = x + c * kElems;
-      float fa[kElems], fb[kElems], xv[kElems];
-#pragma unroll
-      for (int e = 0; e < kElems; e += 4) {
-        const float4 t = LoadX4<kShared>(xc + e);
-        xv[e] = t.x;
-        xv[e + 1] = t.y;
-        xv[e + 2] = t.z;
-        xv[e + 3] = t.w;
-      }
-      Unpack<kKind>(wa, fa);
-      Unpack<kKind>(wb, fb);
-#pragma unroll
-      for (int e = 0; e < kElems; ++e) {
-        acc_a[0] += fa[e] * xv[e];
-        acc_b[0] += fb[e] * xv[e];
-      }
-    }
+    for (; c < chunks; c += kWarp)
+      FmaChunk<kKind, kShared>(LoadStream(a + c), LoadStream(b + c), x + c * kElems, &acc_a[0], &acc_b[0]);
     sa = (acc_a[0] + acc_a[1]) + (acc_a[2] + acc_a[3]);
     sb = (acc_b[0] + acc_b[1]) + (acc_b[2] + acc_b[3]);
   }
