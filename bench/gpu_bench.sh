@@ -48,15 +48,9 @@ SKIP_HF=${SKIP_HF:-0}
 DEADLINE=${DEADLINE:-570}
 SUMMARY=$OUTD/summary.txt
 LOG=$OUTD/steps.log
-: > "$SUMMARY"; : > "$LOG"
+: > "$LOG"
 for f in strata.jsonl strata-nographs.jsonl hf.jsonl decode_bytes.jsonl; do : > "$OUTD/$f"; done
-npass=0 nfail=0
-say() { echo "$*" | tee -a "$SUMMARY"; }
-ok() { say "PASS $*"; npass=$((npass + 1)); }
-bad() { say "FAIL $*"; nfail=$((nfail + 1)); }
-info() { say "INFO $*"; }
-T0=$(date +%s)
-elapsed() { echo $(( $(date +%s) - T0 ))s; }
+. "$ROOT/bench/report.sh"
 # cap N: N seconds, or what is left before DEADLINE (less a margin), whichever is smaller.
 # Never 0: `timeout 0` means no limit.
 cap() { local left=$(( DEADLINE - ($(date +%s) - T0) - 10 )); [ $left -lt 1 ] && left=1; [ $left -lt $1 ] && echo $left || echo $1; }

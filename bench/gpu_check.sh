@@ -47,15 +47,9 @@ SUMMARY=$OUTD/summary.txt
 COMPARE=$OUTD/compare.log
 BENCHJ=$OUTD/bench.jsonl
 BENCHL=$OUTD/bench.log
-: > "$SUMMARY"; : > "$COMPARE"; : > "$BENCHJ"; : > "$BENCHL"
-npass=0 nfail=0
-say() { echo "$*" | tee -a "$SUMMARY"; }
-ok() { say "PASS $*"; npass=$((npass + 1)); }
-bad() { say "FAIL $*"; nfail=$((nfail + 1)); }
-info() { say "INFO $*"; }
+: > "$COMPARE"; : > "$BENCHJ"; : > "$BENCHL"
+. "$ROOT/bench/report.sh"
 has() { [[ " $PARTS " == *" $1 "* ]]; }
-T0=$(date +%s)
-elapsed() { echo $(( $(date +%s) - T0 ))s; }
 
 [ -x "$BIN" ] || { bad "no strata binary at $BIN"; exit 1; }
 {
