@@ -27,6 +27,8 @@ void ThrowErrno(const std::string& what, int err) {
 namespace {
 
 std::atomic<int64_t> g_write_budget{-1};
+std::atomic<int> g_interrupt{0};
+static_assert(std::atomic<int>::is_always_lock_free, "RequestInterrupt runs in a signal handler");
 
 std::string DirName(const std::string& path) {
   auto p = std::filesystem::path(path).parent_path();
@@ -36,6 +38,12 @@ std::string DirName(const std::string& path) {
 }  // namespace
 
 void SetWriteBudgetForTesting(int64_t bytes) { g_write_budget = bytes; }
+
+void RequestInterrupt(int signal) { g_interrupt.store(signal); }
+
+void CheckInterrupt() {
+  if (int s = g_interrupt.load()) throw Interrupted(s);
+}
 
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   int fd = OpenReadOnly(path);
@@ -116,6 +124,7 @@ void WritableFile::CheckBudget(size_t n) {
 }
 
 void WritableFile::Append(const void* data, size_t n) {
+  CheckInterrupt();
   CheckBudget(n);
   const char* p = static_cast<const char*>(data);
   while (n > 0) {
@@ -145,7 +154,8 @@ void WritableFile::AppendFrom(int fd, uint64_t offset, uint64_t n) {
     // file systems) without passing them through our memory.
     loff_t in = static_cast<loff_t>(offset);
     while (n > 0) {
-      ssize_t w = copy_file_range(fd, &in, fd_, nullptr, n, 0);
+      CheckInterrupt();  // between chunks of at most 64 MiB, so a signal is heard
+      ssize_t w = copy_file_range(fd, &in, fd_, nullptr, std::min<uint64_t>(n, 64u << 20), 0);
       if (w < 0 && errno == EINTR) continue;
       if (w <= 0) break;  // unsupported here: fall back to pread/write
       n -= static_cast<uint64_t>(w);
@@ -277,10 +287,62 @@ std::string TempName(std::string_view prefix) {
   return std::string(prefix) + buf;
 }
 
+namespace {
+// Why `path` cannot be opened, in words a user can act on.
+std::string OpenProblem(const std::string& path, int err) {
+  switch (err) {
+    case ENOENT: return path + " does not exist";
+    case EACCES: return "cannot open " + path + ": permission denied (check the file's and its directories' permissions)";
+    case ELOOP: return "cannot open " + path + ": it is a symbolic link loop (or a chain of more than 40 links)";
+    case ENOTDIR: return "cannot open " + path + ": a component of the path is not a directory";
+    default: return "cannot open " + path + ": " + std::strerror(err);
+  }
+}
+
+const char* FileTypeName(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISFIFO(m)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(m)) return "a socket";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  return "not a regular file";
+}
+}  // namespace
+
 int OpenReadOnly(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) ThrowErrno("cannot open " + path, errno);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer. Only regular files
+  // are read, so the flag is cleared again before any read.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+  if (fd < 0) throw Error(OpenProblem(path, errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    ThrowErrno("cannot stat " + path, e);
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error("cannot read " + path + ": it is " + FileTypeName(st.st_mode) + ", not a regular file");
+  }
+  int flags = fcntl(fd, F_GETFL);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    int e = errno;
+    ::close(fd);
+    ThrowErrno("cannot open " + path, e);
+  }
   return fd;
+}
+
+PathState StatPath(const std::string& path, std::string* problem) {
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0) {
+    if (S_ISREG(st.st_mode)) return PathState::kFile;
+    if (problem) *problem = path + " is " + FileTypeName(st.st_mode) + ", not a regular file";
+    return S_ISDIR(st.st_mode) ? PathState::kDirectory : PathState::kOther;
+  }
+  int e = errno;
+  if (problem) *problem = OpenProblem(path, e);
+  return e == ENOENT ? PathState::kMissing : PathState::kUnreachable;
 }
 
 void CloseFd(int fd) {
@@ -289,6 +351,7 @@ void CloseFd(int fd) {
 
 void PreadExact(int fd, void* buf, size_t n, uint64_t offset, const std::string& path) {
   char* p = static_cast<char*>(buf);
+  CheckInterrupt();
   while (n > 0) {
     ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
     if (r < 0 && errno == EINTR) continue;

@@ -12,18 +12,68 @@ namespace strata {
 
 namespace {
 constexpr uint64_t kChunkElements = 1u << 22;
+constexpr uint64_t kHashChunk = 8u << 20;
+}  // namespace
+
+struct TensorReader::Stream {
+  Hasher hasher;
+  uint64_t next = 0;  // bytes hashed so far, from offset 0
+};
+
+TensorReader::TensorReader(const Store& store, bool verify) : store_(store), verify_(verify) {}
+TensorReader::~TensorReader() = default;
+
+std::string DerivedNodeProblem(const TensorNode& n, const TensorNode& src) {
+  if (src.numel() != n.numel())
+    return "it has " + std::to_string(n.numel()) + " elements but its source has " + std::to_string(src.numel());
+  if (n.op == TensorNode::Op::kScale && src.dtype != n.dtype)
+    return "it scales a " + std::string(DTypeName(src.dtype)) + " source into " + std::string(DTypeName(n.dtype));
+  return "";
 }
 
+// Walks the chain below `h` iteratively down to a node already known (or a
+// blob or zeros node), so a hostile chain costs neither stack nor more than
+// kMaxTensorChain reads before it is refused.
 const TensorNode& TensorReader::Node(const Hash& h) {
-  auto it = nodes_.find(h);
-  if (it == nodes_.end()) it = nodes_.emplace(h, ParseTensorNode(store_.GetNode(h), h)).first;
-  return it->second;
+  if (auto it = nodes_.find(h); it != nodes_.end()) return it->second;
+  std::vector<std::pair<Hash, TensorNode>> chain;
+  int below = -1;  // depth of the known node the chain ends on; -1: it ends on a blob or zeros node
+  for (Hash cur = h;;) {
+    if (auto it = depth_.find(cur); it != depth_.end()) {
+      below = it->second;
+      break;
+    }
+    chain.emplace_back(cur, ParseTensorNode(store_.GetNode(cur), cur));
+    const TensorNode& n = chain.back().second;
+    if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kZeros) break;
+    if (static_cast<int>(chain.size()) > kMaxTensorChain)
+      throw Error("tensor node " + h.Hex() + " is a chain of more than " + std::to_string(kMaxTensorChain) +
+                  " scale/cast nodes, past strata's limit; the store was crafted or damaged: run `strata verify`");
+    cur = n.src;
+  }
+  if (below >= 0 && static_cast<int>(chain.size()) + below > kMaxTensorChain)
+    throw Error("tensor node " + h.Hex() + " is a chain of " + std::to_string(chain.size() + below) +
+                " scale/cast nodes, past strata's limit of " + std::to_string(kMaxTensorChain) +
+                "; the store was crafted or damaged: run `strata verify`");
+  int depth = below;
+  for (size_t i = chain.size(); i-- > 0;) {
+    const auto& [hash, n] = chain[i];
+    if (n.op == TensorNode::Op::kScale || n.op == TensorNode::Op::kCast) {
+      const TensorNode& src = i + 1 < chain.size() ? chain[i + 1].second : nodes_.at(n.src);
+      if (std::string p = DerivedNodeProblem(n, src); !p.empty())
+        throw Error("tensor node " + hash.Hex() + " cannot be computed from its source " + n.src.Hex() + ": " + p +
+                    "; the store is damaged: run `strata verify`");
+    }
+    depth = depth + 1;
+    nodes_.emplace(hash, n);
+    depth_[hash] = depth;
+  }
+  return nodes_.at(h);
 }
 
 int TensorReader::BlobFd(const Hash& blob, uint64_t expected_size) {
   std::string path = store_.BlobPath(blob);
-  if (!FileExists(path))
-    throw Error("blob " + blob.Hex() + " is missing from the store (" + path + "); run `strata verify`");
+  Store::RequireObjectFile("blob " + blob.Hex(), path);
   int fd = OpenReadOnly(path);
   struct stat st;
   if (fstat(fd, &st) != 0 || static_cast<uint64_t>(st.st_size) != expected_size) {
@@ -34,8 +84,60 @@ int TensorReader::BlobFd(const Hash& blob, uint64_t expected_size) {
   return fd;
 }
 
+void TensorReader::Corrupt(const Hash& blob, const Hash& got) const {
+  throw Error("blob " + blob.Hex() + " is corrupt: its bytes hash to " + got.Hex() + ", not to its name (" +
+              store_.BlobPath(blob) + "); nothing was written from it. The store is damaged: run `strata verify`");
+}
+
+// Feeds bytes [offset, offset+n) of `blob` to its stream when they continue
+// it; a read out of order verifies the whole blob instead.
+void TensorReader::Hashed(const Hash& blob, uint64_t offset, const void* data, uint64_t n, uint64_t size) {
+  if (!verify_ || verified_.count(blob)) return;
+  auto& s = streams_[blob];
+  if (!s) s = std::make_unique<Stream>();
+  if (offset != s->next) {
+    streams_.erase(blob);
+    VerifyBlob(blob, size);
+    return;
+  }
+  s->hasher.Update(data, n);
+  s->next += n;
+  if (s->next < size) return;
+  Hash got = s->hasher.Finish();
+  streams_.erase(blob);
+  if (got != blob) Corrupt(blob, got);
+  verified_.insert(blob);
+}
+
+void TensorReader::VerifyBlob(const Hash& blob, uint64_t size) {
+  if (verified_.count(blob)) return;
+  int fd = BlobFd(blob, size);
+  std::vector<char> buf(static_cast<size_t>(std::min<uint64_t>(std::max<uint64_t>(size, 1), kHashChunk)));
+  Hasher hasher;
+  try {
+    for (uint64_t done = 0; done < size;) {
+      size_t k = static_cast<size_t>(std::min<uint64_t>(size - done, buf.size()));
+      PreadExact(fd, buf.data(), k, done, store_.BlobPath(blob));
+      hasher.Update(buf.data(), k);
+      done += k;
+    }
+  } catch (...) {
+    CloseFd(fd);
+    throw;
+  }
+  CloseFd(fd);
+  if (Hash got = hasher.Finish(); got != blob) Corrupt(blob, got);
+  verified_.insert(blob);
+}
+
+void TensorReader::VerifyMapped(const Hash& blob, const void* data, uint64_t size) {
+  if (verified_.count(blob)) return;
+  if (Hash got = HashBytes(data, size); got != blob) Corrupt(blob, got);
+  verified_.insert(blob);
+}
+
 void TensorReader::Read(const Hash& h, uint64_t begin, uint64_t count, void* out) {
-  const TensorNode n = Node(h);  // a copy: the recursion may grow nodes_
+  const TensorNode n = Node(h);  // a copy: the recursion may grow nodes_ (depth <= kMaxTensorChain)
   const size_t es = DTypeSize(n.dtype);
   switch (n.op) {
     case TensorNode::Op::kBlob: {
@@ -47,6 +149,7 @@ void TensorReader::Read(const Hash& h, uint64_t begin, uint64_t count, void* out
         throw;
       }
       CloseFd(fd);
+      Hashed(n.blob, begin * es, out, count * es, n.nbytes());
       return;
     }
     case TensorNode::Op::kZeros:
@@ -80,7 +183,12 @@ void TensorReader::CollectBlobs(const Hash& h, std::map<Hash, uint64_t>& blobs) 
 
 void TensorReader::AppendTo(const Hash& h, SafetensorsWriter& w, std::atomic<uint64_t>* progress) {
   const TensorNode n = Node(h);
-  if (n.op == TensorNode::Op::kBlob) {
+  if (n.op == TensorNode::Op::kZeros) {
+    w.AppendZeros(n.nbytes());
+    if (progress) *progress += n.nbytes();
+    return;
+  }
+  if (n.op == TensorNode::Op::kBlob && !verify_) {
     int fd = BlobFd(n.blob, n.nbytes());
     try {
       w.AppendFrom(fd, 0, n.nbytes());
@@ -93,11 +201,8 @@ void TensorReader::AppendTo(const Hash& h, SafetensorsWriter& w, std::atomic<uin
     if (progress) *progress += n.nbytes();
     return;
   }
-  if (n.op == TensorNode::Op::kZeros) {
-    w.AppendZeros(n.nbytes());
-    if (progress) *progress += n.nbytes();
-    return;
-  }
+  // Through memory in chunks: derived nodes are computed, and a verified blob
+  // is hashed on the way (its last chunk is checked before it is written).
   const size_t es = DTypeSize(n.dtype);
   std::vector<char> buf(std::min(n.numel(), kChunkElements) * es);
   for (uint64_t done = 0; done < n.numel();) {

@@ -85,6 +85,17 @@ Store::Store(std::string root, bool create) : root_(std::move(root)) {
 
 std::string Store::BlobPath(const Hash& h) const { return FanOut(root_ + "/blobs", h.Hex()); }
 std::string Store::NodePath(const Hash& h) const { return FanOut(root_ + "/nodes", h.Hex()); }
+void Store::RequireObjectFile(const std::string& what, const std::string& path) {
+  std::string problem;
+  switch (StatPath(path, &problem)) {
+    case PathState::kFile: return;
+    case PathState::kMissing:
+      throw Error(what + " is missing from the store (" + path + "); run `strata verify`");
+    default:
+      throw Error(what + " cannot be read: " + problem);
+  }
+}
+
 bool Store::HasBlob(const Hash& h) const { return FileExists(BlobPath(h)); }
 bool Store::HasNode(const Hash& h) const { return FileExists(NodePath(h)); }
 
@@ -137,7 +148,7 @@ Hash Store::PutBlob(std::string_view bytes) {
 
 std::string Store::ReadBlob(const Hash& h) const {
   std::string path = BlobPath(h);
-  if (!FileExists(path)) throw Error("blob " + h.Hex() + " is missing from the store (" + path + ")");
+  RequireObjectFile("blob " + h.Hex(), path);
   std::string bytes = ReadFile(path);
   if (HashBytes(bytes) != h)
     throw Error("blob " + h.Hex() + " is corrupt: its bytes hash to " + HashBytes(bytes).Hex() +
@@ -154,7 +165,7 @@ Hash Store::PutNode(const Json& node) {
 
 Json Store::GetNode(const Hash& h) const {
   std::string path = NodePath(h);
-  if (!FileExists(path)) throw Error("node " + h.Hex() + " is missing from the store (" + path + ")");
+  RequireObjectFile("node " + h.Hex(), path);
   std::string bytes = ReadFile(path);
   if (HashBytes(bytes) != h)
     throw Error("node " + h.Hex() + " is corrupt: its bytes do not match its name (" + path +

@@ -1,11 +1,31 @@
 // Typed views of the store's nodes.
 #include "strata/formats/variant.h"
 
+#include <cctype>
+#include <climits>
+#include <cmath>
+
 #include "strata/formats/error.h"
 
 namespace strata {
 
 namespace {
+
+// A string field, "" when missing or of another type (callers then reject it
+// with their own message); never throws nlohmann's type errors.
+std::string Str(const Json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+// An integer field that fits an int, `def` when missing; throws Error otherwise.
+int IntField(const Json& j, const char* key, int def, const Hash& node) {
+  auto it = j.find(key);
+  if (it == j.end()) return def;
+  if (!it->is_number_integer() || it->get<int64_t>() < INT32_MIN || it->get<int64_t>() > INT32_MAX)
+    throw Error("node " + node.Hex() + ": \"" + key + "\" is " + it->dump() + ", not an integer");
+  return static_cast<int>(it->get<int64_t>());
+}
 
 Hash HashField(const Json& j, const char* key, const Hash& node) {
   if (!j.contains(key) || !j[key].is_string())
@@ -23,6 +43,9 @@ std::vector<NamedTensor> ParseNamed(const Json& j, const char* key, const Hash& 
     if (!e.is_object() || !e.contains("name") || !e["name"].is_string())
       throw Error("variant " + node.Hex() + ": malformed \"" + key + "\" entry");
     std::string name = e["name"].get<std::string>();
+    if (!ValidTensorName(name))
+      throw Error("variant " + node.Hex() + ": \"" + key + "\" names tensor " + Json(name).dump() +
+                  ", which is not a valid tensor name");
     out.push_back({name, HashField(e, "tensor", node), name});
   }
   return out;
@@ -55,19 +78,25 @@ Json TensorNode::ToJson() const {
 }
 
 TensorNode ParseTensorNode(const Json& j, const Hash& h) {
-  if (j.value("kind", "") != "tensor") throw Error("node " + h.Hex() + " is not a tensor node");
+  if (!j.is_object() || Str(j, "kind") != "tensor") throw Error("node " + h.Hex() + " is not a tensor node");
   TensorNode t;
-  auto dt = ParseDTypeName(j.value("dtype", ""));
+  auto dt = ParseDTypeName(Str(j, "dtype"));
   if (!dt) throw Error("tensor node " + h.Hex() + " has an unknown dtype");
   t.dtype = *dt;
   if (!j.contains("shape") || !j["shape"].is_array())
     throw Error("tensor node " + h.Hex() + " has no shape");
+  // Element counts stay below 2^48 so that byte sizes never overflow.
+  uint64_t numel = 1;
   for (const Json& d : j["shape"]) {
-    if (!d.is_number_integer() || d.get<int64_t>() < 0)
+    if (!d.is_number_integer() || d.get<int64_t>() < 0 || d.get<int64_t>() > (int64_t{1} << 48))
       throw Error("tensor node " + h.Hex() + " has a malformed shape");
     t.shape.push_back(d.get<int64_t>());
+    numel = d.get<uint64_t>() == 0 ? 0 : numel;
+    if (numel > 0 && numel > (uint64_t{1} << 48) / d.get<uint64_t>())
+      throw Error("tensor node " + h.Hex() + " has a shape of more than 2^48 elements");
+    numel *= d.get<uint64_t>();
   }
-  std::string op = j.value("op", "");
+  std::string op = Str(j, "op");
   if (op == "blob") {
     t.op = TensorNode::Op::kBlob;
     t.blob = HashField(j, "blob", h);
@@ -77,7 +106,7 @@ TensorNode ParseTensorNode(const Json& j, const Hash& h) {
     t.op = op == "scale" ? TensorNode::Op::kScale : TensorNode::Op::kCast;
     t.src = HashField(j, "src", h);
     if (op == "scale") {
-      if (!j.contains("factor") || !j["factor"].is_number())
+      if (!j.contains("factor") || !j["factor"].is_number() || !std::isfinite(j["factor"].get<double>()))
         throw Error("tensor node " + h.Hex() + " has no factor");
       t.factor = j["factor"].get<double>();
     }
@@ -87,16 +116,41 @@ TensorNode ParseTensorNode(const Json& j, const Hash& h) {
   return t;
 }
 
-Variant LoadVariant(const Store& store, const Hash& h) {
+bool ValidFileName(std::string_view name) {
+  if (name.empty() || name.size() > 255 || name == "." || name == "..") return false;
+  for (char c : name)
+    if (c < 0x21 || c > 0x7e || c == '/' || c == '\\') return false;
+  return true;
+}
+
+bool ValidTensorName(std::string_view name) {
+  if (name.empty() || name.size() > 255) return false;
+  size_t start = 0;
+  for (size_t i = 0; i <= name.size(); ++i) {
+    if (i == name.size() || name[i] == '.') {
+      std::string_view part = name.substr(start, i - start);
+      if (part.empty() || part == "..") return false;
+      start = i + 1;
+      continue;
+    }
+    char c = name[i];
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
+
+Variant LoadVariant(const Store& store, const Hash& h) { return ParseVariant(store.GetNode(h), h); }
+
+Variant ParseVariant(const Json& node, const Hash& h) {
   Variant v;
   v.hash = h;
-  v.node = store.GetNode(h);
+  v.node = node;
   const Json& j = v.node;
-  if (j.value("kind", "") != "variant") throw Error("node " + h.Hex() + " is not a variant");
-  if (j.value("format", 0) != 1)
+  if (!j.is_object() || Str(j, "kind") != "variant") throw Error("node " + h.Hex() + " is not a variant");
+  if (!j.contains("format") || j["format"] != 1)
     throw Error("variant " + h.Hex() + " has format " + j.value("format", Json(0)).dump() +
                 ", which this strata does not read");
-  v.arch = FindArch(j.value("architecture", ""));
+  v.arch = FindArch(Str(j, "architecture"));
   if (!v.arch) throw Error("variant " + h.Hex() + " has unsupported architecture " +
                            j.value("architecture", Json("?")).dump());
   v.pre = ParseNamed(j, "pre", h);
@@ -105,11 +159,15 @@ Variant LoadVariant(const Store& store, const Hash& h) {
     throw Error("variant " + h.Hex() + " has no layer list");
   for (const Json& l : j["layers"]) {
     if (!l.is_object()) throw Error("variant " + h.Hex() + ": malformed layer entry");
-    v.layers.push_back({HashField(l, "layer", h), l.value("model", ""),
-                        l.value("source_layer", 0), l.value("slice", 0)});
+    v.layers.push_back({HashField(l, "layer", h), Str(l, "model"), IntField(l, "source_layer", 0, h),
+                        IntField(l, "slice", 0, h)});
   }
   if (j.contains("files") && j["files"].is_object())
     for (auto& [name, hex] : j["files"].items()) {
+      if (!ValidFileName(name))
+        throw Error("variant " + h.Hex() + " lists file " + Json(name).dump() +
+                    ", which is not a plain file name (a path or a control character); the store is damaged "
+                    "or was crafted: run `strata verify`");
       auto fh = hex.is_string() ? Hash::FromHex(hex.get<std::string>()) : std::nullopt;
       if (!fh) throw Error("variant " + h.Hex() + ": file \"" + name + "\" has no blob hash");
       v.files[name] = *fh;
@@ -119,12 +177,15 @@ Variant LoadVariant(const Store& store, const Hash& h) {
   return v;
 }
 
-std::map<std::string, Hash> LoadLayer(const Store& store, const Hash& h) {
-  Json j = store.GetNode(h);
-  if (j.value("kind", "") != "layer" || !j.contains("tensors") || !j["tensors"].is_object())
+std::map<std::string, Hash> LoadLayer(const Store& store, const Hash& h) { return ParseLayer(store.GetNode(h), h); }
+
+std::map<std::string, Hash> ParseLayer(const Json& j, const Hash& h) {
+  if (!j.is_object() || Str(j, "kind") != "layer" || !j.contains("tensors") || !j["tensors"].is_object())
     throw Error("node " + h.Hex() + " is not a layer node");
   std::map<std::string, Hash> out;
   for (auto& [role, hex] : j["tensors"].items()) {
+    if (!ValidTensorName(role))
+      throw Error("layer " + h.Hex() + " has role " + Json(role).dump() + ", which is not a valid tensor name");
     auto th = hex.is_string() ? Hash::FromHex(hex.get<std::string>()) : std::nullopt;
     if (!th) throw Error("layer " + h.Hex() + ": role \"" + role + "\" has no tensor hash");
     out[role] = *th;

@@ -13,6 +13,17 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& what) : std::runtime_error(what) {}
 };
 
+// A long operation stopped by a signal (SIGINT, SIGTERM, SIGHUP) between two
+// reads or writes, after RequestInterrupt(): unwinding removes what it wrote.
+class Interrupted : public Error {
+ public:
+  explicit Interrupted(int signal) : Error("interrupted by signal " + std::to_string(signal)), signal_(signal) {}
+  int signal() const { return signal_; }
+
+ private:
+  int signal_;
+};
+
 // Throws Error(what + ": " + strerror(err)).
 [[noreturn]] void ThrowErrno(const std::string& what, int err);
 

@@ -113,8 +113,15 @@ void MakeDirs(const std::string& dir);
 void SyncDir(const std::string& dir);
 // A unique name for a temporary file: "<prefix>.<pid>.<counter>.<random>.tmp".
 std::string TempName(std::string_view prefix);
-// Opens `path` read-only and returns the fd; throws Error on failure.
+// Opens the regular file `path` read-only and returns the fd. Never blocks on
+// a FIFO. Throws Error saying why on failure: missing, permission denied, a
+// symlink loop, or not a regular file (a directory, FIFO, socket, device).
 int OpenReadOnly(const std::string& path);
+// What is at `path` (following symlinks). kMissing only when it does not
+// exist; kUnreachable when it cannot be looked at (permissions, a symlink
+// loop, ...). When not kFile, `problem` (if not null) says why in words.
+enum class PathState { kFile, kDirectory, kOther, kMissing, kUnreachable };
+PathState StatPath(const std::string& path, std::string* problem = nullptr);
 void CloseFd(int fd);
 // Reads exactly n bytes at offset; throws Error on a short read.
 void PreadExact(int fd, void* buf, size_t n, uint64_t offset, const std::string& path);
@@ -140,6 +147,13 @@ class FileLock {
  private:
   int fd_ = -1;
 };
+
+// Asks every read and write loop of this process to stop: the next
+// WritableFile append, PreadExact or copy throws Interrupted(signal).
+// Async-signal-safe (a signal handler calls it).
+void RequestInterrupt(int signal);
+// Throws Interrupted when RequestInterrupt() was called.
+void CheckInterrupt();
 
 // Fault injection for tests: after `bytes` more bytes are appended by any
 // WritableFile in this process, appends fail as on a full disk (ENOSPC).

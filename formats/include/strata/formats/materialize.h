@@ -3,33 +3,62 @@
 #pragma once
 
 #include <map>
-#include <mutex>
+#include <memory>
+#include <set>
 
-#include "strata/formats/variant.h"
 #include "strata/formats/safetensors.h"
+#include "strata/formats/variant.h"
 
 namespace strata {
 
+// The longest chain of derived nodes (scale, cast) above a blob or zeros node
+// that strata reads (STORE_FORMAT.md). Compile writes at most 3; the bound keeps
+// every walk of a chain, recursive or not, small.
+inline constexpr int kMaxTensorChain = 64;
+
+// Why `n` cannot be derived from `src` (scale: same dtype and element count;
+// cast: same element count), or "" when it can. REQUIRES: n is scale or cast.
+std::string DerivedNodeProblem(const TensorNode& n, const TensorNode& src);
+
 class TensorReader {
  public:
-  explicit TensorReader(const Store& store) : store_(store) {}
+  // With `verify`, every blob byte read is hashed, and Read/AppendTo throw
+  // Error naming the blob when a blob's bytes do not hash to its name (each
+  // blob is checked once, streaming when read in order, else by a whole pass).
+  explicit TensorReader(const Store& store, bool verify = false);
+  ~TensorReader();
 
-  // The parsed node; cached. Throws Error when missing or malformed.
+  // The parsed node; cached. Throws Error when it (or a node below it) is
+  // missing or malformed, when its chain of derived nodes is longer than
+  // kMaxTensorChain, or when a derived node does not fit its source.
   const TensorNode& Node(const Hash& h);
   // Writes elements [begin, begin+count) of tensor `h` to `out` (count x the
-  // node's dtype size bytes). Throws Error when a blob is missing or has the
-  // wrong size.
+  // node's dtype size bytes). Throws Error when a blob is missing, has the
+  // wrong size, or (with verify) is corrupt.
   void Read(const Hash& h, uint64_t begin, uint64_t count, void* out);
   // Adds the blob tensor `h` reads (none for zeros) to `blobs`, with its size.
   void CollectBlobs(const Hash& h, std::map<Hash, uint64_t>& blobs);
-  // Appends the whole tensor to `w`, streaming in chunks (a blob goes file to
-  // file with copy_file_range). `progress` (may be null) advances by bytes.
+  // Appends the whole tensor to `w`, streaming in chunks (without verify, a
+  // blob goes file to file with copy_file_range). `progress` (may be null)
+  // advances by bytes. Throws as Read.
   void AppendTo(const Hash& h, SafetensorsWriter& w, std::atomic<uint64_t>* progress);
+  // Hashes blob `blob` of `size` bytes in one pass unless it was verified
+  // already. Throws Error naming the blob when its bytes do not match its name.
+  void VerifyBlob(const Hash& blob, uint64_t size);
+  // The same for a blob already in memory (a mapping of its file).
+  void VerifyMapped(const Hash& blob, const void* data, uint64_t size);
 
  private:
+  struct Stream;  // a blob being hashed as it is read in order
   int BlobFd(const Hash& blob, uint64_t expected_size);
+  void Hashed(const Hash& blob, uint64_t offset, const void* data, uint64_t n, uint64_t size);
+  [[noreturn]] void Corrupt(const Hash& blob, const Hash& got) const;
   const Store& store_;
+  const bool verify_;
   std::map<Hash, TensorNode> nodes_;
+  std::map<Hash, int> depth_;  // derived nodes above the blob or zeros node
+  std::set<Hash> verified_;
+  std::map<Hash, std::unique_ptr<Stream>> streams_;
 };
 
 }  // namespace strata

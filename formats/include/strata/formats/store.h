@@ -43,6 +43,10 @@ class Store {
   // The flock(2) file: compile holds it shared, gc exclusive (STORE_FORMAT.md).
   std::string LockPath() const { return root_ + "/lock"; }
   bool HasBlob(const Hash& h) const;
+  // Throws Error unless the object file `path` (of `what`, e.g. "blob <hash>")
+  // is a regular file: "missing from the store" only when it does not exist,
+  // else what is wrong (permission denied, a directory, a FIFO, ...).
+  static void RequireObjectFile(const std::string& what, const std::string& path);
   bool HasNode(const Hash& h) const;
 
   // Copies [offset, offset+n) of `fd` into a blob in one streaming pass that

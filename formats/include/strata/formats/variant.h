@@ -51,11 +51,27 @@ struct Variant {
   Hash config, plan;
 };
 
-// Loads a variant node. Throws Error naming the node when it is missing,
-// corrupt, not a variant, or of an unknown architecture.
+// Parses a variant node `j` (named `h`). Throws Error naming the node when it
+// is not a variant, of an unknown format or architecture, or malformed: a
+// missing or non-hash reference, a tensor or file name that is not a plain
+// name (ValidFileName, ValidTensorName).
+Variant ParseVariant(const Json& j, const Hash& h);
+// Loads and parses a variant node. Throws Error naming the node when it is
+// missing or corrupt, or as ParseVariant.
 Variant LoadVariant(const Store& store, const Hash& h);
-// A layer node's role -> tensor node map. Throws Error when malformed.
+// Parses a layer node: its role -> tensor node map. Throws Error when it is
+// not a layer node, a role is not a valid tensor name, or a hash is malformed.
+std::map<std::string, Hash> ParseLayer(const Json& j, const Hash& h);
+// Loads and parses a layer node. Throws Error when missing, corrupt or malformed.
 std::map<std::string, Hash> LoadLayer(const Store& store, const Hash& h);
+
+// A file name a variant may carry (tokenizer files, written into OUTDIR on
+// export): one path component of printable ASCII, not "." or "..", no '/'
+// or '\\', at most 255 bytes.
+bool ValidFileName(std::string_view name);
+// A tensor name or layer role: [A-Za-z0-9_.-]+ with no empty, "." or ".."
+// component between dots, at most 255 bytes.
+bool ValidTensorName(std::string_view name);
 // Every output tensor with its HF name and source tensor name, in plan order:
 // pre tensors, then each layer's tensors in the architecture's role order, then
 // post tensors.

@@ -1,0 +1,221 @@
+// config.json -> ModelConfig, following transformers' configuration classes,
+// with every value strata reads type- and range-checked.
+#include "strata/formats/model_config.h"
+
+#include <cmath>
+#include <cstdint>
+
+#include "strata/formats/error.h"
+
+namespace strata {
+
+namespace {
+
+using J = nlohmann::ordered_json;
+
+[[noreturn]] void Bad(const char* key, const J& v, const std::string& want) {
+  throw Error(std::string("config.json: \"") + key + "\" is " + v.dump() + "; it must be " + want +
+              ". Fix config.json of the source model and compile again");
+}
+
+// The value of `key`, or nullptr when it is absent or null.
+const J* Find(const J& j, const char* key) {
+  auto it = j.find(key);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+int Int(const J& j, const char* key, int64_t lo, int64_t hi, std::optional<int> def = std::nullopt) {
+  const J* v = Find(j, key);
+  if (!v) {
+    if (def) return *def;
+    throw Error(std::string("config.json: \"") + key + "\" is missing; it must be an integer from " +
+                std::to_string(lo) + " to " + std::to_string(hi));
+  }
+  bool ok = v->is_number_integer() &&
+            (v->is_number_unsigned() ? v->get<uint64_t>() <= static_cast<uint64_t>(hi) &&
+                                           v->get<uint64_t>() >= static_cast<uint64_t>(lo)
+                                     : v->get<int64_t>() <= hi && v->get<int64_t>() >= lo);
+  if (!ok) Bad(key, *v, "an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+  return static_cast<int>(v->get<int64_t>());
+}
+
+// A finite number > 0 (or >= 0 with `allow_zero`).
+double Positive(const J& j, const char* key, double def, bool allow_zero = false) {
+  const J* v = Find(j, key);
+  if (!v) {
+    if (j.contains(key)) Bad(key, J(nullptr), "a positive number (leave it out for the default)");
+    return def;
+  }
+  if (!v->is_number() || !std::isfinite(v->get<double>()) || v->get<double>() < 0 ||
+      (!allow_zero && v->get<double>() == 0))
+    Bad(key, *v, allow_zero ? "a finite number >= 0" : "a finite number > 0");
+  return v->get<double>();
+}
+
+bool Bool(const J& j, const char* key, bool def) {
+  const J* v = Find(j, key);
+  if (!v) return def;
+  if (!v->is_boolean()) Bad(key, *v, "true or false");
+  return v->get<bool>();
+}
+
+std::string String(const J& j, const char* key, const std::string& def) {
+  const J* v = Find(j, key);
+  if (!v) return def;
+  if (!v->is_string()) Bad(key, *v, "a string");
+  return v->get<std::string>();
+}
+
+std::vector<int> IdList(const J& j, const char* key) {
+  const J* v = Find(j, key);
+  std::vector<int> out;
+  if (!v) return out;
+  auto id = [&](const J& e) {
+    if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() > INT32_MAX)
+      Bad(key, *v, "a token id or a list of token ids");
+    out.push_back(static_cast<int>(e.get<int64_t>()));
+  };
+  if (v->is_array()) {
+    for (const J& e : *v) id(e);
+  } else {
+    id(*v);
+  }
+  return out;
+}
+
+std::string Architecture(const J& j) {
+  const J* v = Find(j, "architectures");
+  if (!v || !v->is_array() || v->empty() || !(*v)[0].is_string())
+    throw Error("config.json: \"architectures\" is " + (v ? v->dump() : std::string("missing")) +
+                "; it must be a list naming the model class, e.g. [\"MistralForCausalLM\"] (supported: " +
+                SupportedArchitectures() + ")");
+  return (*v)[0].get<std::string>();
+}
+
+std::optional<RopeScaling> ParseRopeScaling(const J& j) {
+  const J* r = Find(j, "rope_scaling");
+  if (!r) return std::nullopt;
+  if (!r->is_object()) Bad("rope_scaling", *r, "an object such as {\"rope_type\": \"llama3\", \"factor\": 8.0} or null");
+  RopeScaling s;
+  s.type = String(*r, "rope_type", String(*r, "type", ""));
+  if (s.type == "default") return std::nullopt;
+  if (s.type != "llama3" && s.type != "linear")
+    throw Error("config.json: rope_scaling type \"" + s.type + "\" is not supported (supported: llama3, linear)");
+  s.factor = Positive(*r, "factor", 1.0);
+  s.low_freq_factor = Positive(*r, "low_freq_factor", 1.0);
+  s.high_freq_factor = Positive(*r, "high_freq_factor", 4.0);
+  s.original_max_position_embeddings = Int(*r, "original_max_position_embeddings", 1, 1 << 30, 8192);
+  if (s.type == "llama3" && !(s.high_freq_factor > s.low_freq_factor))
+    throw Error("config.json: rope_scaling high_freq_factor (" + std::to_string(s.high_freq_factor) +
+                ") must be greater than low_freq_factor (" + std::to_string(s.low_freq_factor) + ")");
+  return s;
+}
+
+void SlidingWindow(const J& j, ModelConfig& c) {
+  c.window.assign(c.layers, 0);
+  const int sw = Int(j, "sliding_window", 0, 1 << 30, 0);
+  const bool use = Bool(j, "use_sliding_window", false);
+  const int from = Int(j, "max_window_layers", 0, 1 << 30, c.layers);
+  if (sw == 0 || !c.arch->sliding_window) return;
+  if (c.arch->model_type == "mistral") c.window.assign(c.layers, sw);
+  if (c.arch->model_type == "qwen2" && use)
+    for (int l = from; l < c.layers; ++l) c.window[l] = sw;
+}
+
+// Features of these configs that strata does not compute: refusing beats
+// running a different model silently.
+void Unsupported(const J& j) {
+  std::string act = String(j, "hidden_act", "silu");
+  if (act != "silu" && act != "swish")
+    throw Error("config.json: hidden_act \"" + act + "\" is not supported; strata runs SiLU (\"silu\") MLPs");
+  for (const char* key : {"attention_bias", "mlp_bias"})
+    if (Bool(j, key, false)) throw Error(std::string("config.json: \"") + key + "\": true is not supported by strata");
+}
+
+}  // namespace
+
+ModelConfig ParseModelConfig(const J& j) {
+  if (!j.is_object()) throw Error("config.json is " + std::string(j.type_name()) + ", not a JSON object");
+  ModelConfig c;
+  const std::string arch = Architecture(j);
+  c.arch = FindArch(arch);
+  if (!c.arch) throw Error("config.json: architecture \"" + arch + "\" is not supported; supported: " + SupportedArchitectures());
+  Unsupported(j);
+  c.hidden = Int(j, "hidden_size", 1, 1 << 20);
+  c.layers = Int(j, "num_hidden_layers", 1, 1 << 16);
+  c.heads = Int(j, "num_attention_heads", 1, 1 << 14);
+  c.kv_heads = Int(j, "num_key_value_heads", 1, 1 << 14, c.heads);
+  c.intermediate = Int(j, "intermediate_size", 1, 1 << 22);
+  c.vocab = Int(j, "vocab_size", 1, 1 << 24);
+  c.max_position_embeddings = Int(j, "max_position_embeddings", 1, 1 << 30);
+  const bool has_head_dim = Find(j, "head_dim") != nullptr;
+  c.head_dim = has_head_dim ? Int(j, "head_dim", 1, 1 << 14) : c.hidden / c.heads;
+  if (!has_head_dim && c.hidden % c.heads != 0)
+    throw Error("config.json: hidden_size " + std::to_string(c.hidden) + " is not divisible by num_attention_heads " +
+                std::to_string(c.heads));
+  if (c.heads % c.kv_heads != 0)
+    throw Error("config.json: num_attention_heads " + std::to_string(c.heads) +
+                " is not divisible by num_key_value_heads " + std::to_string(c.kv_heads));
+  if (c.head_dim % 2 != 0) throw Error("config.json: head_dim must be even for RoPE");
+  c.rms_norm_eps = Positive(j, "rms_norm_eps", 1e-6);
+  c.rope_theta = Positive(j, "rope_theta", 10000.0);
+  c.rope_scaling = ParseRopeScaling(j);
+  SlidingWindow(j, c);
+  c.tie_word_embeddings = Bool(j, "tie_word_embeddings", false);  // the default of all three configs
+  std::vector<int> bos = IdList(j, "bos_token_id");
+  if (bos.size() > 1) Bad("bos_token_id", *Find(j, "bos_token_id"), "one token id");
+  c.bos_token_id = bos.empty() ? -1 : bos[0];
+  c.eos_token_ids = IdList(j, "eos_token_id");
+  return c;
+}
+
+std::vector<int64_t> RoleShape(const ModelConfig& c, Role role) {
+  const int64_t H = c.hidden, Q = int64_t{c.heads} * c.head_dim, KV = int64_t{c.kv_heads} * c.head_dim,
+                I = c.intermediate;
+  switch (role) {
+    case Role::kAttnNorm: case Role::kFfnNorm: return {H};
+    case Role::kQ: return {Q, H};
+    case Role::kK: case Role::kV: return {KV, H};
+    case Role::kO: return {H, Q};
+    case Role::kQBias: return {Q};
+    case Role::kKBias: case Role::kVBias: return {KV};
+    case Role::kGate: case Role::kUp: return {I, H};
+    case Role::kDown: return {H, I};
+  }
+  return {};
+}
+
+std::optional<std::vector<int64_t>> NonLayerShape(const ModelConfig& c, std::string_view name) {
+  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return std::vector<int64_t>{c.vocab, c.hidden};
+  if (name == "model.norm.weight") return std::vector<int64_t>{c.hidden};
+  return std::nullopt;
+}
+
+std::vector<double> RopeInvFreq(const ModelConfig& c) {
+  const int half = c.head_dim / 2;
+  std::vector<double> inv(half);
+  for (int i = 0; i < half; ++i) inv[i] = 1.0 / std::pow(c.rope_theta, (2.0 * i) / c.head_dim);
+  if (!c.rope_scaling) return inv;
+  const RopeScaling& s = *c.rope_scaling;
+  if (s.type == "linear") {
+    for (double& f : inv) f /= s.factor;
+    return inv;
+  }
+  // llama3: long wavelengths are slowed by `factor`, short ones kept, and a
+  // smooth blend between the two bands (transformers' _compute_llama3_parameters).
+  const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+  const double high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+  for (double& f : inv) {
+    double wavelen = 2 * M_PI / f;
+    if (wavelen > low_wavelen) {
+      f = f / s.factor;
+    } else if (wavelen >= high_wavelen) {
+      double smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) /
+                      (s.high_freq_factor - s.low_freq_factor);
+      f = (1 - smooth) * f / s.factor + smooth * f;
+    }
+  }
+  return inv;
+}
+
+}  // namespace strata
