@@ -15,6 +15,7 @@
 #include "strata/formats/arch.h"
 #include "strata/formats/error.h"
 #include "strata/formats/hf_checkpoint.h"
+#include "strata/formats/model_config.h"
 
 namespace strata {
 
@@ -35,6 +36,7 @@ constexpr const char* kTokenizerFiles[] = {
 struct Model {
   ResolvedModel resolved;
   std::unique_ptr<HfCheckpoint> ckpt;
+  ModelConfig config;
   const ArchInfo* arch = nullptr;
   int num_layers = 0;
 };
@@ -63,6 +65,9 @@ class Compiler {
  public:
   Compiler(Store& store, const Plan& plan, const CompileOptions& opts)
       : store_(store), plan_(plan), opts_(opts), slices_(plan.slices) {}
+  // Everything that reads only the sources: models, tensors, shapes.
+  void Prepare();
+  // Ingests, writes the nodes and the ref. REQUIRES: Prepare() ran.
   CompileStats Run();
 
  private:
@@ -96,19 +101,13 @@ void Compiler::LoadModels() {
     auto m = std::make_unique<Model>();
     m->resolved = ResolveModel(ref);
     m->ckpt = std::make_unique<HfCheckpoint>(m->resolved.dir);
-    const OrderedJson& cfg = m->ckpt->config();
-    std::string arch_name;
-    if (cfg.contains("architectures") && cfg["architectures"].is_array() &&
-        !cfg["architectures"].empty() && cfg["architectures"][0].is_string())
-      arch_name = cfg["architectures"][0].get<std::string>();
-    m->arch = FindArch(arch_name);
-    if (!m->arch)
-      throw Error("model \"" + ref + "\" (" + m->resolved.dir + ") has architecture \"" +
-                  arch_name + "\", which strata does not support; supported: " +
-                  SupportedArchitectures());
-    if (!cfg.contains("num_hidden_layers") || !cfg["num_hidden_layers"].is_number_integer())
-      throw Error(m->resolved.dir + "/config.json has no integer num_hidden_layers");
-    m->num_layers = cfg["num_hidden_layers"].get<int>();
+    try {
+      m->config = ParseModelConfig(m->ckpt->config());
+    } catch (const Error& e) {
+      throw Error("model \"" + ref + "\" (" + m->resolved.dir + "): " + e.what());
+    }
+    m->arch = m->config.arch;
+    m->num_layers = m->config.layers;
     models_[ref] = std::move(m);
   }
   const ArchInfo* first = models_.at(plan_.ReferencedModels()[0])->arch;
@@ -159,6 +158,11 @@ void Compiler::PlanTensors() {
     t.name = t.src_name = std::string(w.name);
     t.model = &ModelOf(src.model);
     t.scale = Scale(slice, src, t.name, 0.0);
+    // lm_head may only be absent when the model ties it to the embeddings.
+    if (w.optional && !t.model->config.tie_word_embeddings && !t.model->ckpt->Find(t.src_name))
+      throw Error("model \"" + t.model->resolved.ref + "\" (" + t.model->resolved.dir + ") has no \"" + t.src_name +
+                  "\" but its config.json says tie_word_embeddings: false; add the tensor, or set "
+                  "tie_word_embeddings to true if the model really ties it to the embeddings");
     AddTensor(std::move(t), w.optional);
   };
   for (const NonLayerTensor& w : arch.pre) non_layer(w, slices_.front(), true);
@@ -332,7 +336,7 @@ void Compiler::WriteRef(const Hash& variant) {
   store_.SetRef(stats_.name, variant);
 }
 
-CompileStats Compiler::Run() {
+void Compiler::Prepare() {
   stats_.name = opts_.name.empty() ? DefaultVariantName(plan_.path) : opts_.name;
   if (!Store::ValidRefName(stats_.name))
     throw Error("\"" + stats_.name + "\" is not a valid variant name: use letters, digits, '.', '_' "
@@ -341,6 +345,9 @@ CompileStats Compiler::Run() {
   LoadModels();
   PlanTensors();
   CheckShapes();
+}
+
+CompileStats Compiler::Run() {
   Ingest();
 
   Json pre = Json::array(), post = Json::array(), layers = Json::array();
@@ -397,11 +404,15 @@ CompileStats Compiler::Run() {
 }  // namespace
 
 CompileStats Compile(Store& store, const Plan& plan, const CompileOptions& opts) {
-  // Shared for the whole compile: gc (exclusive) must not sweep the blobs this
-  // compile finds in the source cache or the objects it writes before its ref
-  // names them. Other compiles share the store freely.
+  // Sources are opened and checked before the lock is taken, so a source that
+  // cannot be read (or would block) never holds up a gc.
+  Compiler c(store, plan, opts);
+  c.Prepare();
+  // Shared from the first source-cache lookup on: gc (exclusive) must not
+  // sweep the blobs this compile finds in the source cache or the objects it
+  // writes before its ref names them. Other compiles share the store freely.
   FileLock lock(store.LockPath(), /*exclusive=*/false);
-  return Compiler(store, plan, opts).Run();
+  return c.Run();
 }
 
 }  // namespace strata

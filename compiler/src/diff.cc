@@ -182,7 +182,7 @@ Json ConfigDiff(const Store& store, const Variant& a, const Variant& b) {
 // Everything the diff needs from both variants, with caches shared by rows.
 class Differ {
  public:
-  Differ(const Store& store, const DiffOptions& opts) : store_(store), opts_(opts), reader_(store) {}
+  Differ(const Store& store, const DiffOptions& opts) : store_(store), opts_(opts), reader_(store, /*verify=*/true) {}
 
   Json Run(const Hash& ha, const std::string& name_a, const Hash& hb, const std::string& name_b) {
     Variant a = LoadVariant(store_, ha), b = LoadVariant(store_, hb);
@@ -363,7 +363,7 @@ class Differ {
 }  // namespace
 
 Json CompareTensors(const Store& store, const Hash& a, const Hash& b, const DiffOptions& opts) {
-  TensorReader r(store);
+  TensorReader r(store, /*verify=*/true);
   return Compare(r, a, b, opts);
 }
 

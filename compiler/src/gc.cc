@@ -46,7 +46,12 @@ Live Mark(const Store& store) {
                   "; a damaged node hides what it references. Run `strata verify` and remove the variants it "
                   "breaks with `strata rm` (or repair them) first");
     }
-    if (!n) continue;  // missing: nothing below it to keep (verify reports it)
+    // One rule for a missing node and a damaged one: what it keeps alive is
+    // unknown, so nothing is removed.
+    if (!n)
+      throw Error("gc removed nothing: node " + h.Hex() + ", which a variant uses, is missing, so what it keeps "
+                  "alive is unknown. Run `strata verify` and remove the variants it breaks with `strata rm` (or "
+                  "compile them again) first");
     for (const graph::Edge& e : n->edges) {
       if (e.blob) live.blobs.insert(e.hash);
       else stack.push_back(e.hash);

@@ -3,6 +3,7 @@
 
 #include <set>
 
+#include "strata/formats/error.h"
 #include "strata/formats/materialize.h"
 #include "strata/formats/variant.h"
 
@@ -46,10 +47,18 @@ Json ListVariants(const Store& store) {
   Json list = Json::array();
   TensorReader r(store);
   for (const std::string& name : store.ListRefs()) {
-    Variant v = LoadVariant(store, store.ResolveRef(name));
+    // One damaged variant is listed as such; the others are listed as usual.
+    Variant v;
+    Sizes s;
+    try {
+      v = LoadVariant(store, store.ResolveRef(name));
+      s = SizesOf(store, v, r);
+    } catch (const Error& e) {
+      list.push_back(Json{{"name", name}, {"damaged", true}, {"problem", e.what()}});
+      continue;
+    }
     std::set<Hash> distinct;
     for (const auto& l : v.layers) distinct.insert(l.layer);
-    Sizes s = SizesOf(store, v, r);
     list.push_back(Json{{"name", name},
                         {"node", v.hash.Hex()},
                         {"architecture", v.arch->hf_name},
@@ -75,16 +84,20 @@ Json ShowVariant(const Store& store, const std::string& name) {
       Json ops = Ops(r, h);
       if (ops.size() > 1) transforms.push_back(Json{{"tensor", role}, {"ops", ops}});
     }
+    // A bounded sample: listing every sharer at every layer made show
+    // quadratic (490 MB for a plan of 10,000 copies of one layer).
+    const std::vector<int>& sharers = uses[l.layer];
     Json same = Json::array();
-    for (int k : uses[l.layer])
-      if (k != static_cast<int>(i)) same.push_back(k);
+    for (size_t k = 0; k < sharers.size() && same.size() < kSameAsShown; ++k)
+      if (sharers[k] != static_cast<int>(i)) same.push_back(sharers[k]);
     layers.push_back(Json{{"index", i},
                           {"layer", l.layer.Hex()},
                           {"source_model", l.model},
                           {"source_layer", l.source_layer},
                           {"slice", l.slice},
                           {"transforms", transforms},
-                          {"same_as", same}});
+                          {"same_as", same},
+                          {"same_as_count", sharers.size() - 1}});
   }
   Json tensors = Json::array();
   for (const auto* list : {&v.pre, &v.post})
@@ -109,16 +122,41 @@ Json ShowVariant(const Store& store, const std::string& name) {
               {"files", files}};
 }
 
+std::string SameAsText(const Json& layer) {
+  const Json& same = layer.value("same_as", Json::array());
+  std::string t;
+  for (const Json& k : same) {
+    if (!t.empty()) t += ", ";
+    t += std::to_string(k.get<int>());
+  }
+  const size_t count = layer.value("same_as_count", same.size());
+  if (count <= same.size()) return t;
+  const std::string digits = std::to_string(count);
+  std::string n;  // 9,999
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) n += ',';
+    n += digits[i];
+  }
+  return t + ", ... (" + n + " layers)";
+}
+
 Json StoreUsage(const Store& store) {
   TensorReader r(store);
   uint64_t logical = 0;
   auto refs = store.ListRefs();
-  for (const std::string& name : refs)
-    logical += SizesOf(store, LoadVariant(store, store.ResolveRef(name)), r).logical;
+  Json damaged = Json::array();
+  for (const std::string& name : refs) {
+    try {
+      logical += SizesOf(store, LoadVariant(store, store.ResolveRef(name)), r).logical;
+    } catch (const Error& e) {
+      damaged.push_back(Json{{"name", name}, {"problem", e.what()}});
+    }
+  }
   Store::Usage u = store.DiskUsage();
   uint64_t physical = u.blob_bytes + u.node_bytes;
   return Json{{"store", store.root()},
               {"variants", refs.size()},
+              {"damaged", damaged},
               {"logical_bytes", logical},
               {"physical_bytes", physical},
               {"blob_bytes", u.blob_bytes},

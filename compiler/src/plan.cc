@@ -1,10 +1,13 @@
 // Parsing mergekit plans with positions, and mergekit's parameter evaluation.
 #include "strata/compiler/plan.h"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <map>
 #include <set>
+#include <sstream>
 
 #include "strata/formats/error.h"
 #include "strata/formats/file.h"
@@ -17,6 +20,73 @@ std::string SourceLoc::Str() const {
 }
 
 namespace {
+
+// Walks the plan's YAML events (aliases unexpanded: linear in the text) for
+// what yaml-cpp's Load accepts without a word but mergekit reads differently:
+// a key given twice in one mapping (Load keeps the first value, PyYAML the
+// last) and a second document (Load reads only the first). Throws Error with
+// the locations.
+class PlanShapeCheck : public YAML::EventHandler {
+ public:
+  explicit PlanShapeCheck(const std::string& path) : path_(path) {}
+
+  void Run(const std::string& text) {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    while (parser.HandleNextDocument(*this)) ++documents_;
+  }
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (documents_ > 0)
+      throw Error(Where(mark) + ": a second YAML document starts here; a merge plan is one document and the "
+                                "rest would be ignored: remove it, or merge it into the first");
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Value(mark, nullptr); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { Value(mark, nullptr); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string& value) override {
+    Value(mark, &value);
+  }
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    open_.push_back({});
+  }
+  void OnSequenceEnd() override { Close(); }
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    open_.push_back({});
+    open_.back().map = true;
+  }
+  void OnMapEnd() override { Close(); }
+
+ private:
+  struct Collection {
+    bool map = false, at_key = true;
+    std::map<std::string, YAML::Mark> keys;  // the scalar keys so far, where each first appears
+  };
+
+  std::string Where(const YAML::Mark& m) const {
+    return SourceLoc{path_, m.line + 1, m.column + 1}.Str();
+  }
+  // A complete node: a key or a value of the innermost mapping, if any.
+  void Value(const YAML::Mark& mark, const std::string* scalar) {
+    if (open_.empty() || !open_.back().map) return;
+    Collection& c = open_.back();
+    if (c.at_key && scalar) {
+      auto [first, fresh] = c.keys.emplace(*scalar, mark);
+      if (!fresh)
+        throw Error(Where(mark) + ": duplicate key \"" + *scalar + "\" (first at " + Where(first->second) +
+                    "); mergekit would silently take the last one: keep only the one you mean");
+    }
+    c.at_key = !c.at_key;
+  }
+  void Close() {
+    open_.pop_back();
+    Value(YAML::Mark(), nullptr);
+  }
+
+  const std::string& path_;
+  int documents_ = 0;
+  std::vector<Collection> open_;
+};
 
 class Parser {
  public:
@@ -204,6 +274,7 @@ Plan Parser::Parse(const std::string& text) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
+    PlanShapeCheck(path_).Run(text);
   } catch (const YAML::Exception& e) {
     SourceLoc loc{path_, e.mark.is_null() ? 0 : e.mark.line + 1,
                   e.mark.is_null() ? 0 : e.mark.column + 1};
@@ -344,7 +415,8 @@ std::vector<std::string> Plan::ReferencedModels() const {
 Plan ParsePlan(const std::string& text, const std::string& path) { return Parser(path).Parse(text); }
 
 Plan LoadPlan(const std::string& path) {
-  if (!FileExists(path)) throw Error(path + ": no such plan file");
+  if (std::string problem; StatPath(path, &problem) != PathState::kFile)
+    throw Error(StatPath(path) == PathState::kMissing ? path + ": no such plan file" : problem);
   return ParsePlan(ReadFile(path), path);
 }
 

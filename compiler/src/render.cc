@@ -10,6 +10,8 @@
 #include <set>
 #include <vector>
 
+#include "strata/compiler/inspect.h"
+
 namespace strata {
 
 namespace {
@@ -199,7 +201,7 @@ std::string LayerTip(const Json& l, const std::string& badge) {
                     l["layer"].get<std::string>().substr(0, 12) + " from " + l["source_model"].get<std::string>() +
                     " layer " + std::to_string(l["source_layer"].get<int>());
   if (!badge.empty()) tip += "; " + badge;
-  if (l.contains("same_as") && !l["same_as"].empty()) tip += "; same weights as " + l["same_as"].dump();
+  if (std::string same = SameAsText(l); !same.empty()) tip += "; same weights as " + same;
   return tip;
 }
 
@@ -474,7 +476,7 @@ std::string ProvenanceHtml(const Json& show) {
          XmlEscape((*l)["source_model"].get<std::string>()) + "</td>" +
          Cell(std::to_string((*l)["source_layer"].get<int>()), "num") +
          Cell(TransformBadge((*l)["transforms"], !cast.empty())) +
-         Cell((*l).contains("same_as") && !(*l)["same_as"].empty() ? (*l)["same_as"].dump() : "") + "</tr>\n";
+         Cell(SameAsText(*l)) + "</tr>\n";
   }
   t += "</table>\n";
   std::string intro = XmlEscape(show.value("architecture", std::string(""))) + ", variant <code>" +

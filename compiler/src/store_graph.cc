@@ -56,15 +56,27 @@ std::optional<ParsedNode> ReadNode(const Store& store, const Hash& h) {
   return ParseNode(store, h, store.GetNode(h));  // GetNode checks bytes against the name
 }
 
+namespace {
+// A directory's entries; an unreadable one is an Error a user can act on.
+fs::directory_iterator Entries(const std::filesystem::path& dir) {
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec);
+  if (ec)
+    throw Error("cannot list " + dir.string() + ": " + ec.message() +
+                (ec == std::errc::permission_denied ? " (run as the store's owner, or fix its permissions)" : ""));
+  return it;
+}
+}  // namespace
+
 std::vector<ObjectFile> ListObjects(const std::string& dir, std::vector<std::string>* stray) {
   std::vector<ObjectFile> out;
-  for (const auto& fan : fs::directory_iterator(dir)) {
+  for (const auto& fan : Entries(dir)) {
     const std::string fan_name = fan.path().filename().string();
     if (!fan.is_directory()) {
       if (stray) stray->push_back(fan.path().string());
       continue;
     }
-    for (const auto& e : fs::directory_iterator(fan.path())) {
+    for (const auto& e : Entries(fan.path())) {
       const std::string name = e.path().filename().string();
       auto h = Hash::FromHex(name);
       std::error_code ec;

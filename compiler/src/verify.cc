@@ -13,6 +13,8 @@
 
 #include "store_graph.h"
 #include "strata/formats/error.h"
+#include "strata/formats/materialize.h"
+#include "strata/formats/variant_check.h"
 
 namespace strata {
 
@@ -78,6 +80,8 @@ class Verifier {
   void CheckBlobs();
   void CheckBlobSize(const Hash& h, const std::string& path, uint64_t size);
   void Rehash(const std::vector<std::pair<Hash, std::string>>& todo);
+  void CheckChains();
+  void CheckVariants();
   void FindBrokenVariants();
 
   const Store& store_;
@@ -88,6 +92,7 @@ class Verifier {
   std::deque<Pending> queue_;
   std::map<Hash, std::string> node_kind_;            // checked nodes; "" when damaged
   std::map<Hash, std::vector<graph::Edge>> edges_;   // of valid nodes
+  std::map<Hash, TensorNode> tensors_;               // valid tensor nodes
   std::map<Hash, BlobUse> blob_uses_;
   std::map<Hash, std::pair<std::string, uint64_t>> blob_files_;  // blobs to check: path, size
 };
@@ -161,8 +166,11 @@ void Verifier::CheckNode(const Pending& p) {
   ++report_.nodes;
   node_kind_[p.hash] = "";
   const std::string path = store_.NodePath(p.hash), key = Key("node", p.hash.Hex());
-  if (!FileExists(path)) {
-    AddDamage("node", p.hash.Hex(), path, "missing (referenced by " + p.from + ")", key);
+  if (std::string problem; StatPath(path, &problem) != PathState::kFile) {
+    AddDamage("node", p.hash.Hex(), path,
+              StatPath(path) == PathState::kMissing ? "missing (referenced by " + p.from + ")"
+                                                    : "unreadable: " + problem,
+              key);
     return;
   }
   std::string bytes;
@@ -181,6 +189,7 @@ void Verifier::CheckNode(const Pending& p) {
     if (!j.is_object()) throw Error("not a JSON object");
     graph::ParsedNode n = graph::ParseNode(store_, p.hash, j);
     node_kind_[p.hash] = n.kind;
+    if (n.kind == "tensor") tensors_.emplace(p.hash, ParseTensorNode(j, p.hash));
     FollowEdges(p.hash, n);
   } catch (const std::exception& e) {
     AddDamage("node", p.hash.Hex(), path, std::string("not a valid node: ") + e.what(), key);
@@ -283,6 +292,61 @@ void Verifier::Rehash(const std::vector<std::pair<Hash, std::string>>& todo_in) 
       AddDamage("blob", todo[i].first.Hex(), todo[i].second, problems[i], Key("blob", todo[i].first.Hex()));
 }
 
+// The readers' rules for chains of derived nodes (materialize.h): a derived
+// node must fit its source, and no chain may be longer than kMaxTensorChain.
+// Only the first node past the limit is damaged: every node above reaches it.
+void Verifier::CheckChains() {
+  std::map<Hash, int> depth;
+  for (const auto& [top, unused] : tensors_) {
+    std::vector<Hash> chain;
+    int below = -1;
+    for (Hash cur = top;;) {
+      if (auto d = depth.find(cur); d != depth.end()) {
+        below = d->second;
+        break;
+      }
+      auto t = tensors_.find(cur);
+      if (t == tensors_.end()) break;  // missing or damaged: reported already
+      chain.push_back(cur);
+      if (t->second.op == TensorNode::Op::kBlob || t->second.op == TensorNode::Op::kZeros) break;
+      cur = t->second.src;
+    }
+    for (size_t i = chain.size(); i-- > 0;) {
+      const Hash& h = chain[i];
+      const TensorNode& n = tensors_.at(h);
+      below = n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kZeros ? 0 : below + 1;
+      depth[h] = below;
+      const std::string path = store_.NodePath(h), key = Key("node", h.Hex());
+      if (below == kMaxTensorChain + 1)
+        AddDamage("node", h.Hex(), path,
+                  "is the " + std::to_string(kMaxTensorChain + 1) + "th scale/cast node of a chain; strata reads "
+                  "chains of at most " + std::to_string(kMaxTensorChain),
+                  key);
+      if (below == 0) continue;
+      if (auto src = tensors_.find(n.src); src != tensors_.end())
+        if (std::string p = DerivedNodeProblem(n, src->second); !p.empty())
+          AddDamage("node", h.Hex(), path, "cannot be computed from its source " + n.src.Hex() + ": " + p, key);
+    }
+  }
+}
+
+// Each valid variant against its architecture and config.json: a layer
+// missing a role, no layers, a config that is not valid JSON.
+void Verifier::CheckVariants() {
+  TensorReader reader(store_);
+  for (const auto& [h, kind] : node_kind_) {
+    if (kind != "variant") continue;
+    VariantCheck c;
+    try {
+      c = CheckVariant(store_, LoadVariant(store_, h), reader);
+    } catch (const Error&) {
+      continue;  // a damaged object below it: reported where it is
+    }
+    for (const std::string& p : c.problems)
+      AddDamage("node", h.Hex(), store_.NodePath(h), "incomplete variant: " + p, Key("node", h.Hex()));
+  }
+}
+
 // A variant is broken by every damaged object it reaches (through valid nodes).
 void Verifier::FindBrokenVariants() {
   for (const auto& [name, root] : roots_) {
@@ -307,6 +371,8 @@ VerifyReport Verifier::Run() {
   Walk();
   if (opts_.names.empty()) ListStore();
   CheckBlobs();
+  CheckChains();
+  CheckVariants();
   FindBrokenVariants();
   for (auto& [key, d] : damage_) {
     std::sort(d.variants.begin(), d.variants.end());

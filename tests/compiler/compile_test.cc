@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <xxhash.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +15,7 @@
 
 #include "strata/compiler/export.h"
 #include "strata/compiler/inspect.h"
+#include "strata/compiler/render.h"
 #include "strata/compiler/resolve.h"
 #include "strata/compiler/synth.h"
 #include "strata/formats/variant.h"
@@ -197,7 +199,11 @@ TEST_F(CompileTest, DusDeduplicatesLayersAndBlobs) {
   EXPECT_EQ(show["layers"][2]["layer"], show["layers"][4]["layer"]);
   EXPECT_NE(show["layers"][0]["layer"], show["layers"][1]["layer"]);
   EXPECT_THAT(show["layers"][1]["same_as"].get<std::vector<int>>(), ElementsAre(3));
+  EXPECT_EQ(show["layers"][1]["same_as_count"], 1);
+  EXPECT_EQ(SameAsText(show["layers"][1]), "3");
   EXPECT_TRUE(show["layers"][0]["same_as"].empty());
+  EXPECT_EQ(show["layers"][0]["same_as_count"], 0);
+  EXPECT_EQ(SameAsText(show["layers"][0]), "");
 
   // The output tensors of layer 3 are source layer 1's bytes.
   Variant v = LoadVariant(*store_, st.variant);
@@ -958,6 +964,38 @@ TEST(DefaultVariantNameTest, StemOfPlanFile) {
   EXPECT_EQ(DefaultVariantName("examples/solar-dus.yml"), "solar-dus");
   EXPECT_EQ(DefaultVariantName("/abs/x.v2.yaml"), "x.v2");
   EXPECT_EQ(DefaultVariantName("plain"), "plain");
+}
+
+// show, its SVG and its HTML stay linear in the layers when one layer repeats
+// n times: each layer lists at most kSameAsShown sharers, not n - 1 (which
+// made a 10,000-slice plan's show 490 MB).
+TEST_F(CompileTest, ShowOfManyRepeatsIsLinearInTheLayers) {
+  Synth("org/m");
+  auto plan = [&](int n) {
+    std::string text = "slices:\n";
+    for (int i = 0; i < n; ++i) text += "  - sources:\n    - model: org/m\n      layer_range: [1, 2]\n";
+    return PlanFile("rep" + std::to_string(n), text + "merge_method: passthrough\n");
+  };
+  auto sizes = [&](int n) {
+    Run(plan(n));
+    const Json show = ShowVariant(*store_, "rep" + std::to_string(n));
+    EXPECT_EQ(show["layers"].size(), static_cast<size_t>(n));
+    return std::array<double, 3>{static_cast<double>(show.dump().size()),
+                                 static_cast<double>(ProvenanceSvg(show).size()),
+                                 static_cast<double>(ProvenanceHtml(show).size())};
+  };
+  const auto small = sizes(200), large = sizes(2000);
+  // Bytes per layer at 2,000 layers within 1.5x of those at 200 (quadratic: ~10x).
+  for (int k = 0; k < 3; ++k) EXPECT_LT(large[k] / 2000, 1.5 * small[k] / 200) << "document " << k;
+
+  const Json show = ShowVariant(*store_, "rep2000");
+  const Json& last = show["layers"][1999];
+  EXPECT_EQ(last["same_as"].size(), kSameAsShown);
+  EXPECT_EQ(last["same_as"][0], 0);
+  EXPECT_EQ(last["same_as_count"], 1999);
+  EXPECT_EQ(SameAsText(last), "0, 1, 2, 3, 4, 5, 6, 7, ... (1,999 layers)");
+  EXPECT_EQ(SameAsText(show["layers"][0]), "1, 2, 3, 4, 5, 6, 7, 8, ... (1,999 layers)");
+  EXPECT_THAT(ProvenanceHtml(show), HasSubstr("<td>1, 2, 3, 4, 5, 6, 7, 8, ... (1,999 layers)</td>"));
 }
 
 TEST(ParseByteSizeTest, MergekitSuffixesAndMore) {

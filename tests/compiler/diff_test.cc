@@ -496,7 +496,8 @@ Json TwoModelShow() {
   // a scaled tensor, a cast that is not uniform.
   auto layer = [](int i, const std::string& model, int src, const std::string& hash, Json transforms) {
     return Json{{"index", i},         {"layer", hash},         {"source_model", model}, {"source_layer", src},
-                {"slice", 0},         {"transforms", transforms}, {"same_as", Json::array()}};
+                {"slice", 0},         {"transforms", transforms}, {"same_as", Json::array()},
+                {"same_as_count", 0}};
   };
   Json scaled = Json::array({{{"tensor", "self_attn.q_proj.weight"},
                               {"ops", Json::array({{{"op", "scale"}, {"dtype", "BF16"}, {"factor", 0.5}},

@@ -369,6 +369,57 @@ TEST(PlanErrors, UnknownSourceKey) {
   EXPECT_THAT(msg, HasSubstr("weight"));
 }
 
+// PyYAML (mergekit) keeps a repeated key's last value, yaml-cpp its first: a
+// plan that means two things is refused, naming both places.
+TEST(PlanErrors, DuplicateKeyNamesBothPlaces) {
+  std::string msg = ErrorOf([] {
+    ParsePlan(
+        "slices:\n"
+        "  - sources:\n"
+        "    - model: org/a\n"
+        "      layer_range: [0, 1]\n"
+        "      layer_range: [0, 3]\n"
+        "merge_method: passthrough\n",
+        "p.yml");
+  });
+  EXPECT_THAT(msg, HasSubstr("p.yml:5:7: duplicate key \"layer_range\" (first at p.yml:4:7)"));
+  EXPECT_THAT(msg, HasSubstr("mergekit would silently take the last"));
+}
+
+TEST(PlanErrors, DuplicateKeyAtTopLevelAndInFlowMaps) {
+  EXPECT_THAT(ErrorOf([] { ParsePlan(PlanWithRange("[0, 4]") + "merge_method: passthrough\n", "p.yml"); }),
+              HasSubstr("duplicate key \"merge_method\""));
+  EXPECT_THAT(ErrorOf([] {
+                ParsePlan("slices:\n  - sources: [{model: org/a, layer_range: [0, 4], model: org/b}]\n"
+                          "merge_method: passthrough\n",
+                          "p.yml");
+              }),
+              HasSubstr("p.yml:2:51: duplicate key \"model\" (first at p.yml:2:16)"));
+}
+
+TEST(PlanParse, SameKeyInDifferentMapsIsFine) {
+  Plan p = ParsePlan(
+      "slices:\n"
+      "  - sources:\n"
+      "    - model: org/a\n"
+      "      layer_range: [0, 2]\n"
+      "  - sources:\n"
+      "    - model: org/a\n"
+      "      layer_range: [1, 3]\n"
+      "merge_method: passthrough\n",
+      "p.yml");
+  EXPECT_THAT(Ranges(p), ElementsAre(std::pair{0, 2}, std::pair{1, 3}));
+}
+
+TEST(PlanErrors, SecondDocumentIsRefused) {
+  std::string msg = ErrorOf([] {
+    ParsePlan(PlanWithRange("[0, 4]") + "---\n" + PlanWithRange("[0, 2]"), "p.yml");
+  });
+  EXPECT_THAT(msg, HasSubstr("p.yml:6:1: a second YAML document starts here"));  // the "---"
+  // A leading "---" and an explicit end ("...") are still one document.
+  EXPECT_THAT(Ranges(ParsePlan("---\n" + PlanWithRange("[0, 4]") + "...\n", "p.yml")), ElementsAre(std::pair{0, 4}));
+}
+
 TEST(PlanParse, UnknownParameterWarns) {
   Plan p = ParsePlan(
       "slices:\n"
