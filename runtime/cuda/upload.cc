@@ -8,6 +8,7 @@
 
 #include "cuda_check.h"
 #include "strata/formats/file.h"
+#include "strata/formats/store.h"
 
 namespace strata::cuda {
 
@@ -43,8 +44,7 @@ void StagingUploader::Allocate() {
 
 void StagingUploader::Upload(const std::string& path, uint64_t nbytes, void* dst, const std::string& what,
                              const std::function<void(uint64_t)>& on_chunk) {
-  if (!FileExists(path))
-    throw Error("blob of " + what + " is missing from the store (" + path + "); run `strata verify`");
+  Store::RequireObjectFile("blob of " + what, path);
   FdGuard f{OpenReadOnly(path)};
   struct stat st;
   if (fstat(f.fd, &st) != 0) ThrowErrno("cannot stat " + path, errno);

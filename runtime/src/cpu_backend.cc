@@ -4,6 +4,8 @@
 #include <tbb/task_arena.h>
 #include <tbb/task_scheduler_observer.h>
 
+#include <algorithm>
+#include <string>
 #include <vector>
 
 #include "strata/formats/error.h"
@@ -50,6 +52,7 @@ class CpuBackend : public Backend {
 
  private:
   void Reserve(int64_t M);
+  void GrowKv(size_t l, int64_t positions);
   void Layer(size_t l, int64_t M);
   void Logits(const float* x, int64_t M, float* out);
 
@@ -60,7 +63,8 @@ class CpuBackend : public Backend {
   std::vector<double> inv_freq_;
   int64_t pos_ = 0, capacity_ = 0;
   int elided_ = 0;
-  // KV cache of logical layer l: (max_context, kv_heads * head_dim), fp32.
+  // KV cache of logical layer l: (positions held, kv_heads * head_dim), fp32;
+  // it belongs to the logical layer, never to the weights.
   std::vector<std::vector<float>> k_cache_, v_cache_;
   // Scratch for M tokens: x, xn (M, hidden); q, att (M, heads*hd); k, v (M, kv*hd); g, u (M, inter).
   std::vector<float> x_, xn_, q_, k_, v_, att_, tmp_, g_, u_;
@@ -83,15 +87,24 @@ void CpuBackend::Reserve(int64_t M) {
   capacity_ = M;
 }
 
+// Memory follows the sequence, not the longest it may become: the cache
+// doubles (at most to max_context), so a large -n costs nothing up front.
+void CpuBackend::GrowKv(size_t l, int64_t positions) {
+  const int64_t KV = int64_t{c_.kv_heads} * c_.head_dim;
+  auto& kc = k_cache_[l];
+  if (static_cast<int64_t>(kc.size()) >= positions * KV) return;
+  const int64_t held = static_cast<int64_t>(kc.size()) / KV;
+  const int64_t grown = std::min(opts_.max_context, std::max({positions, 2 * held, int64_t{64}}));
+  kc.resize(grown * KV);
+  v_cache_[l].resize(grown * KV);
+}
+
 void CpuBackend::Layer(size_t l, int64_t M) {
   const WeightSet& w = *m_.layers[l];
   const int64_t H = c_.hidden, KV = int64_t{c_.kv_heads} * c_.head_dim;
   auto& kc = k_cache_[l];
   auto& vc = v_cache_[l];
-  if (kc.empty()) {  // the cache belongs to the logical layer, never to the weights
-    kc.resize(opts_.max_context * KV);
-    vc.resize(opts_.max_context * KV);
-  }
+  GrowKv(l, pos_ + M);
   // Attention block.
   RmsNorm(x_.data(), *w.attn_norm, M, H, c_.rms_norm_eps, xn_.data());
   MatMul(*w.q, xn_.data(), M, q_.data(), w.q_bias);
@@ -142,15 +155,19 @@ void CpuBackend::Forward(const std::vector<int>& tokens, float* last_logits, std
 
 }  // namespace
 
+std::string ContextProblem(const ModelConfig& c, int64_t positions) {
+  if (positions <= c.max_position_embeddings) return "";
+  return "the sequence would be " + std::to_string(positions) + " tokens, past the model's context of " +
+         std::to_string(c.max_position_embeddings) + " (max_position_embeddings in config.json)";
+}
+
 void CheckForwardInput(const ModelConfig& c, const BackendOptions& opts, int64_t pos, const std::vector<int>& tokens) {
   const int64_t M = static_cast<int64_t>(tokens.size());
   if (M == 0) throw Error("no tokens to run");
   for (int t : tokens)
     if (t < 0 || t >= c.vocab)
       throw Error("token id " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
-  if (pos + M > c.max_position_embeddings)
-    throw Error("the sequence would be " + std::to_string(pos + M) + " tokens, past the model's context of " +
-                std::to_string(c.max_position_embeddings) + " (max_position_embeddings in config.json)");
+  if (std::string p = ContextProblem(c, pos + M); !p.empty()) throw Error(p);
   if (pos + M > opts.max_context)
     throw Error("the sequence would be " + std::to_string(pos + M) + " tokens, past the context of " +
                 std::to_string(opts.max_context) + " this backend was sized for");

@@ -27,31 +27,28 @@ std::unique_ptr<WeightSet> BuildWeightSet(const Store& store, WeightStore& weigh
   auto ws = std::make_unique<WeightSet>();
   ws->layer = layer;
   std::map<std::string, Hash> roles = LoadLayer(store, layer);
-  const int64_t H = c.hidden, Q = int64_t{c.heads} * c.head_dim, KV = int64_t{c.kv_heads} * c.head_dim,
-                I = c.intermediate;
   for (const RoleName& r : c.arch->layer) {
     auto it = roles.find(std::string(r.name));
     std::string what = "layer " + layer.Hex().substr(0, 12) + " " + std::string(r.name);
     if (it == roles.end()) throw Error(what + " is missing from the layer node");
     const HostTensor* t = &weights.Get(it->second);
-    struct Bind { const HostTensor** slot; std::vector<int64_t> shape; };
-    Bind b{};
+    const HostTensor** slot = nullptr;
     switch (r.role) {
-      case Role::kAttnNorm: b = {&ws->attn_norm, {H}}; break;
-      case Role::kFfnNorm: b = {&ws->ffn_norm, {H}}; break;
-      case Role::kQ: b = {&ws->q, {Q, H}}; break;
-      case Role::kK: b = {&ws->k, {KV, H}}; break;
-      case Role::kV: b = {&ws->v, {KV, H}}; break;
-      case Role::kO: b = {&ws->o, {H, Q}}; break;
-      case Role::kQBias: b = {&ws->q_bias, {Q}}; break;
-      case Role::kKBias: b = {&ws->k_bias, {KV}}; break;
-      case Role::kVBias: b = {&ws->v_bias, {KV}}; break;
-      case Role::kGate: b = {&ws->gate, {I, H}}; break;
-      case Role::kUp: b = {&ws->up, {I, H}}; break;
-      case Role::kDown: b = {&ws->down, {H, I}}; break;
+      case Role::kAttnNorm: slot = &ws->attn_norm; break;
+      case Role::kFfnNorm: slot = &ws->ffn_norm; break;
+      case Role::kQ: slot = &ws->q; break;
+      case Role::kK: slot = &ws->k; break;
+      case Role::kV: slot = &ws->v; break;
+      case Role::kO: slot = &ws->o; break;
+      case Role::kQBias: slot = &ws->q_bias; break;
+      case Role::kKBias: slot = &ws->k_bias; break;
+      case Role::kVBias: slot = &ws->v_bias; break;
+      case Role::kGate: slot = &ws->gate; break;
+      case Role::kUp: slot = &ws->up; break;
+      case Role::kDown: slot = &ws->down; break;
     }
-    CheckShape(*t, b.shape, what);
-    *b.slot = t;
+    CheckShape(*t, RoleShape(c, r.role), what);
+    *slot = t;
   }
   return ws;
 }
@@ -108,6 +105,9 @@ Model AssembleModel(const Store& store, WeightStore& weights, const Hash& varian
   m.final_norm = get("model.norm.weight", {c.hidden});
   m.lm_head = get("lm_head.weight", {c.vocab, c.hidden});
   if (!m.embed || !m.final_norm) throw Error("variant " + variant.Hex() + " has no embeddings or final norm");
+  if (!m.lm_head && !c.tie_word_embeddings)
+    throw Error("variant " + variant.Hex() + " has no lm_head.weight but its config.json says tie_word_embeddings: "
+                "false; run `strata verify`, then compile its plan again");
   if (!m.lm_head) m.lm_head = m.embed;  // tied embeddings
   return m;
 }

@@ -6,8 +6,25 @@
 #include <cmath>
 #include <numeric>
 #include <set>
+#include <sstream>
 
 namespace strata {
+
+std::string SamplerOptionsProblem(const SamplerOptions& o) {
+  auto got = [](double v) {
+    std::ostringstream s;
+    s << ", got " << v;
+    return s.str();
+  };
+  // Negated comparisons so that NaN fails them too.
+  if (!(std::isfinite(o.temperature) && o.temperature >= 0))
+    return "temperature must be a finite number >= 0 (0: greedy)" + got(o.temperature);
+  if (o.top_k < 0) return "top-k must be an integer >= 0 (0: off)" + got(o.top_k);
+  if (!(o.top_p > 0 && o.top_p <= 1)) return "top-p must be in (0, 1] (1: off)" + got(o.top_p);
+  if (!(std::isfinite(o.repetition_penalty) && o.repetition_penalty > 0))
+    return "repetition-penalty must be a finite number > 0 (1: off)" + got(o.repetition_penalty);
+  return "";
+}
 
 int Sampler::Next(std::vector<float>& logits, const std::vector<int>& seen) {
   if (o_.repetition_penalty != 1.0) {

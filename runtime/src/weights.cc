@@ -21,19 +21,26 @@ const HostTensor& WeightStore::Get(const Hash& h) {
   t.shape = n.shape;
   t.zero = n.op == TensorNode::Op::kZeros || (n.op == TensorNode::Op::kScale && n.factor == 0.0);
   t.node = h;
-  if (!host_data_) return tensors_.emplace(h, std::move(t)).first->second;  // metadata only
+  if (!host_data_) {
+    // Metadata only; the backend reads the blobs itself, so they are checked here.
+    if (verify_) {
+      std::map<Hash, uint64_t> blobs;
+      reader_.CollectBlobs(h, blobs);
+      for (const auto& [b, size] : blobs) reader_.VerifyBlob(b, size);
+    }
+    return tensors_.emplace(h, std::move(t)).first->second;
+  }
   if (n.op == TensorNode::Op::kBlob) {
     auto& m = blobs_[n.blob];
     if (!m) {
       std::string path = store_.BlobPath(n.blob);
-      if (!FileExists(path))
-        throw Error("blob " + n.blob.Hex() + " of tensor node " + h.Hex() + " is missing from the store (" + path +
-                    "); run `strata verify`");
+      Store::RequireObjectFile("blob " + n.blob.Hex() + " of tensor node " + h.Hex(), path);
       m = std::make_unique<MappedFile>(path);
       if (m->size() != n.nbytes())
         throw Error("blob " + n.blob.Hex() + " has " + std::to_string(m->size()) + " bytes, tensor node " + h.Hex() +
                     " needs " + std::to_string(n.nbytes()) + "; the store is damaged, run `strata verify`");
       mapped_bytes_ += m->size();
+      if (verify_) reader_.VerifyMapped(n.blob, m->data(), m->size());
     }
     t.data = m->data();
   } else {

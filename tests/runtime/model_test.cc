@@ -5,6 +5,8 @@
 // from the Model the function reads.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -15,6 +17,7 @@
 #include "strata/compiler/compile.h"
 #include "strata/compiler/export.h"
 #include "strata/compiler/synth.h"
+#include "strata/runtime/backend.h"
 #include "strata/runtime/model.h"
 
 namespace strata {
@@ -193,6 +196,82 @@ TEST_F(DecodeBytesTest, TiedEmbeddingsCountTheTableOnceAsTheHeadPlusOneRow) {
   for (const FileTensor& t : ts) ASSERT_NE(t.name, "lm_head.weight");
   EXPECT_EQ(got, ExpectedBytes(ts, true));
   EXPECT_EQ(got, 4 * kLayerBytes + kHeadBytes);
+}
+
+// The CPU backend's KV cache follows the sequence: sized for 2^40 positions
+// up front it would need petabytes (`strata run -n 100000000` reserved 10 GB
+// before its first token). Decoding one token at a time across the cache's
+// growth gives the logits of one prefill of the same tokens.
+using CpuKvCacheTest = DecodeBytesTest;
+
+TEST_F(CpuKvCacheTest, GrowsWithTheSequenceAndKeepsWhatItHolds) {
+  CompileOptions o;
+  o.name = "base";
+  Compile(*store_, ParsePlan(WholeModelPlan("org/m"), "base.yml"), o);
+  WeightStore weights(*store_, /*host_data=*/true);
+  const Model m = AssembleModel(*store_, weights, store_->ResolveRef("base"));
+  std::vector<int> tokens(150);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int>((i * 37 + 11) % 256);
+
+  BackendOptions huge;
+  huge.max_context = int64_t{1} << 40;
+  std::unique_ptr<Backend> stepwise = MakeCpuBackend(m, huge);
+  std::vector<float> a(256), b(256);
+  stepwise->Forward({tokens.begin(), tokens.begin() + 3}, a.data(), nullptr);
+  for (size_t i = 3; i < tokens.size(); ++i) stepwise->Forward({tokens[i]}, a.data(), nullptr);
+  EXPECT_EQ(stepwise->position(), 150);
+
+  MakeCpuBackend(m, {})->Forward(tokens, b.data(), nullptr);
+  float max_diff = 0, max_abs = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_diff = std::max(max_diff, std::abs(a[i] - b[i]));
+    max_abs = std::max(max_abs, std::abs(b[i]));
+  }
+  EXPECT_GT(max_abs, 0);
+  EXPECT_LT(max_diff, 1e-4f * std::max(1.0f, max_abs));
+}
+
+}  // namespace
+}  // namespace strata
+
+namespace strata {
+namespace {
+
+// A flipped byte in one blob: loading with verification (the default) fails
+// naming the blob, for the host path (CPU) and the metadata path (CUDA reads
+// the blobs itself); without it the load goes through.
+using VerifiedLoadTest = DecodeBytesTest;
+
+TEST_F(VerifiedLoadTest, CorruptBlobFailsTheLoadNamingIt) {
+  CompileOptions o;
+  o.name = "base";
+  Compile(*store_, ParsePlan(WholeModelPlan("org/m"), "base.yml"), o);
+  std::string blob;
+  for (const auto& e : fs::recursive_directory_iterator(store_->root() + "/blobs"))
+    if (e.is_regular_file() && e.file_size() > 8192) blob = e.path().string();
+  ASSERT_FALSE(blob.empty());
+  fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
+  {
+    std::fstream f(blob, std::ios::in | std::ios::out | std::ios::binary);
+    char c = 0;
+    f.seekg(100);
+    f.get(c);
+    f.seekp(100);
+    f.put(static_cast<char>(c ^ 1));
+  }
+  const std::string name = fs::path(blob).filename().string();
+  for (bool host : {true, false}) {
+    SCOPED_TRACE(host ? "host data" : "metadata only");
+    WeightStore checked(*store_, host);
+    try {
+      AssembleModel(*store_, checked, store_->ResolveRef("base"));
+      ADD_FAILURE() << "a corrupt blob was loaded";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("blob " + name + " is corrupt"), std::string::npos) << e.what();
+    }
+    WeightStore unchecked(*store_, host, /*verify=*/false);
+    EXPECT_NO_THROW(AssembleModel(*store_, unchecked, store_->ResolveRef("base")));
+  }
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "strata/runtime/sampler.h"
 
@@ -75,6 +76,36 @@ TEST(Sampler, SameSeedSameSequence) {
   };
   EXPECT_EQ(run(7), run(7));
   EXPECT_NE(run(7), run(8));
+}
+
+// Out-of-range options are refused by name with the valid range, never run:
+// temperature -1 used to act as greedy, NaN anything at all.
+TEST(SamplerOptionsProblem, DefaultsAndEdgesOfTheRangesAreValid) {
+  EXPECT_EQ(SamplerOptionsProblem({}), "");
+  EXPECT_EQ(SamplerOptionsProblem({.temperature = 0, .top_k = 0, .top_p = 1, .repetition_penalty = 1}), "");
+  EXPECT_EQ(SamplerOptionsProblem({.temperature = 100, .top_k = 1, .top_p = 1e-9, .repetition_penalty = 1e-9}), "");
+}
+
+TEST(SamplerOptionsProblem, EachOutOfRangeValueIsNamedWithItsRange) {
+  const double nan = std::nan(""), inf = INFINITY;
+  struct Case {
+    SamplerOptions o;
+    std::string message;
+  };
+  const Case cases[] = {
+      {{.temperature = -1}, "temperature must be a finite number >= 0 (0: greedy), got -1"},
+      {{.temperature = nan}, "temperature must be a finite number >= 0 (0: greedy), got nan"},
+      {{.temperature = inf}, "temperature must be a finite number >= 0 (0: greedy), got inf"},
+      {{.top_k = -1}, "top-k must be an integer >= 0 (0: off), got -1"},
+      {{.top_p = 2}, "top-p must be in (0, 1] (1: off), got 2"},
+      {{.top_p = -1}, "top-p must be in (0, 1] (1: off), got -1"},
+      {{.top_p = 0}, "top-p must be in (0, 1] (1: off), got 0"},
+      {{.top_p = nan}, "top-p must be in (0, 1] (1: off), got nan"},
+      {{.repetition_penalty = 0}, "repetition-penalty must be a finite number > 0 (1: off), got 0"},
+      {{.repetition_penalty = -1}, "repetition-penalty must be a finite number > 0 (1: off), got -1"},
+      {{.repetition_penalty = inf}, "repetition-penalty must be a finite number > 0 (1: off), got inf"},
+  };
+  for (const Case& c : cases) EXPECT_EQ(SamplerOptionsProblem(c.o), c.message);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "strata/runtime/model.h"
@@ -10,7 +11,10 @@
 namespace strata {
 
 struct BackendOptions {
-  int64_t max_context = 0;  // KV cache positions per logical layer
+  // The most positions a sequence may reach (0: max_position_embeddings). The
+  // CPU backend's KV cache grows up to it as the sequence does; CUDA's is
+  // allocated at this size.
+  int64_t max_context = 0;
   bool elide = true;        // skip layers whose o_proj and down_proj are zero
 };
 
@@ -27,6 +31,11 @@ class Backend {
   // Layers skipped per forward by identity elision.
   virtual int elided_layers() const = 0;
 };
+
+// "" when a sequence of `positions` tokens fits the model's context
+// (max_position_embeddings), else the message saying both numbers, for a
+// front end to check a request before it allocates anything for it.
+std::string ContextProblem(const ModelConfig& c, int64_t positions);
 
 // The checks every backend makes before a forward pass of `tokens` at
 // position `pos`: not empty, ids inside the vocabulary, the sequence within

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 namespace strata {
@@ -16,8 +17,15 @@ struct SamplerOptions {
   uint64_t seed = 0;
 };
 
+// "" when every option is in range, else what is wrong and the valid range,
+// naming the option as the command line does ("top-p must be in (0, 1] ...").
+// Valid: temperature finite >= 0, top-k >= 0, top-p in (0, 1], repetition
+// penalty finite > 0.
+std::string SamplerOptionsProblem(const SamplerOptions& o);
+
 class Sampler {
  public:
+  // REQUIRES: SamplerOptionsProblem(o) is empty.
   explicit Sampler(const SamplerOptions& o) : o_(o), rng_(o.seed) {}
   // Returns the next token. `seen` are the tokens so far (prompt and output),
   // for the repetition penalty. `logits` is modified in place.

@@ -32,11 +32,13 @@ class WeightStore {
   // With `host_data` false, Get() returns each tensor's dtype, shape, zero
   // flag and node but no data (data == nullptr): nothing is mapped or
   // materialized, for backends that read the store themselves (CUDA).
-  explicit WeightStore(const Store& store, bool host_data = true)
-      : store_(store), reader_(store), host_data_(host_data) {}
+  // With `verify`, every blob a tensor is made from is hashed once when it is
+  // first loaded (docs/design.md, "Verified loads", has the cost).
+  explicit WeightStore(const Store& store, bool host_data = true, bool verify = true)
+      : store_(store), reader_(store, verify), host_data_(host_data), verify_(verify) {}
   // The tensor for node `h`, resident once however often it is asked for.
-  // Throws Error naming the node when it or its blob is missing, corrupt in
-  // size, or malformed.
+  // Throws Error naming the node when it or its blob is missing, corrupt
+  // (in size, or with `verify` in its bytes), or malformed.
   const HostTensor& Get(const Hash& h);
   // Bytes this process holds for weights: mapped blob bytes + materialized bytes.
   uint64_t mapped_bytes() const { return mapped_bytes_; }
@@ -52,7 +54,7 @@ class WeightStore {
   std::map<Hash, std::unique_ptr<char, FreeDeleter>> owned_;
   std::map<Hash, HostTensor> tensors_;
   uint64_t mapped_bytes_ = 0, materialized_bytes_ = 0;
-  bool host_data_ = true;
+  bool host_data_ = true, verify_ = true;
 };
 
 }  // namespace strata
