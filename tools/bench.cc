@@ -157,7 +157,7 @@ void PrintReport(const Json& out) {
 int RunBench(const std::vector<std::string>& args) {
   std::string name, device = "cpu", store_dir, prefill_s = "512";
   int decode = 256, threads = 0;
-  bool json = false, warm = false, no_elide = false, no_graphs = false;
+  bool json = false, warm = false, no_elide = false, no_graphs = false, no_verify_load = false;
   po::options_description d("options");
   d.add_options()("name", po::value(&name)->required(), "variant name, or a path to an HF model directory")(
       "device", po::value(&device), "cpu (default) | cuda")(
@@ -167,6 +167,7 @@ int RunBench(const std::vector<std::string>& args) {
       "threads", po::value(&threads), "CPU worker threads (default: all cores)")(
       "warm", po::bool_switch(&warm), "keep the page cache (default: drop the variant's blobs first: a cold load)")(
       "no-elide", po::bool_switch(&no_elide), "compute layers whose o_proj and down_proj are zero anyway")(
+      "no-verify-load", po::bool_switch(&no_verify_load), "do not hash the blobs as they load (see `strata run --help`)")(
       "no-graphs", po::bool_switch(&no_graphs), "cuda: launch the decode kernels one by one, not as a CUDA graph")(
       "json", po::bool_switch(&json), "print the results as one JSON object");
   AddStoreOption(d, store_dir);
@@ -187,6 +188,7 @@ int RunBench(const std::vector<std::string>& args) {
   const std::vector<int> prefills = ParseLengths(prefill_s);
   const int max_prefill = *std::max_element(prefills.begin(), prefills.end());
   if (decode < 0) throw UsageError("--decode must be >= 0");
+  CheckThreads(threads);
   std::unique_ptr<tbb::global_control> limit;
   if (threads > 0) limit = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism, threads);
   const bool cuda = device == "cuda";
@@ -194,7 +196,7 @@ int RunBench(const std::vector<std::string>& args) {
   Store store(Store::DefaultRoot(store_dir), /*create=*/fs::is_directory(name));
   const Hash variant = VariantFor(store, name, /*verbose=*/false);
   if (!warm) {
-    WeightStore meta(store, /*host_data=*/false);
+    WeightStore meta(store, /*host_data=*/false, /*verify=*/false);  // metadata only: nothing is read
     DropBlobCaches(store, AssembleModel(store, meta, variant));
   }
 
@@ -205,12 +207,12 @@ int RunBench(const std::vector<std::string>& args) {
   bo.elide = !no_elide;
   const uint64_t rss_before = PeakRssBytes();
   auto t0 = Clock::now();
-  WeightStore weights(store, /*host_data=*/!cuda);
+  WeightStore weights(store, /*host_data=*/!cuda, !no_verify_load);
   Model model = AssembleModel(store, weights, variant);
   const ModelConfig& c = model.config;
-  if (bo.max_context > c.max_position_embeddings)
-    throw UsageError("the longest --prefill + --decode = " + std::to_string(bo.max_context) +
-                     " exceeds the model's context of " + std::to_string(c.max_position_embeddings));
+  if (std::string p = ContextProblem(c, bo.max_context); !p.empty())
+    throw UsageError("the longest --prefill (" + std::to_string(max_prefill) + ") + --decode (" +
+                     std::to_string(decode) + ") + 1: " + p + "; lower --prefill or --decode");
   std::unique_ptr<Backend> backend;
   std::function<int(int)> greedy_step;  // one decode step, greedy
   std::function<void()> reset;          // back to position 0 for the measured run

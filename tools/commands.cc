@@ -74,12 +74,14 @@ int RunCompile(const std::vector<std::string>& args) {
 int RunExport(const std::vector<std::string>& args) {
   std::string name, outdir, store_dir, shard = "5B";
   ExportOptions opts;
-  bool quiet = false, json = false;
+  bool quiet = false, json = false, no_verify = false;
   po::options_description d("options");
   d.add_options()("name", po::value(&name)->required(), "variant to export")(
       "outdir", po::value(&outdir)->required(), "directory to write (must be new or empty)")(
       "shard-size", po::value(&shard), "largest shard, mergekit's rule (default 5B = 5e9 bytes; 500M, 2GiB, ...)")(
       "force", po::bool_switch(&opts.force), "replace the contents of a non-empty OUTDIR")(
+      "no-verify", po::bool_switch(&no_verify), "do not hash the blobs while copying them (faster; a corrupt blob "
+                                                "is then copied as it is)")(
       "quiet,q", po::bool_switch(&quiet), "no progress bar")("json", po::bool_switch(&json), "print the result as JSON");
   AddStoreOption(d, store_dir);
   po::positional_options_description pos;
@@ -88,8 +90,11 @@ int RunExport(const std::vector<std::string>& args) {
   if (!ParseArgs(args, d, pos, vm, "strata export NAME OUTDIR [--shard-size 5B] [--force]",
                  "Writes the Hugging Face checkpoint mergekit would have written for the variant's plan:\n"
                  "every tensor byte for byte, the same shards and index, config.json, tokenizer files, and\n"
-                 "the plan as mergekit_config.yml. Written aside and moved into place when complete."))
+                 "the plan as mergekit_config.yml. Written aside (inside OUTDIR when it is empty) and moved\n"
+                 "into place when complete; every blob is hashed as it is copied, so a damaged store fails the\n"
+                 "export instead of writing damaged weights. Ctrl-C removes what was written."))
     return 0;
+  opts.verify = !no_verify;
   opts.shard_size = ParseByteSize(shard);
   Store store(Store::DefaultRoot(store_dir), /*create=*/false);
   ProgressBar bar("export", ShowProgress(quiet || json));
@@ -173,10 +178,21 @@ int RunLs(const std::vector<std::string>& args) {
     return 0;
   }
   printf("%-32s %-20s %7s %9s %12s %12s\n", "NAME", "ARCHITECTURE", "LAYERS", "DISTINCT", "LOGICAL", "DISTINCT B");
-  for (const Json& v : j["variants"])
+  int damaged = 0;
+  for (const Json& v : j["variants"]) {
+    if (v.value("damaged", false)) {
+      printf("%-32s %s\n", v["name"].get<std::string>().c_str(), "DAMAGED (see below)");
+      fprintf(stderr, "strata ls: %s: %s\n", v["name"].get<std::string>().c_str(), v["problem"].get<std::string>().c_str());
+      ++damaged;
+      continue;
+    }
     printf("%-32s %-20s %7d %9d %12s %12s\n", v["name"].get<std::string>().c_str(),
            v["architecture"].get<std::string>().c_str(), v["layers"].get<int>(), v["distinct_layers"].get<int>(),
            HumanBytes(v["logical_bytes"]).c_str(), HumanBytes(v["distinct_bytes"]).c_str());
+  }
+  if (damaged)
+    fprintf(stderr, "strata ls: %d damaged variant%s: run `strata verify` to see what is broken\n", damaged,
+            damaged == 1 ? "" : "s");
   return 0;
 }
 
@@ -235,7 +251,7 @@ int RunShow(const std::vector<std::string>& args) {
     std::string t;
     for (const Json& tr : l["transforms"])
       t += (t.empty() ? "" : ", ") + tr["tensor"].get<std::string>() + "=" + OpsText(tr["ops"]);
-    if (!l["same_as"].empty()) t += (t.empty() ? "" : "; ") + std::string("same as ") + l["same_as"].dump();
+    if (std::string same = SameAsText(l); !same.empty()) t += (t.empty() ? "" : "; ") + ("same as " + same);
     printf("%5d  %-12s  %-40s %6d  %s\n", l["index"].get<int>(), Short(l["layer"]).c_str(),
            l["source_model"].get<std::string>().c_str(), l["source_layer"].get<int>(), t.c_str());
   }
@@ -263,6 +279,9 @@ int RunDu(const std::vector<std::string>& args) {
     PrintJson(j);
     return 0;
   }
+  for (const Json& d : j["damaged"])
+    fprintf(stderr, "strata du: %s is damaged and not counted: %s\n(run `strata verify`)\n",
+            d["name"].get<std::string>().c_str(), d["problem"].get<std::string>().c_str());
   printf("%zu variants: %s as checkpoints, stored in %s (%llu blobs %s, %llu nodes %s): %.2fx\n",
          j["variants"].get<size_t>(), HumanBytes(j["logical_bytes"]).c_str(), HumanBytes(j["physical_bytes"]).c_str(),
          j["blob_count"].get<unsigned long long>(), HumanBytes(j["blob_bytes"]).c_str(),

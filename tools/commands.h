@@ -30,6 +30,7 @@ struct GenerateRequest {
   // here); returning false stops generation after that token.
   std::function<bool(int)> on_token;
   std::string device = "cpu";  // cpu | cuda
+  bool verify_load = true;     // hash every blob once as the weights load
 };
 struct GenerateResult {
   std::vector<int> tokens;

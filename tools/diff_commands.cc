@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "cli.h"
 #include "commands.h"
 #include "progress.h"
 #include "strata/compiler/diff.h"
@@ -197,35 +198,30 @@ int RunDiff(const std::vector<std::string>& args) {
   std::string a, b, store_dir, svg, html;
   bool json = false, brief = false, tensors = false, no_numbers = false, verbose = false;
   po::options_description d("options");
-  d.add_options()("a", po::value(&a)->required(), "variant name, or an HF model directory")(
-      "b", po::value(&b)->required(), "variant name, or an HF model directory")(
+  d.add_options()("a", po::value(&a), "variant name, or an HF model directory")(
+      "b", po::value(&b), "variant name, or an HF model directory")(
       "json", po::bool_switch(&json), "print everything as JSON")(
       "svg", po::value(&svg), "write the side-by-side picture as SVG to this file")(
       "html", po::value(&html), "write a self-contained HTML page (picture and tables) to this file")(
       "short", po::bool_switch(&brief), "one line per run of consecutive rows with the same op")(
       "tensors", po::bool_switch(&tensors), "list every changed tensor's numbers under its row")(
       "no-numbers", po::bool_switch(&no_numbers), "do not read tensor bytes (no max|d|, rel L2, cosine)")(
-      "verbose,v", po::bool_switch(&verbose), "say when an HF directory is compiled")(
-      "store", po::value(&store_dir), "store directory (default: $STRATA_STORE, else ~/.cache/strata)")(
-      "help,h", "show this help");
+      "verbose,v", po::bool_switch(&verbose), "say when an HF directory is compiled");
+  AddStoreOption(d, store_dir);
   po::positional_options_description pos;
   pos.add("a", 1).add("b", 1);
   po::variables_map vm;
-  po::store(po::command_line_parser(args).options(d).positional(pos).run(), vm);
-  if (vm.count("help")) {
-    std::cout << "usage: strata diff A B [--json] [--svg FILE] [--html FILE] [--short] [--store DIR]\n\n"
+  if (!ParseArgs(args, d, pos, vm, "strata diff A B [--json] [--svg FILE] [--html FILE] [--short] [--store DIR]",
                  "Aligns the layers of two variants by layer hash (longest common subsequence): kept (same\n"
                  "weights), changed (a different layer at the same place), inserted, removed. Shows where\n"
                  "each layer came from, the bytes both share, and for changed tensors of equal shape max|d|,\n"
-                 "relative L2 (||a-b||/||a||) and cosine, read in bounded memory; then embeddings, final\n"
-                 "norm and lm_head, and config.json key by key. A or B may be an HF model directory: it is\n"
-                 "compiled into the store first (cheap when its files are in the source cache).\n\n"
-              << d << "\n";
+                 "relative L2 (||a-b||/||a||) and cosine, read in bounded memory (every blob read is hashed:\n"
+                 "a corrupt one fails the diff, naming it); then embeddings, final norm and lm_head, and\n"
+                 "config.json key by key. A or B may be an HF model directory: it is compiled into the store\n"
+                 "first (cheap when its files are in the source cache)."))
     return 0;
-  }
   if (!vm.count("a") || !vm.count("b"))
     throw UsageError("give two variants (names in the store, or HF model directories): strata diff A B");
-  po::notify(vm);
   const bool dirs = fs::is_directory(a) || fs::is_directory(b);
   Store store(Store::DefaultRoot(store_dir), /*create=*/dirs);
   const Hash ha = VariantFor(store, a, verbose), hb = VariantFor(store, b, verbose);

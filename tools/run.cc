@@ -173,7 +173,7 @@ int RunText(Store& store, const GenerateRequest& req, const TextOptions& o, bool
 int RunRun(const std::vector<std::string>& args) {
   std::string name, device = "cpu", tokens_s, logits_out, store_dir;
   int n = 32, threads = 0;
-  bool all_logits = false, no_elide = false, verbose = false, json = false;
+  bool all_logits = false, no_elide = false, verbose = false, json = false, no_verify_load = false;
   SamplerOptions so;
   po::options_description d("options");
   d.add_options()("name", po::value(&name)->required(), "variant name, or a path to an HF model directory")(
@@ -189,9 +189,11 @@ int RunRun(const std::vector<std::string>& args) {
       "repetition-penalty", po::value(&so.repetition_penalty), "HF's repetition penalty (1: off)")(
       "seed", po::value(&so.seed), "random seed for sampling (default 0)")(
       "no-elide", po::bool_switch(&no_elide), "compute layers whose o_proj and down_proj are zero anyway")(
+      "no-verify-load", po::bool_switch(&no_verify_load),
+      "do not hash the weights' blobs as they load (faster start; a corrupt blob is then used as it is)")(
       "verbose,v", po::bool_switch(&verbose), "report load, elided layers and speed on stderr")(
       "json", po::bool_switch(&json), "print tokens and timings as JSON");
-  d.add_options()("store", po::value(&store_dir), "store directory (default: $STRATA_STORE, else ~/.cache/strata)");
+  AddStoreOption(d, store_dir);
   TextOptions text;
   d.add_options()("prompt", po::value(&text.prompt), "prompt text, encoded with the variant's tokenizer; prints text")(
       "prompt-file", po::value(&text.prompt_file), "read the prompt text from this file")(
@@ -210,6 +212,8 @@ int RunRun(const std::vector<std::string>& args) {
     return 0;
   CheckDevice(device);
   if (n < 0) throw UsageError("-n must be >= 0");
+  CheckThreads(threads);
+  if (std::string p = SamplerOptionsProblem(so); !p.empty()) throw UsageError("--" + p);
   if (all_logits && logits_out.empty()) throw UsageError("--all-logits needs --logits-out FILE");
   text.has_prompt = vm.count("prompt") || vm.count("prompt-file");
   if (tokens_s.empty() != (text.has_prompt || text.chat))
@@ -222,6 +226,7 @@ int RunRun(const std::vector<std::string>& args) {
   Store store(Store::DefaultRoot(store_dir), /*create=*/fs::is_directory(name));
   GenerateRequest req{name, prompt, n, so, !no_elide, logits_out, all_logits, verbose, {}};
   req.device = device;
+  req.verify_load = !no_verify_load;
   if (tokens_s.empty()) return RunText(store, req, text, json);
   GenerateResult r = Generate(store, req);
   if (json) {
@@ -265,10 +270,18 @@ GenerateResult Generate(Store& store, const GenerateRequest& req) {
   const bool cuda = req.device == "cuda";
   CheckDevice(req.device);
   // CUDA reads the weights from the store itself: the host keeps metadata only.
-  WeightStore weights(store, /*host_data=*/!cuda);
+  WeightStore weights(store, /*host_data=*/!cuda, req.verify_load);
   Model model = AssembleModel(store, weights, variant);
   BackendOptions bo;
   bo.max_context = static_cast<int64_t>(req.prompt.size()) + req.n;
+  // Before the backend exists: a run that cannot fit fails now, not after
+  // sizing a cache for it or decoding up to the limit.
+  if (std::string p = ContextProblem(model.config, bo.max_context); !p.empty()) {
+    const int64_t room = model.config.max_position_embeddings - static_cast<int64_t>(req.prompt.size());
+    throw Error("-n " + std::to_string(req.n) + " after a " + std::to_string(req.prompt.size()) + "-token prompt: " +
+                p + "; " + (room > 0 ? "give -n " + std::to_string(room) + " or less, or a shorter prompt"
+                                     : "shorten the prompt"));
+  }
   bo.elide = req.elide;
   std::unique_ptr<Backend> backend;
   // Greedy decode on the GPU takes the argmax there (only the token comes back).

@@ -11,6 +11,7 @@
 #include <map>
 
 #include "commands.h"
+#include "interrupt.h"
 #include "strata/formats/error.h"
 
 namespace po = boost::program_options;
@@ -22,13 +23,14 @@ struct Command {
   const char* name;
   const char* summary;
   std::function<int(const std::vector<std::string>&)> run;
+  bool writes = false;  // catches signals to clean up (interrupt.h)
 };
 
 const std::vector<Command>& Commands() {
   static const std::vector<Command> cmds = {
-      {"compile", "compile a mergekit plan into the store as a named variant", RunCompile},
-      {"export", "write a variant as a Hugging Face checkpoint (as mergekit would)", RunExport},
-      {"synth", "write a deterministic synthetic HF checkpoint (llama/mistral/qwen2)", RunSynth},
+      {"compile", "compile a mergekit plan into the store as a named variant", RunCompile, true},
+      {"export", "write a variant as a Hugging Face checkpoint (as mergekit would)", RunExport, true},
+      {"synth", "write a deterministic synthetic HF checkpoint (llama/mistral/qwen2)", RunSynth, true},
       {"run", "run a variant (or an HF directory) from the store, on the CPU or a CUDA GPU", RunRun},
       {"bench", "load time, prefill and decode tokens/s, peak memory of a variant (cpu or cuda)", RunBench},
       {"ls", "list the variants in the store", RunLs},
@@ -37,7 +39,7 @@ const std::vector<Command>& Commands() {
       {"du", "logical bytes of all variants against physical bytes in the store", RunDu},
       {"verify", "check every object of the store (or of NAMEs); report damage and what it breaks", RunVerify},
       {"rm", "remove variant names (their objects go at the next gc)", RunRm},
-      {"gc", "remove objects no variant uses, stale temporaries and cache entries", RunGc},
+      {"gc", "remove objects no variant uses, stale temporaries and cache entries", RunGc, true},
       {"demo", "synthesize small models, compile the example plans, show the store", RunDemo},
   };
   return cmds;
@@ -77,6 +79,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 2, argv + argc);
   for (const Command& c : Commands()) {
     if (cmd != c.name) continue;
+    if (c.writes) CatchInterrupts();
     try {
       return c.run(args);
     } catch (const UsageError& e) {
@@ -85,14 +88,26 @@ int main(int argc, char** argv) {
     } catch (const po::error& e) {
       fprintf(stderr, "strata %s: %s\n(see `strata %s --help`)\n", c.name, e.what(), c.name);
       return 2;
+    } catch (const Interrupted& e) {
+      fprintf(stderr, "strata %s: interrupted (signal %d); what it had written was removed, nothing else changed\n",
+              c.name, e.signal());
+      return 128 + e.signal();
     } catch (const Error& e) {
       fprintf(stderr, "strata %s: error: %s\n", c.name, e.what());
       return 1;
     } catch (const std::filesystem::filesystem_error& e) {
-      fprintf(stderr, "strata %s: error: %s\n", c.name, e.what());
+      // "filesystem error: ... [path]" said the way strata says it.
+      std::string path = e.path1().empty() ? "" : " " + e.path1().string();
+      fprintf(stderr, "strata %s: error: cannot access%s: %s%s\n", c.name, path.c_str(), e.code().message().c_str(),
+              e.code() == std::errc::permission_denied ? " (check the permissions of the store and your files)" : "");
       return 1;
     } catch (const std::bad_alloc&) {
       fprintf(stderr, "strata %s: error: out of memory\n", c.name);
+      return 1;
+    } catch (const std::exception& e) {
+      // A bug, not the user's input: say so rather than abort.
+      fprintf(stderr, "strata %s: internal error: %s\n(please report it with the command that caused it)\n", c.name,
+              e.what());
       return 1;
     }
   }

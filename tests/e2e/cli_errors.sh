@@ -81,5 +81,40 @@ expect "export --shard-size garbage" 1 "cannot read size" -- "$BIN" export good 
 expect "store of a future version" 1 "newer strata" -- bash -c "mkdir -p $T/future && echo 'strata-store 9' > $T/future/STORE && exec \"$BIN\" ls --store $T/future"
 expect "ls of a directory that is not a store" 1 "no strata store" -- "$BIN" ls --store "$T/nostore"
 
+# Hostile input (issue 11). A run past the model's context fails before it
+# allocates anything for it (under 4 GB of address space: a 10 GB KV cache
+# reserved up front would not fit), saying the limit and what to change.
+expect "run -n past the context, at once" 1 "past the model's context of 32768 .*give -n 32765 or less" -- \
+  bash -c "ulimit -v 4000000; exec \"$BIN\" run good --tokens 1,2,3 -n 100000000"
+expect "bench past the context" 2 "past the model's context of 32768.*lower --prefill or --decode" -- \
+  "$BIN" bench good --prefill 40000 --warm
+for bad in "--temperature -1:temperature must be a finite number >= 0" "--temperature nan:temperature must be a finite" \
+           "--temperature inf:temperature must be a finite" "--top-p 2:top-p must be in \(0, 1\]" \
+           "--top-p -1:top-p must be in \(0, 1\]" "--top-k -1:top-k must be an integer >= 0" \
+           "--repetition-penalty 0:repetition-penalty must be a finite number > 0" \
+           "--repetition-penalty -1:repetition-penalty must be a finite number > 0" "--threads -1:threads must be >= 0"; do
+  # shellcheck disable=SC2086 # the option and its value are two words
+  expect "run ${bad%%:*}" 2 "${bad#*:}" -- "$BIN" run good --tokens 1,2,3 -n 1 ${bad%%:*}
+done
+expect "bench --threads -1" 2 "threads must be >= 0 \(0: all cores\)" -- "$BIN" bench good --threads -1
+for cmd in "ls" "run good --tokens 1" "bench good" "show good" "export good $T/exp"; do
+  # shellcheck disable=SC2086
+  expect "$cmd --store ''" 2 "--store is empty: give a directory, or leave --store out" -- "$BIN" $cmd --store ""
+done
+for size in 1e30 18446744073709551616 99999999999999999999999 0.0001; do
+  expect "export --shard-size $size" 1 "cannot read size \"$size\".*whole number of bytes from 1 to 2\^63" -- \
+    "$BIN" export good "$T/exp" --shard-size "$size"
+  expect "synth --shard-size $size" 1 "cannot read size \"$size\"" -- \
+    "$BIN" synth --preset tiny --out "$T/synth-big" --shard-size "$size"
+done
+[ ! -e "$T/exp" ] && [ ! -e "$T/synth-big" ] && ok "refused shard sizes wrote nothing" || bad "a refused shard size wrote files"
+PLAN=dup.yml plan "slices:" "  - sources:" "    - model: org/base" "      layer_range: [0, 1]" "      layer_range: [0, 3]" \
+  "merge_method: passthrough"
+expect "duplicate key names both places" 1 "dup.yml:5:7: duplicate key \"layer_range\" \(first at .*dup.yml:4:7\).*mergekit would silently take the last" -- \
+  "$BIN" compile "$T/dup.yml"
+PLAN=twodocs.yml plan "slices:" "  - sources:" "    - model: org/base" "      layer_range: [0, 1]" "merge_method: passthrough" \
+  "---" "dtype: float16"
+expect "second YAML document" 1 "twodocs.yml:6:1: a second YAML document" -- "$BIN" compile "$T/twodocs.yml"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
