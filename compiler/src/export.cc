@@ -136,6 +136,15 @@ class TempDir {
 
 constexpr std::string_view kTempTag = "strata-export";
 
+// ".<name>.strata-export." (beside OUTDIR; name empty: inside it). Built with
+// append: GCC 12 warns falsely (-Wrestrict) about "." + std::string.
+std::string TempPrefix(const std::string& name) {
+  std::string p(".");
+  if (!name.empty()) p.append(name).push_back('.');
+  p.append(kTempTag).push_back('.');
+  return p;
+}
+
 // A temporary of an export whose process is gone: ".<name>.strata-export.<pid>.
 // <n>.<r>.tmp[.old]" beside OUTDIR, or ".strata-export.<pid>...tmp" inside it.
 bool StaleTemp(const std::string& entry, const std::string& prefix) {
@@ -170,7 +179,7 @@ Place CheckOutDir(const std::string& outdir, bool force) {
   if (!fs::is_directory(st)) throw Error(outdir + " exists and is not a directory");
   bool empty = true;
   for (const auto& e : fs::directory_iterator(outdir)) {
-    if (StaleTemp(e.path().filename().string(), "." + std::string(kTempTag) + ".")) continue;
+    if (StaleTemp(e.path().filename().string(), TempPrefix(""))) continue;
     empty = false;
     break;
   }
@@ -215,9 +224,8 @@ ExportStats Export(const Store& store, const std::string& name, const std::strin
   const std::string outdir = NormalizeDirPath(outdir_in);
   fs::path out(outdir);
   const std::string parent = out.parent_path().string();
-  const std::string beside_prefix = "." + out.filename().string() + "." + std::string(kTempTag) + ".";
-  if (fs::is_directory(parent)) RemoveStaleTemps(parent, beside_prefix);
-  if (fs::is_directory(outdir)) RemoveStaleTemps(outdir, "." + std::string(kTempTag) + ".");
+  if (fs::is_directory(parent)) RemoveStaleTemps(parent, TempPrefix(out.filename().string()));
+  if (fs::is_directory(outdir)) RemoveStaleTemps(outdir, TempPrefix(""));
   const Place place = CheckOutDir(outdir, opts.force);
   const Hash variant = store.ResolveRef(name);
   try {
@@ -257,8 +265,10 @@ ExportStats ExportVariant(const Store& store, const Hash& variant, const std::st
   MakeDirs(out.parent_path().string());
   // Inside an empty OUTDIR (so its files only move, even across a mount
   // point), else beside it; either way on the file system it ends up on.
-  TempDir tmp(into_empty ? outdir + "/." + TempName(kTempTag)
-                         : (out.parent_path() / ("." + out.filename().string() + "." + TempName(kTempTag))).string());
+  std::string tmp_name(".");
+  if (!into_empty) tmp_name.append(out.filename().string()).push_back('.');
+  tmp_name.append(TempName(kTempTag));
+  TempDir tmp(into_empty ? outdir + "/" + tmp_name : (out.parent_path() / tmp_name).string());
   std::vector<std::pair<std::string, std::string>> weight_map;
   for (size_t i = 0; i < shards.size(); ++i) {
     std::string file = ShardFileName(static_cast<int>(i) + 1, static_cast<int>(shards.size()));

@@ -1,6 +1,8 @@
 // Variant -> Model: shared weight sets, checked against config.json.
 #include "strata/runtime/model.h"
 
+#include <set>
+
 #include "strata/formats/error.h"
 #include "strata/formats/hf_checkpoint.h"
 #include "strata/formats/variant.h"
@@ -86,6 +88,15 @@ Model AssembleModel(const Store& store, WeightStore& weights, const Hash& varian
   if (static_cast<size_t>(c.layers) != v.layers.size())
     throw Error("variant " + variant.Hex() + ": config.json says " + std::to_string(c.layers) + " layers, the variant has " +
                 std::to_string(v.layers.size()));
+  // Every blob checked first, in parallel, rather than one by one as loaded.
+  std::vector<Hash> nodes;
+  for (const auto* list : {&v.pre, &v.post})
+    for (const NamedTensor& t : *list) nodes.push_back(t.node);
+  std::set<Hash> layers;
+  for (const VariantLayer& l : v.layers)
+    if (layers.insert(l.layer).second)
+      for (const auto& [role, t] : LoadLayer(store, l.layer)) nodes.push_back(t);
+  weights.VerifyAll(nodes);
   for (const VariantLayer& l : v.layers) {
     auto& ws = m.weight_sets[l.layer];
     if (!ws) ws = BuildWeightSet(store, weights, c, l.layer);

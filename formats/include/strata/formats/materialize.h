@@ -45,6 +45,9 @@ class TensorReader {
   // Hashes blob `blob` of `size` bytes in one pass unless it was verified
   // already. Throws Error naming the blob when its bytes do not match its name.
   void VerifyBlob(const Hash& blob, uint64_t size);
+  // VerifyBlob for many blobs (blob -> size) at once, on every core, each
+  // hashed through a read-only mapping. Throws Error naming the first corrupt blob.
+  void VerifyBlobs(const std::map<Hash, uint64_t>& blobs);
   // The same for a blob already in memory (a mapping of its file).
   void VerifyMapped(const Hash& blob, const void* data, uint64_t size);
 

@@ -40,6 +40,10 @@ class WeightStore {
   // Throws Error naming the node when it or its blob is missing, corrupt
   // (in size, or with `verify` in its bytes), or malformed.
   const HostTensor& Get(const Hash& h);
+  // With `verify`: hashes every blob the tensor nodes `nodes` are made from,
+  // on every core, so that the Get()s that follow find them checked. Throws
+  // Error naming the first corrupt blob. Without `verify`, does nothing.
+  void VerifyAll(const std::vector<Hash>& nodes);
   // Bytes this process holds for weights: mapped blob bytes + materialized bytes.
   uint64_t mapped_bytes() const { return mapped_bytes_; }
   uint64_t materialized_bytes() const { return materialized_bytes_; }
