@@ -24,8 +24,10 @@ namespace {
 // Walks the plan's YAML events (aliases unexpanded: linear in the text) for
 // what yaml-cpp's Load accepts without a word but mergekit reads differently:
 // a key given twice in one mapping (Load keeps the first value, PyYAML the
-// last) and a second document (Load reads only the first). Throws Error with
-// the locations.
+// last) and a second document (Load reads only the first); and for what would
+// make the parser misbehave: a key that is not a plain scalar, and aliases
+// that expand to more than kMaxNodes nodes (a "billion laughs" plan). Throws
+// Error with the locations.
 class PlanShapeCheck : public YAML::EventHandler {
  public:
   explicit PlanShapeCheck(const std::string& path) : path_(path) {}
@@ -42,26 +44,62 @@ class PlanShapeCheck : public YAML::EventHandler {
                                 "rest would be ignored: remove it, or merge it into the first");
   }
   void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { Value(mark, nullptr); }
-  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { Value(mark, nullptr); }
-  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t, const std::string& value) override {
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    NotAKey(mark, "an empty key");
+    Leaf(anchor, 1);
+    Value(mark, nullptr);
+  }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    auto it = anchor_sizes_.find(anchor);
+    NotAKey(mark, "an alias");
+    Leaf(0, it == anchor_sizes_.end() ? 1 : it->second);
+    Value(mark, nullptr);
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, const std::string& value) override {
+    Leaf(anchor, 1);
     Value(mark, &value);
   }
-  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
-    open_.push_back({});
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    Open(mark, anchor, false);
   }
   void OnSequenceEnd() override { Close(); }
-  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
-    open_.push_back({});
-    open_.back().map = true;
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
+    Open(mark, anchor, true);
   }
   void OnMapEnd() override { Close(); }
 
  private:
+  static constexpr uint64_t kMaxNodes = 1'000'000;  // a real plan has hundreds
+
   struct Collection {
     bool map = false, at_key = true;
     std::map<std::string, YAML::Mark> keys;  // the scalar keys so far, where each first appears
+    YAML::anchor_t anchor = 0;
+    uint64_t nodes = 1;  // nodes inside, aliases expanded
   };
+
+  // Mapping keys are names: a map, a list, an alias or nothing as a key is a
+  // plan mergekit would not read either.
+  void NotAKey(const YAML::Mark& mark, const char* what) const {
+    if (!open_.empty() && open_.back().map && open_.back().at_key)
+      throw Error(Where(mark) + ": " + what + " is used as a key; keys in a plan are plain names");
+  }
+  // Counts `n` nodes into the innermost collection (or the document).
+  void Leaf(YAML::anchor_t anchor, uint64_t n) {
+    if (anchor) anchor_sizes_[anchor] = n;
+    uint64_t& total = open_.empty() ? top_nodes_ : open_.back().nodes;
+    total += n;
+    if (total > kMaxNodes)
+      throw Error(path_ + ": the plan expands to more than " + std::to_string(kMaxNodes) +
+                  " YAML nodes through its aliases (*name); write it out without nested aliases");
+  }
+  void Open(const YAML::Mark& mark, YAML::anchor_t anchor, bool map) {
+    NotAKey(mark, map ? "a map" : "a list");
+    open_.push_back({});
+    open_.back().map = map;
+    open_.back().anchor = anchor;
+  }
 
   std::string Where(const YAML::Mark& m) const {
     return SourceLoc{path_, m.line + 1, m.column + 1}.Str();
@@ -79,13 +117,17 @@ class PlanShapeCheck : public YAML::EventHandler {
     c.at_key = !c.at_key;
   }
   void Close() {
+    const Collection done = std::move(open_.back());
     open_.pop_back();
+    Leaf(done.anchor, done.nodes);
     Value(YAML::Mark(), nullptr);
   }
 
   const std::string& path_;
   int documents_ = 0;
   std::vector<Collection> open_;
+  std::map<YAML::anchor_t, uint64_t> anchor_sizes_;
+  uint64_t top_nodes_ = 0;
 };
 
 class Parser {
@@ -412,7 +454,20 @@ std::vector<std::string> Plan::ReferencedModels() const {
   return out;
 }
 
-Plan ParsePlan(const std::string& text, const std::string& path) { return Parser(path).Parse(text); }
+Plan ParsePlan(const std::string& text, const std::string& path) {
+  // Every node is type-checked before it is converted; a conversion missed
+  // all the same is said as the plan's error, not an abort.
+  try {
+    return Parser(path).Parse(text);
+  } catch (const YAML::Exception& e) {
+    SourceLoc loc{path, e.mark.is_null() ? 0 : e.mark.line + 1, e.mark.is_null() ? 0 : e.mark.column + 1};
+    throw Error(loc.Str() + ": " + e.msg);
+  } catch (const std::invalid_argument&) {
+    throw Error(path + ": a value is not the number it looks like");
+  } catch (const std::out_of_range&) {
+    throw Error(path + ": a number is out of range");
+  }
+}
 
 Plan LoadPlan(const std::string& path) {
   if (std::string problem; StatPath(path, &problem) != PathState::kFile)

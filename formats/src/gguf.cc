@@ -339,7 +339,12 @@ GgufVocab ReadVocab(const GgufFile& f) {
   if (f.Find("tokenizer.ggml.token_type")) {
     const auto& t = f.GetNumberArray("tokenizer.ggml.token_type");
     check_len("tokenizer.ggml.token_type", t.size());
-    for (size_t i = 0; i < n; ++i) v.types[i] = static_cast<int>(t[i]);
+    for (size_t i = 0; i < n; ++i) {
+      if (!(t[i] >= 0 && t[i] <= 1e6))  // also NaN: a float outside int's range is UB to convert
+        throw Error(f.what() + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] is " + std::to_string(t[i]) +
+                    ", not a token type");
+      v.types[i] = static_cast<int>(t[i]);
+    }
   }
   if (f.Find("tokenizer.ggml.merges")) v.merges = f.GetStringArray("tokenizer.ggml.merges");
   auto id = [&](const char* key) -> int {

@@ -12,6 +12,28 @@ namespace {
 
 using Json = nlohmann::json;
 constexpr std::string_view kMeta = "\u2581";
+// Token ids above this are refused: the largest real vocabularies hold about
+// 256K tokens, and an id sizes the token table.
+constexpr int64_t kMaxTokenId = (int64_t{1} << 21) - 1;
+
+// A JSON value's member `key` if `j` is an object that has it, else null: the
+// one way this file reads optional members, so no accessor throws
+// nlohmann's type errors on hostile input.
+const Json& Member(const Json& j, const char* key) {
+  static const Json kNull;
+  if (!j.is_object()) return kNull;
+  auto it = j.find(key);
+  return it == j.end() ? kNull : *it;
+}
+
+// A token id in [0, kMaxTokenId], or nullopt.
+std::optional<int> TokenIdValue(const Json& v) {
+  if (!v.is_number_integer()) return std::nullopt;
+  if (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(kMaxTokenId)
+                             : v.get<int64_t>() < 0 || v.get<int64_t>() > kMaxTokenId)
+    return std::nullopt;
+  return static_cast<int>(v.get<int64_t>());
+}
 
 // Context for messages: "tokenizer.json of mistral: pre_tokenizer.type ..."
 struct Ctx {
@@ -26,10 +48,27 @@ struct Ctx {
     if (!v.is_string()) Fail(path + "." + key + " must be a string");
     return v.get<std::string>();
   }
+  // An optional string member: `def` when absent or null.
+  std::string OptString(const Json& j, const char* key, const std::string& def, const std::string& path) const {
+    const Json& v = Member(j, key);
+    if (v.is_null()) return def;
+    if (!v.is_string()) Fail(path + "." + key + " must be a string");
+    return v.get<std::string>();
+  }
+  // An optional integer member in [lo, hi]: `def` when absent or null.
+  int OptInt(const Json& j, const char* key, int def, int lo, int hi, const std::string& path) const {
+    const Json& v = Member(j, key);
+    if (v.is_null()) return def;
+    if (!v.is_number_integer() || (v.is_number_unsigned() ? v.get<uint64_t>() > static_cast<uint64_t>(hi)
+                                                          : v.get<int64_t>() < lo || v.get<int64_t>() > hi))
+      Fail(path + "." + key + " must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi));
+    return static_cast<int>(v.get<int64_t>());
+  }
   bool Bool(const Json& j, const char* key, bool def, const std::string& path) const {
-    if (!j.contains(key) || j[key].is_null()) return def;
-    if (!j[key].is_boolean()) Fail(path + "." + key + " must be true or false");
-    return j[key].get<bool>();
+    const Json& v = Member(j, key);
+    if (v.is_null()) return def;
+    if (!v.is_boolean()) Fail(path + "." + key + " must be true or false");
+    return v.get<bool>();
   }
   std::string Type(const Json& j, const std::string& path) const {
     if (!j.is_object()) Fail(path + " must be an object or null");
@@ -99,7 +138,7 @@ void ParsePreTokenizer(const Ctx& c, const Json& j, const std::string& path, Tok
     if (im.byte_level) c.Fail(path + ": a Split after ByteLevel is not supported");
     const Json& pat = c.Field(j, "pattern", path);
     std::string regex = pat.is_object() && pat.contains("Regex") && pat["Regex"].is_string() ? pat["Regex"].get<std::string>() : "";
-    if (j.value("behavior", std::string("Isolated")) != "Isolated" || c.Bool(j, "invert", false, path))
+    if (c.OptString(j, "behavior", "Isolated", path) != "Isolated" || c.Bool(j, "invert", false, path))
       c.Fail(path + ": only Split with behavior \"Isolated\" and invert false is supported");
     im.regex = RecognizeSplitRegex(regex);
     if (!im.regex)
@@ -127,8 +166,9 @@ void ParseDecoder(const Ctx& c, const Json& j, const std::string& path, DecoderS
     d.byte_fallback = true;
   } else if (type == "Fuse") {
   } else if (type == "Strip") {
-    if (c.String(j, "content", path) != " " || j.value("stop", 0) != 0) c.Fail(path + ": only Strip of leading spaces is supported");
-    d.strip = j.value("start", 0);
+    if (c.String(j, "content", path) != " " || c.OptInt(j, "stop", 0, 0, 1 << 20, path) != 0)
+      c.Fail(path + ": only Strip of leading spaces is supported");
+    d.strip = c.OptInt(j, "start", 0, 0, 1 << 20, path);
   } else if (type == "Metaspace") {
     d.meta_to_space = true;
     if (MetaspacePrepend(c, j, path) != Tokenizer::Impl::Prepend::kNever) d.strip = 1;
@@ -160,9 +200,10 @@ void ParseVocab(const Ctx& c, const Json& model, Tokenizer::Impl& im) {
   const Json& vocab = c.Field(model, "vocab", "model");
   if (!vocab.is_object()) c.Fail("model.vocab must be an object of token -> id");
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 || it.value().get<int64_t>() > INT32_MAX)
-      c.Fail("model.vocab[\"" + it.key() + "\"] is not a token id");
-    int id = it.value().get<int>();
+    std::optional<int> id_or = TokenIdValue(it.value());
+    if (!id_or)
+      c.Fail("model.vocab[\"" + it.key() + "\"] is not a token id (0 to " + std::to_string(kMaxTokenId) + ")");
+    int id = *id_or;
     im.vocab.emplace(it.key(), id);
     im.EnsureId(id, it.key());
   }
@@ -235,9 +276,10 @@ void ParseAddedTokens(const Ctx& c, const Json& j, Tokenizer::Impl& im) {
     const std::string path = "added_tokens[" + std::to_string(i) + "]";
     const Json& t = list[i];
     const Json& id = c.Field(t, "id", path);
-    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) c.Fail(path + ".id is not a token id");
+    std::optional<int> id_or = TokenIdValue(id);
+    if (!id_or) c.Fail(path + ".id is not a token id (0 to " + std::to_string(kMaxTokenId) + ")");
     AddedToken a;
-    a.id = id.get<int>();
+    a.id = *id_or;
     a.content = c.String(t, "content", path);
     if (a.content.empty()) c.Fail(path + ".content is empty");
     a.special = c.Bool(t, "special", false, path);
@@ -258,7 +300,8 @@ struct Template {
 Template PostProcessorTemplate(const Json& pp) {
   Template t;
   if (!pp.is_object()) return t;
-  if (pp.value("type", "") == "Sequence" && pp.contains("processors") && pp["processors"].is_array()) {
+  const Json& type = Member(pp, "type");
+  if (type == "Sequence" && Member(pp, "processors").is_array()) {
     for (const Json& p : pp["processors"]) {
       Template inner = PostProcessorTemplate(p);
       if (inner.first >= 0) t.first = inner.first;
@@ -266,16 +309,13 @@ Template PostProcessorTemplate(const Json& pp) {
     }
     return t;
   }
-  if (pp.value("type", "") != "TemplateProcessing" || !pp.contains("single") || !pp["single"].is_array()) return t;
+  if (type != "TemplateProcessing" || !Member(pp, "single").is_array()) return t;
   const Json& single = pp["single"];
   auto special_id = [&](const Json& item) -> int {
-    if (!item.is_object() || !item.contains("SpecialToken")) return -1;
-    const Json& name = item["SpecialToken"].value("id", Json());
-    if (!name.is_string() || !pp.contains("special_tokens")) return -1;
-    const Json& st = pp["special_tokens"];
-    if (!st.contains(name.get<std::string>())) return -1;
-    const Json& ids = st[name.get<std::string>()].value("ids", Json());
-    return ids.is_array() && ids.size() == 1 && ids[0].is_number_integer() ? ids[0].get<int>() : -1;
+    const Json& name = Member(Member(item, "SpecialToken"), "id");
+    if (!name.is_string()) return -1;
+    const Json& ids = Member(Member(Member(pp, "special_tokens"), name.get<std::string>().c_str()), "ids");
+    return ids.is_array() && ids.size() == 1 ? TokenIdValue(ids[0]).value_or(-1) : -1;
   };
   if (!single.empty()) {
     t.first = special_id(single.front());
@@ -287,7 +327,11 @@ Template PostProcessorTemplate(const Json& pp) {
 // BOS/EOS: tokenizer_config.json first, then the post-processor, then (for
 // SentencePiece-style vocabularies, Llama 2 and Mistral) "<s>" added by default.
 void ResolveSpecials(const Json& j, const TokenizerConfig& cfg, Tokenizer& tok, Tokenizer::Impl& im) {
-  Template t = PostProcessorTemplate(j.value("post_processor", Json()));
+  Template t = PostProcessorTemplate(Member(j, "post_processor"));
+  // The post-processor may name ids the vocabulary does not have.
+  const int n = static_cast<int>(im.tokens.size());
+  if (t.first >= n) t.first = -1;
+  if (t.last >= n) t.last = -1;
   const bool spm_style = im.prepend_meta || im.metaspace;
   if (!cfg.bos_token.empty()) im.bos = tok.TokenId(cfg.bos_token).value_or(-1);
   if (im.bos < 0) im.bos = t.first;
@@ -330,13 +374,16 @@ TokenizerConfig ParseTokenizerConfig(std::string_view text, const std::string& w
     if (ct.is_array())
       for (const Json& t : ct)
         if (t.is_object() && t.contains("template") && t["template"].is_string() &&
-            (cfg.chat_template.empty() || t.value("name", "") == "default"))
+            (cfg.chat_template.empty() || Member(t, "name") == "default"))
           cfg.chat_template = t["template"].get<std::string>();
   }
   return cfg;
 }
 
 Tokenizer Tokenizer::FromHfJson(std::string_view text, const TokenizerConfig& config, const std::string& what) {
+  // Every read above is type-checked; this backstop keeps a missed one an
+  // Error (a clean refusal) rather than an abort.
+  try {
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw Error(what + ": not valid JSON (truncated or corrupt?)");
   if (!j.is_object()) throw Error(what + ": not a JSON object");
@@ -344,12 +391,12 @@ Tokenizer Tokenizer::FromHfJson(std::string_view text, const TokenizerConfig& co
   auto im = std::make_shared<Impl>();
   const bool keeps_words = ParseModel(c, j, *im);
   ParseAddedTokens(c, j, *im);
-  ParseNormalizer(c, j.value("normalizer", Json()), "normalizer", *im);
-  ParsePreTokenizer(c, j.value("pre_tokenizer", Json()), "pre_tokenizer", *im);
+  ParseNormalizer(c, Member(j, "normalizer"), "normalizer", *im);
+  ParsePreTokenizer(c, Member(j, "pre_tokenizer"), "pre_tokenizer", *im);
   im->split_words_at_meta = keeps_words && !im->regex && !im->byte_level &&
                             (im->prepend_meta || im->space_to_meta || (im->metaspace && !im->metaspace_split));
   DecoderSpec d;
-  ParseDecoder(c, j.value("decoder", Json()), "decoder", d);
+  ParseDecoder(c, Member(j, "decoder"), "decoder", d);
   im->strip_leading_spaces = d.strip;
   im->BuildPieces([&](const std::string& t) { return DecodeToken(d, t); });
   im->description = Describe(*im);
@@ -357,6 +404,9 @@ Tokenizer Tokenizer::FromHfJson(std::string_view text, const TokenizerConfig& co
   tok.impl_ = im;
   ResolveSpecials(j, config, tok, *im);
   return tok;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(what + ": malformed tokenizer.json (" + e.what() + ")");
+  }
 }
 
 }  // namespace strata

@@ -626,3 +626,36 @@ TEST(ReferencedModelsTest, WithoutBaseModel) {
 
 }  // namespace
 }  // namespace strata
+
+namespace strata {
+namespace {
+
+// Found by tests/fuzz/plan_fuzz: a map, list or empty key made yaml-cpp's
+// conversion throw out of the parser; nested aliases expanded exponentially.
+TEST(PlanHostile, KeysMustBePlainNames) {
+  using testutil::ErrorOf;
+  EXPECT_THAT(ErrorOf([] { ParsePlan("? [a, b]\n: 1\nmodels:\n  - model: a\nmerge_method: passthrough\n", "k.yml"); }),
+              ::testing::HasSubstr("k.yml:1:3: a list is used as a key"));
+  EXPECT_THAT(ErrorOf([] { ParsePlan("? :\nmodels:\n  - model: a\nmerge_method: passthrough\n", "k.yml"); }),
+              ::testing::HasSubstr("is used as a key"));
+  EXPECT_THAT(
+      ErrorOf([] { ParsePlan("models:\n  - model: a\nmerge_method: passthrough\nparameters:\n  {x: 1}: 2\n", "k.yml"); }),
+      ::testing::HasSubstr("a map is used as a key"));
+}
+
+TEST(PlanHostile, AliasBombIsRefusedWithoutExpanding) {
+  std::string text = "models:\n  - model: a\nmerge_method: passthrough\nparameters:\n  p0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n";
+  for (int i = 1; i < 9; ++i) {
+    text += "  p" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) text += std::string(k ? ", " : "") + "*a" + std::to_string(i - 1);
+    text += "]\n";
+  }
+  EXPECT_THAT(testutil::ErrorOf([&] { ParsePlan(text, "bomb.yml"); }), ::testing::HasSubstr("expands to more than"));
+  // A few aliases, as people use them, are fine.
+  EXPECT_NO_THROW(ParsePlan("slices:\n  - sources:\n    - model: &m org/m\n      layer_range: [0, 2]\n"
+                            "  - sources:\n    - model: *m\n      layer_range: [1, 3]\nmerge_method: passthrough\n",
+                            "alias.yml"));
+}
+
+}  // namespace
+}  // namespace strata
