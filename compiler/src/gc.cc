@@ -188,8 +188,9 @@ bool Collector::PruneCacheFile(const std::string& path) {
   }
   std::vector<std::string> drop;
   for (auto& [key, entry] : j["tensors"].items()) {
-    if (!entry.is_object() || entry.value("zeros", false)) continue;
-    auto h = Hash::FromHex(entry.value("blob", ""));
+    if (!entry.is_object() || (entry.contains("zeros") && entry["zeros"] == true)) continue;
+    auto h = entry.contains("blob") && entry["blob"].is_string() ? Hash::FromHex(entry["blob"].get<std::string>())
+                                                                 : std::nullopt;
     if (!h || !blobs_left_.count(*h)) drop.push_back(key);
   }
   if (drop.empty()) return false;

@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 #include <sstream>
@@ -193,9 +194,11 @@ bool Parser::IsNumber(const YAML::Node& n) const {
   const std::string& s = n.Scalar();
   if (s == "true" || s == "false" || s == "True" || s == "False") return true;
   try {
+    // Finite numbers only: "nan", "inf" (and hex floats) are strings to
+    // PyYAML, and a NaN factor could not even be stored (JSON has no NaN).
     size_t used = 0;
-    std::stod(s, &used);
-    return used == s.size();
+    double v = std::stod(s, &used);
+    return used == s.size() && std::isfinite(v) && s.find_first_of("xXnN") == std::string::npos;
   } catch (...) {
     return false;
   }

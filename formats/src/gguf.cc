@@ -161,7 +161,7 @@ void ReadTensorInfos(Cursor& c, uint64_t count, uint64_t alignment, uint64_t fil
   }
   const uint64_t data_start = (c.pos() + alignment - 1) / alignment * alignment;
   for (size_t k = 0; k < offsets.size(); ++k)
-    if (data_start + offsets[k] > file_size)
+    if (data_start > file_size || offsets[k] > file_size - data_start)  // no wrap-around near 2^64
       c.Fail("tensor info " + std::to_string(k) + " places its data at " + std::to_string(data_start + offsets[k]) +
              ", past the end of the file (" + std::to_string(file_size) + " bytes)");
 }
@@ -321,6 +321,27 @@ struct GgufVocab {
   std::optional<std::string> chat_template;
 };
 
+}  // namespace
+
+std::vector<int> GgufTokenTypes(const GgufFile& f, size_t n) {
+  std::vector<int> types(n, static_cast<int>(GgufTokenType::kNormal));
+  if (!f.Find("tokenizer.ggml.token_type")) return types;
+  const auto& t = f.GetNumberArray("tokenizer.ggml.token_type");
+  if (t.size() != n)
+    throw Error("GGUF " + f.what() + ": tokenizer.ggml.token_type has " + std::to_string(t.size()) +
+                " entries but tokenizer.ggml.tokens has " + std::to_string(n));
+  for (size_t i = 0; i < n; ++i) {
+    // Also NaN: converting a float outside int's range is undefined.
+    if (!(t[i] >= 0 && t[i] <= 1000))
+      throw Error("GGUF " + f.what() + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] is " +
+                  std::to_string(t[i]) + ", not a token type (1 to 6)");
+    types[i] = static_cast<int>(t[i]);
+  }
+  return types;
+}
+
+namespace {
+
 GgufVocab ReadVocab(const GgufFile& f) {
   GgufVocab v;
   v.model = f.GetString("tokenizer.ggml.model");
@@ -335,17 +356,7 @@ GgufVocab ReadVocab(const GgufFile& f) {
   if (f.Find("tokenizer.ggml.scores")) v.scores = f.GetNumberArray("tokenizer.ggml.scores");
   else v.scores.assign(n, 0.0);
   check_len("tokenizer.ggml.scores", v.scores.size());
-  v.types.assign(n, static_cast<int>(GgufTokenType::kNormal));
-  if (f.Find("tokenizer.ggml.token_type")) {
-    const auto& t = f.GetNumberArray("tokenizer.ggml.token_type");
-    check_len("tokenizer.ggml.token_type", t.size());
-    for (size_t i = 0; i < n; ++i) {
-      if (!(t[i] >= 0 && t[i] <= 1e6))  // also NaN: a float outside int's range is UB to convert
-        throw Error(f.what() + ": tokenizer.ggml.token_type[" + std::to_string(i) + "] is " + std::to_string(t[i]) +
-                    ", not a token type");
-      v.types[i] = static_cast<int>(t[i]);
-    }
-  }
+  v.types = GgufTokenTypes(f, n);
   if (f.Find("tokenizer.ggml.merges")) v.merges = f.GetStringArray("tokenizer.ggml.merges");
   auto id = [&](const char* key) -> int {
     auto x = f.FindInteger(key);

@@ -237,7 +237,9 @@ Json Store::ReadSourceCache(const std::string& path) const {
   if (!FileExists(path)) return Json::object();
   try {
     Json j = Json::parse(ReadFile(path));
-    if (j.is_object() && j.contains("tensors") && j["tensors"].is_object()) return j;
+    if (j.is_object() && j.contains("tensors") && j["tensors"].is_object() && j.contains("identity") &&
+        j["identity"].is_string())
+      return j;
   } catch (const std::exception&) {
   }
   return Json::object();  // a damaged cache entry is only a miss
@@ -246,16 +248,18 @@ Json Store::ReadSourceCache(const std::string& path) const {
 std::optional<IngestResult> Store::LookupSource(const FileIdentity& id, uint64_t offset,
                                                 uint64_t n) const {
   Json j = ReadSourceCache(SourceCachePath(id));
-  if (!j.contains("tensors") || j.value("identity", "") != id.Key()) return std::nullopt;
+  if (!j.contains("tensors") || j["identity"] != id.Key()) return std::nullopt;
   std::string key = std::to_string(offset) + ":" + std::to_string(n);
   auto it = j["tensors"].find(key);
   if (it == j["tensors"].end() || !it->is_object()) return std::nullopt;
   IngestResult r;
-  if (it->value("zeros", false)) {
+  // Compared, not converted: a damaged entry is only a miss.
+  if (it->contains("zeros") && (*it)["zeros"] == true) {
     r.zeros = true;
     return r;
   }
-  auto h = Hash::FromHex(it->value("blob", ""));
+  auto h = it->contains("blob") && (*it)["blob"].is_string() ? Hash::FromHex((*it)["blob"].get<std::string>())
+                                                            : std::nullopt;
   if (!h || !HasBlob(*h)) return std::nullopt;
   r.blob = *h;
   return r;
@@ -267,7 +271,7 @@ void Store::RecordSources(
   if (entries.empty()) return;
   std::string path = SourceCachePath(id);
   Json j = ReadSourceCache(path);
-  if (j.value("identity", "") != id.Key()) j = Json::object();
+  if (!j.contains("identity") || j["identity"] != id.Key()) j = Json::object();
   j["identity"] = id.Key();
   if (!j.contains("tensors")) j["tensors"] = Json::object();
   for (const auto& [range, r] : entries) {

@@ -13,17 +13,6 @@ constexpr std::string_view kMeta = "\u2581";
 
 bool IsType(const std::vector<int>& types, size_t id, GgufTokenType t) { return types[id] == static_cast<int>(t); }
 
-std::vector<int> TokenTypes(const GgufFile& f, size_t n) {
-  std::vector<int> types(n, static_cast<int>(GgufTokenType::kNormal));
-  if (!f.Find("tokenizer.ggml.token_type")) return types;
-  const auto& t = f.GetNumberArray("tokenizer.ggml.token_type");
-  if (t.size() != n)
-    throw Error("GGUF " + f.what() + ": tokenizer.ggml.token_type has " + std::to_string(t.size()) +
-                " entries but tokenizer.ggml.tokens has " + std::to_string(n));
-  for (size_t i = 0; i < n; ++i) types[i] = static_cast<int>(t[i]);
-  return types;
-}
-
 int TokenIdKey(const GgufFile& f, const char* key, size_t n) {
   auto v = f.FindInteger(key);
   if (!v) return -1;
@@ -131,7 +120,7 @@ Tokenizer Tokenizer::FromGguf(const GgufFile& f) {
   im->tokens = f.GetStringArray("tokenizer.ggml.tokens");
   if (im->tokens.empty()) throw Error("GGUF " + f.what() + ": tokenizer.ggml.tokens is empty");
   for (size_t i = 0; i < im->tokens.size(); ++i) im->vocab[im->tokens[i]] = static_cast<int>(i);  // last wins, as in llama.cpp
-  const std::vector<int> types = TokenTypes(f, im->tokens.size());
+  const std::vector<int> types = GgufTokenTypes(f, im->tokens.size());
   AddGgufAddedTokens(*im, types);
   if (model == "llama") SetUpSpm(f, *im, types);
   else SetUpGpt2(f, *im);

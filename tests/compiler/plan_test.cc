@@ -643,6 +643,15 @@ TEST(PlanHostile, KeysMustBePlainNames) {
       ::testing::HasSubstr("a map is used as a key"));
 }
 
+TEST(PlanHostile, NanAndInfAreNotNumbers) {
+  for (const char* v : {"nan", ".nan", "inf", "-inf", "1e999"}) {
+    Plan p = ParsePlan(std::string("models:\n  - model: a\nmerge_method: passthrough\nparameters:\n  scale: ") + v + "\n",
+                       "n.yml");
+    EXPECT_THAT(testutil::ErrorOf([&] { EvaluateNumber(p.params.at("scale"), "x.weight", 0.0); }),
+                ::testing::HasSubstr("expected a number")) << v;
+  }
+}
+
 TEST(PlanHostile, AliasBombIsRefusedWithoutExpanding) {
   std::string text = "models:\n  - model: a\nmerge_method: passthrough\nparameters:\n  p0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n";
   for (int i = 1; i < 9; ++i) {

@@ -47,6 +47,7 @@ TEST(FuzzRegressions, TokenizerJson) {
 
 TEST(FuzzRegressions, Gguf) {
   Replay("gguf", [](const std::string& b) { GgufVocabToHf(GgufFile::Parse(b, "regression")); });
+  Replay("gguf", [](const std::string& b) { Tokenizer::FromGguf(GgufFile::Parse(b, "regression")); });
 }
 
 TEST(FuzzRegressions, Plan) {

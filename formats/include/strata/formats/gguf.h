@@ -68,6 +68,10 @@ class GgufFile {
 
 // llama.cpp's token types (tokenizer.ggml.token_type).
 enum class GgufTokenType : int { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
+// tokenizer.ggml.token_type for `n` tokens (all kNormal when absent). Throws
+// Error when its length is not `n` or an entry is not a small non-negative
+// number. The one reader of token types (converter and tokenizer).
+std::vector<int> GgufTokenTypes(const GgufFile& f, size_t n);
 
 // A GGUF vocabulary as Hugging Face files, the way transformers' converters
 // write them: "llama" becomes BPE with byte fallback, merges derived from the
