@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# What hashing every blob as the weights load costs (issue: hardening, corrupt
-# blobs): `strata bench` load time and time to first token, cold (page cache
-# dropped) and warm, with the default verified load and with --no-verify-load,
-# runs alternated, for the `small` preset and optionally `mistral-7b`.
+# What hashing every blob costs (issue: hardening, corrupt blobs): `strata
+# bench` load time and time to first token, cold (page cache dropped) and warm,
+# with the default verified load and with --no-verify-load, runs alternated,
+# for the `small` preset and optionally `mistral-7b`; with --with-7b also the
+# export of its SOLAR DUS (21.5 GB) with the default hashing and --no-verify.
 # usage: bench/verify_load_bench.sh [STRATA_BIN] [WORKDIR] [--with-7b]
 set -euo pipefail
 BIN=$(realpath "${1:-build/strata}")
@@ -31,7 +32,20 @@ PY
       done
     done
   done
-  rm -rf "$HF_HUB_CACHE"
+  [ "$preset" = mistral-7b ] && export_cost "$preset"
+  rm -rf "$HF_HUB_CACHE" "$STRATA_STORE"
+}
+
+export_cost() {  # export_cost PRESET: the DUS of it exported both ways, warm
+  sed "s|mistralai/Mistral-7B-v0.1|org/$1|" "$ROOT/examples/solar-dus.yml" > "$WORK/dus.yml"
+  "$BIN" compile "$WORK/dus.yml" --name dus --quiet > /dev/null
+  for flag in "" --no-verify "" --no-verify; do
+    rm -rf "$WORK/out"
+    /usr/bin/time -f "%e %M" -o "$WORK/t" "$BIN" export dus "$WORK/out" --quiet $flag > /dev/null
+    read -r wall rss < "$WORK/t"
+    printf '%-11s export DUS %-12s %7.1f s  peak_rss %5d MiB\n' "$1" "${flag:-hashed}" "$wall" "$((rss / 1024))"
+  done
+  rm -rf "$WORK/out"
 }
 
 measure small 3

@@ -20,6 +20,7 @@
 #include "commands.h"
 #include "progress.h"
 #include "strata/formats/error.h"
+#include "strata/formats/variant_check.h"
 #include "strata/formats/materialize.h"
 #include "strata/runtime/backend.h"
 #include "strata/runtime/cpu_kernels.h"
@@ -195,6 +196,12 @@ int RunBench(const std::vector<std::string>& args) {
 
   Store store(Store::DefaultRoot(store_dir), /*create=*/fs::is_directory(name));
   const Hash variant = VariantFor(store, name, /*verbose=*/false);
+  // Before any weight is read (bo.max_context below is this sum).
+  if (std::string p = ContextProblem(LoadVariantConfig(store, LoadVariant(store, variant)),
+                                     int64_t{max_prefill} + decode + 1);
+      !p.empty())
+    throw UsageError("the longest --prefill (" + std::to_string(max_prefill) + ") + --decode (" +
+                     std::to_string(decode) + ") + 1: " + p + "; lower --prefill or --decode");
   if (!warm) {
     WeightStore meta(store, /*host_data=*/false, /*verify=*/false);  // metadata only: nothing is read
     DropBlobCaches(store, AssembleModel(store, meta, variant));
@@ -210,9 +217,6 @@ int RunBench(const std::vector<std::string>& args) {
   WeightStore weights(store, /*host_data=*/!cuda, !no_verify_load);
   Model model = AssembleModel(store, weights, variant);
   const ModelConfig& c = model.config;
-  if (std::string p = ContextProblem(c, bo.max_context); !p.empty())
-    throw UsageError("the longest --prefill (" + std::to_string(max_prefill) + ") + --decode (" +
-                     std::to_string(decode) + ") + 1: " + p + "; lower --prefill or --decode");
   std::unique_ptr<Backend> backend;
   std::function<int(int)> greedy_step;  // one decode step, greedy
   std::function<void()> reset;          // back to position 0 for the measured run

@@ -15,6 +15,7 @@
 #include "strata/compiler/compile.h"
 #include "strata/formats/error.h"
 #include "strata/formats/npy.h"
+#include "strata/formats/variant_check.h"
 #include "strata/runtime/backend.h"
 #include "strata/runtime/cpu_kernels.h"
 #include "strata/runtime/sampler.h"
@@ -269,19 +270,20 @@ GenerateResult Generate(Store& store, const GenerateRequest& req) {
   Hash variant = VariantFor(store, req.name, req.verbose);
   const bool cuda = req.device == "cuda";
   CheckDevice(req.device);
-  // CUDA reads the weights from the store itself: the host keeps metadata only.
-  WeightStore weights(store, /*host_data=*/!cuda, req.verify_load);
-  Model model = AssembleModel(store, weights, variant);
   BackendOptions bo;
   bo.max_context = static_cast<int64_t>(req.prompt.size()) + req.n;
-  // Before the backend exists: a run that cannot fit fails now, not after
-  // sizing a cache for it or decoding up to the limit.
-  if (std::string p = ContextProblem(model.config, bo.max_context); !p.empty()) {
-    const int64_t room = model.config.max_position_embeddings - static_cast<int64_t>(req.prompt.size());
+  // Before any weight is read: a run that cannot fit fails now, not after
+  // loading and hashing the weights, sizing a cache or decoding up to the limit.
+  const ModelConfig config = LoadVariantConfig(store, LoadVariant(store, variant));
+  if (std::string p = ContextProblem(config, bo.max_context); !p.empty()) {
+    const int64_t room = config.max_position_embeddings - static_cast<int64_t>(req.prompt.size());
     throw Error("-n " + std::to_string(req.n) + " after a " + std::to_string(req.prompt.size()) + "-token prompt: " +
                 p + "; " + (room > 0 ? "give -n " + std::to_string(room) + " or less, or a shorter prompt"
                                      : "shorten the prompt"));
   }
+  // CUDA reads the weights from the store itself: the host keeps metadata only.
+  WeightStore weights(store, /*host_data=*/!cuda, req.verify_load);
+  Model model = AssembleModel(store, weights, variant);
   bo.elide = req.elide;
   std::unique_ptr<Backend> backend;
   // Greedy decode on the GPU takes the argmax there (only the token comes back).

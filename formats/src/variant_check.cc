@@ -15,6 +15,12 @@ std::string ShapeStr(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
+ModelConfig ParseConfigBytes(const std::string& bytes, const Hash& blob) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(bytes, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) throw Error("config.json (blob " + blob.Hex() + ") is not valid JSON");
+  return ParseModelConfig(j);
+}
+
 class Checker {
  public:
   Checker(const Store& store, const Variant& v, TensorReader& r) : store_(store), v_(v), r_(r) {}
@@ -85,9 +91,7 @@ void Checker::NonLayer() {
 VariantCheck Checker::Run() {
   const std::string bytes = store_.ReadBlob(v_.config);  // missing or corrupt: not the variant's defect
   try {
-    nlohmann::ordered_json j = nlohmann::ordered_json::parse(bytes, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) throw Error("config.json (blob " + v_.config.Hex() + ") is not valid JSON");
-    out_.config = ParseModelConfig(j);
+    out_.config = ParseConfigBytes(bytes, v_.config);
   } catch (const Error& e) {
     Problem(e.what());
   }
@@ -107,6 +111,10 @@ VariantCheck Checker::Run() {
 
 VariantCheck CheckVariant(const Store& store, const Variant& v, TensorReader& reader) {
   return Checker(store, v, reader).Run();
+}
+
+ModelConfig LoadVariantConfig(const Store& store, const Variant& v) {
+  return ParseConfigBytes(store.ReadBlob(v.config), v.config);
 }
 
 ModelConfig RequireCompleteVariant(const Store& store, const Variant& v, TensorReader& reader) {

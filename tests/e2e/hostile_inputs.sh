@@ -60,6 +60,8 @@ H=$(basename "$BLOB")
 expect "export of a corrupt blob" 1 "blob $H is corrupt" -- "$BIN" export base "$T/out-corrupt"
 [ ! -e "$T/out-corrupt" ] && ok "no checkpoint with corrupt bytes" || bad "export wrote $T/out-corrupt"
 expect "run of a corrupt blob" 1 "blob $H is corrupt" -- "$BIN" run base --tokens 1,2,3 -n 2
+# The context is checked before any weight is read (or hashed).
+expect "context before weights" 1 "past the model's context" -- "$BIN" run base --tokens 1,2,3 -n 100000000
 rm -f "$BLOB" && cp --preserve=mode "$T/blob.bak" "$BLOB"
 expect "run again once repaired" 0 "" -- "$BIN" run base --tokens 1,2,3 -n 2
 

@@ -23,6 +23,10 @@ struct VariantCheck {
 // all (a missing or corrupt node below the variant: verify reports those).
 VariantCheck CheckVariant(const Store& store, const Variant& v, TensorReader& reader);
 
+// The variant's config.json, parsed (ParseModelConfig). Throws Error when the
+// blob is missing or corrupt, not JSON, or not a config strata accepts.
+ModelConfig LoadVariantConfig(const Store& store, const Variant& v);
+
 // CheckVariant, throwing Error listing the problems (at most 5) when any.
 ModelConfig RequireCompleteVariant(const Store& store, const Variant& v, TensorReader& reader);
 
