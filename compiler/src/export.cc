@@ -2,6 +2,7 @@
 #include "strata/compiler/export.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -185,6 +186,13 @@ Place CheckOutDir(const std::string& outdir, bool force) {
   }
   if (empty) return Place::kIntoEmpty;
   if (!force) throw Error(outdir + " is not empty; choose a new directory, or pass --force to replace its contents");
+  // --force swaps directories by rename, which a mount point refuses (EBUSY):
+  // say so now rather than after writing everything aside.
+  struct stat here, above;
+  const std::string parent = fs::path(outdir).parent_path().string();
+  if (::stat(outdir.c_str(), &here) == 0 && ::stat(parent.c_str(), &above) == 0 && here.st_dev != above.st_dev)
+    throw Error(outdir + " is a mount point and not empty: --force cannot swap it. Empty it first (the export then "
+                "writes inside it), or export into a directory below it");
   return Place::kReplace;
 }
 

@@ -6,7 +6,7 @@
 set -uo pipefail
 BIN=$1
 T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
+trap 'umount "$T/mnt" 2>/dev/null; rm -rf "$T"' EXIT
 export HF_HUB_CACHE=$T/hf STRATA_STORE=$T/store
 pass=0 fail=0
 ok() { echo "ok: $1"; pass=$((pass + 1)); }
@@ -144,6 +144,18 @@ kill -9 "$pid"; wait "$pid" 2>/dev/null
 compgen -G "$T/.out-sig.strata-export.*" > /dev/null && ok "kill -9 leaves a temporary" || bad "no temporary after kill -9 (export too fast?)"
 "$BIN" export base "$T/out-sig" --quiet > /dev/null || bad "export after kill -9 failed"
 compgen -G "$T/.out-sig.strata-export.*" > /dev/null && bad "stale temporary of a killed export was kept" || ok "stale temporary removed by the next export"
+
+# --- a mount point as OUTDIR: an empty one is written into, a full one refused up front ---
+mkdir -p "$T/mnt"
+if mount -t tmpfs none "$T/mnt" 2>/dev/null; then
+  expect "export into an empty mount point" 0 "" -- "$BIN" export base "$T/mnt" --quiet
+  [ -f "$T/mnt/model.safetensors" ] && ok "written inside the mount point" || bad "nothing in the mount point"
+  expect "--force on a full mount point" 1 "is a mount point and not empty" -- "$BIN" export base "$T/mnt" --force
+  compgen -G "$T/.mnt.strata-export.*" > /dev/null && bad "a temporary was left beside the mount point" || ok "nothing written aside"
+  umount "$T/mnt"
+else
+  echo "skip: cannot mount a tmpfs here (not root?): mount-point cases not run"
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
