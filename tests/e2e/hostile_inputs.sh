@@ -67,14 +67,19 @@ expect "run again once repaired" 0 "" -- "$BIN" run base --tokens 1,2,3 -n 2
 
 # --- permissions: said as such, never "missing" or a raw library message ------
 # As root every file is readable, so the checks run as nobody.
+# A copy of the binary in $T: the checkout may sit where nobody cannot reach.
 AS=()
-[ "$(id -u)" -eq 0 ] && AS=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+NB=$BIN
+if [ "$(id -u)" -eq 0 ]; then
+  AS=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+  NB=$T/strata-as-nobody && cp "$BIN" "$NB" && chmod 755 "$NB"
+fi
 chmod 755 "$T" && chmod -R a+rX "$STRATA_STORE"
 chmod 000 "$BLOB"
-expect "unreadable blob: run says permission denied" 1 "blobs/.*: permission denied" -- "${AS[@]}" "$BIN" run base --tokens 1,2 -n 1
+expect "unreadable blob: run says permission denied" 1 "blobs/.*: permission denied" -- "${AS[@]}" "$NB" run base --tokens 1,2 -n 1
 chmod 444 "$BLOB" && chmod 700 "$(dirname "$BLOB")"
-expect "unreadable directory: verify" 1 "cannot list .*ermission denied" -- "${AS[@]}" "$BIN" verify --quick
-expect "unreadable directory: gc" 1 "cannot list .*ermission denied" -- "${AS[@]}" "$BIN" gc --dry-run
+expect "unreadable directory: verify" 1 "cannot list .*ermission denied" -- "${AS[@]}" "$NB" verify --quick
+expect "unreadable directory: gc" 1 "cannot list .*ermission denied" -- "${AS[@]}" "$NB" gc --dry-run
 chmod 755 "$(dirname "$BLOB")"
 
 # --- config.json with wrong types or nonsense: refused at compile, exit 1 ------
