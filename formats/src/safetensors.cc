@@ -14,6 +14,16 @@
 #include "strata/formats/error.h"
 
 namespace strata {
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(shape[i]);
+  }
+  return s + "]";
+}
+
 namespace {
 
 using json = nlohmann::json;
@@ -26,15 +36,6 @@ using json = nlohmann::json;
 // invalid UTF-8 in hostile names cannot garble the message.
 std::string Quote(std::string_view s) {
   return json(std::string(s)).dump(-1, ' ', false, json::error_handler_t::replace);
-}
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    if (i) s += ", ";
-    s += std::to_string(shape[i]);
-  }
-  return s + "]";
 }
 
 std::string RangeString(uint64_t begin, uint64_t end) {

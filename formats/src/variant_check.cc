@@ -9,12 +9,6 @@ namespace strata {
 
 namespace {
 
-std::string ShapeStr(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 ModelConfig ParseConfigBytes(const std::string& bytes, const Hash& blob) {
   nlohmann::ordered_json j = nlohmann::ordered_json::parse(bytes, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) throw Error("config.json (blob " + blob.Hex() + ") is not valid JSON");
@@ -42,7 +36,7 @@ class Checker {
 void Checker::Shape(const std::string& what, const Hash& t, const std::vector<int64_t>& want) {
   const TensorNode& n = r_.Node(t);
   if (n.shape != want)
-    Problem(what + " has shape " + ShapeStr(n.shape) + " but config.json implies " + ShapeStr(want));
+    Problem(what + " has shape " + ShapeString(n.shape) + " but config.json implies " + ShapeString(want));
 }
 
 void Checker::Layer(size_t index, const Hash& layer) {

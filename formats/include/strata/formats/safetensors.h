@@ -38,6 +38,9 @@ struct SafetensorsHeader {
 // data_offsets in bounds, contiguous from 0, non-overlapping and covering the
 // whole data section, byte length = numel x dtype size, `__metadata__` a map
 // of strings. Throws Error naming `what` (the path) and the defect.
+// "[4096, 11008]": a shape as messages print it.
+std::string ShapeString(const std::vector<int64_t>& shape);
+
 SafetensorsHeader ParseSafetensors(const uint8_t* data, uint64_t size,
                                    const std::string& what);
 

@@ -41,8 +41,10 @@ struct Model {
 uint64_t DecodeWeightBytesPerToken(const Model& model, bool elide);
 
 // Assembles variant `variant` of `store`, resolving tensors through `weights`.
-// Throws Error naming the object when a node is missing or malformed, a role
-// the architecture needs is absent, or shapes do not match the config.
+// Throws Error naming the object when a node is missing or malformed, the
+// variant is not complete (RequireCompleteVariant: roles, layer count, shapes
+// against config.json), a blob is corrupt (WeightStore with verify), or a
+// weight's dtype is one the kernels do not read.
 Model AssembleModel(const Store& store, WeightStore& weights, const Hash& variant);
 
 }  // namespace strata
