@@ -473,8 +473,9 @@ Plan ParsePlan(const std::string& text, const std::string& path) {
 }
 
 Plan LoadPlan(const std::string& path) {
-  if (std::string problem; StatPath(path, &problem) != PathState::kFile)
-    throw Error(StatPath(path) == PathState::kMissing ? path + ": no such plan file" : problem);
+  std::string problem;
+  if (PathState state = StatPath(path, &problem); state != PathState::kFile)
+    throw Error(state == PathState::kMissing ? path + ": no such plan file" : problem);
   return ParsePlan(ReadFile(path), path);
 }
 

@@ -166,10 +166,10 @@ void Verifier::CheckNode(const Pending& p) {
   ++report_.nodes;
   node_kind_[p.hash] = "";
   const std::string path = store_.NodePath(p.hash), key = Key("node", p.hash.Hex());
-  if (std::string problem; StatPath(path, &problem) != PathState::kFile) {
+  std::string problem;
+  if (PathState state = StatPath(path, &problem); state != PathState::kFile) {
     AddDamage("node", p.hash.Hex(), path,
-              StatPath(path) == PathState::kMissing ? "missing (referenced by " + p.from + ")"
-                                                    : "unreadable: " + problem,
+              state == PathState::kMissing ? "missing (referenced by " + p.from + ")" : "unreadable: " + problem,
               key);
     return;
   }
