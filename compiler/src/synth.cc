@@ -15,6 +15,7 @@
 #include "strata/formats/gguf.h"
 #include "strata/formats/hash.h"
 #include "strata/formats/hf_checkpoint.h"
+#include "strata/formats/model_config.h"
 #include "strata/formats/safetensors.h"
 
 namespace strata {
@@ -25,27 +26,56 @@ namespace {
 
 constexpr uint64_t kChunk = 1u << 20;  // elements per PRNG stream
 
+// The --preset shapes; --layers etc. override them. Everything else in
+// config.json comes from the architecture's table entry (ArchInfo::synth).
+struct Preset {
+  std::string_view name;
+  int layers, hidden, heads, kv_heads, intermediate, vocab;
+  std::optional<int> max_position_embeddings;  // else the architecture's
+};
+
+const Preset kPresets[] = {
+    {"tiny", 32, 64, 4, 2, 128, 256, std::nullopt},
+    {"small", 32, 512, 8, 4, 1024, 32000, std::nullopt},
+    {"mistral-7b", 32, 4096, 32, 8, 14336, 32000, 32768},
+};
+
+// "a, b or c" for error messages.
+template <typename Names>
+std::string OneOf(const Names& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i == 0 ? "" : i + 1 == names.size() ? " or " : ", ") + names[i];
+  return out;
+}
+
 struct Shape {
-  std::string hf_arch;
+  const ArchInfo* arch;
+  const Preset* preset;
   int layers, hidden, heads, kv_heads, intermediate, vocab;
 };
 
 Shape ResolveShape(const SynthSpec& s) {
-  Shape sh;
-  if (s.arch == "llama") sh.hf_arch = "LlamaForCausalLM";
-  else if (s.arch == "mistral") sh.hf_arch = "MistralForCausalLM";
-  else if (s.arch == "qwen2") sh.hf_arch = "Qwen2ForCausalLM";
-  else throw Error("unknown --arch \"" + s.arch + "\"; use llama, mistral or qwen2");
-  if (s.preset == "tiny") sh = {sh.hf_arch, 32, 64, 4, 2, 128, 256};
-  else if (s.preset == "small") sh = {sh.hf_arch, 32, 512, 8, 4, 1024, 32000};
-  else if (s.preset == "mistral-7b") sh = {sh.hf_arch, 32, 4096, 32, 8, 14336, 32000};
-  else throw Error("unknown --preset \"" + s.preset + "\"; use tiny, small or mistral-7b");
-  sh.layers = s.layers.value_or(sh.layers);
-  sh.hidden = s.hidden.value_or(sh.hidden);
-  sh.heads = s.heads.value_or(sh.heads);
-  sh.kv_heads = s.kv_heads.value_or(sh.kv_heads);
-  sh.intermediate = s.intermediate.value_or(sh.intermediate);
-  sh.vocab = s.vocab.value_or(sh.vocab);
+  Shape sh{};
+  sh.arch = FindArchByModelType(s.arch);
+  if (!sh.arch) {
+    std::vector<std::string> names;
+    for (const ArchInfo& a : AllArchs()) names.emplace_back(a.model_type);
+    throw Error("unknown --arch \"" + s.arch + "\"; use " + OneOf(names));
+  }
+  for (const Preset& p : kPresets)
+    if (p.name == s.preset) sh.preset = &p;
+  if (!sh.preset) {
+    std::vector<std::string> names;
+    for (const Preset& p : kPresets) names.emplace_back(p.name);
+    throw Error("unknown --preset \"" + s.preset + "\"; use " + OneOf(names));
+  }
+  const Preset& p = *sh.preset;
+  sh.layers = s.layers.value_or(p.layers);
+  sh.hidden = s.hidden.value_or(p.hidden);
+  sh.heads = s.heads.value_or(p.heads);
+  sh.kv_heads = s.kv_heads.value_or(p.kv_heads);
+  sh.intermediate = s.intermediate.value_or(p.intermediate);
+  sh.vocab = s.vocab.value_or(p.vocab);
   for (int v : {sh.layers, sh.hidden, sh.heads, sh.kv_heads, sh.intermediate, sh.vocab})
     if (v <= 0) throw Error("synth sizes must be positive");
   if (sh.hidden % sh.heads != 0)
@@ -58,8 +88,9 @@ Shape ResolveShape(const SynthSpec& s) {
 }
 
 OrderedJson MakeConfig(const SynthSpec& s, const Shape& sh) {
+  const ArchInfo& arch = *sh.arch;
   OrderedJson c;
-  c["architectures"] = {sh.hf_arch};
+  c["architectures"] = {std::string(arch.hf_name)};
   c["attention_dropout"] = 0.0;
   c["bos_token_id"] = 1;
   c["eos_token_id"] = 2;
@@ -67,23 +98,20 @@ OrderedJson MakeConfig(const SynthSpec& s, const Shape& sh) {
   c["hidden_size"] = sh.hidden;
   c["initializer_range"] = 0.02;
   c["intermediate_size"] = sh.intermediate;
-  c["max_position_embeddings"] = s.preset == "mistral-7b" || s.arch == "mistral" ? 32768 : 4096;
-  c["model_type"] = s.arch;
+  c["max_position_embeddings"] = sh.preset->max_position_embeddings.value_or(arch.synth.max_position_embeddings);
+  c["model_type"] = std::string(arch.model_type);
   c["num_attention_heads"] = sh.heads;
   c["num_hidden_layers"] = sh.layers;
   c["num_key_value_heads"] = sh.kv_heads;
-  c["rms_norm_eps"] = s.arch == "qwen2" ? 1e-6 : 1e-5;
-  c["rope_theta"] = s.arch == "qwen2" ? 1000000.0 : 10000.0;
-  if (s.arch == "mistral") c["sliding_window"] = 4096;
-  if (s.arch == "qwen2") {
-    c["sliding_window"] = 4096;
-    c["use_sliding_window"] = false;
-    c["max_window_layers"] = sh.layers;
-  }
-  if (s.arch == "llama") {
-    c["attention_bias"] = false;
-    c["mlp_bias"] = false;
-    c["pretraining_tp"] = 1;
+  c["rms_norm_eps"] = arch.synth.rms_norm_eps;
+  c["rope_theta"] = arch.synth.rope_theta;
+  for (const SynthKey& k : arch.synth.extra) {
+    const std::string key(k.key);
+    switch (k.kind) {
+      case SynthKey::kInt: c[key] = k.value; break;
+      case SynthKey::kBool: c[key] = k.value != 0; break;
+      case SynthKey::kLayerCount: c[key] = sh.layers; break;
+    }
   }
   c["tie_word_embeddings"] = s.tie_embeddings;
   c["torch_dtype"] = std::string(TorchDTypeName(s.dtype));
@@ -98,31 +126,26 @@ struct SynthTensor {
   float mean, stddev;  // norms: 1 + N(0, 0.02); weights N(0, 0.02); biases N(0, 0.02)
 };
 
+// The architecture's tensors, with the shapes config.json implies (RoleShape,
+// NonLayerShape: the same rule compile and the runtime check against).
 std::vector<SynthTensor> MakeTensors(const SynthSpec& s, const Shape& sh) {
-  const ArchInfo& arch = *FindArch(sh.hf_arch);
-  const int64_t hd = sh.hidden / sh.heads, q = sh.hidden, kv = hd * sh.kv_heads;
+  const ArchInfo& arch = *sh.arch;
+  ModelConfig c;
+  c.arch = &arch;
+  c.hidden = sh.hidden, c.layers = sh.layers, c.heads = sh.heads, c.kv_heads = sh.kv_heads;
+  c.head_dim = sh.hidden / sh.heads, c.intermediate = sh.intermediate, c.vocab = sh.vocab;
   std::vector<SynthTensor> out;
-  auto add = [&](std::string name, std::vector<int64_t> shape, float mean) {
-    out.push_back({{std::move(name), s.dtype, std::move(shape)}, mean, 0.02f});
+  auto add = [&](std::string name, std::vector<int64_t> shape, bool norm) {
+    out.push_back({{std::move(name), s.dtype, std::move(shape)}, norm ? 1.0f : 0.0f, 0.02f});
   };
-  add("model.embed_tokens.weight", {sh.vocab, sh.hidden}, 0);
-  for (int l = 0; l < sh.layers; ++l) {
-    for (const RoleName& r : arch.layer) {
-      std::string name = LayerPrefix(l) + std::string(r.name);
-      switch (r.role) {
-        case Role::kAttnNorm: case Role::kFfnNorm: add(name, {sh.hidden}, 1); break;
-        case Role::kQ: add(name, {q, sh.hidden}, 0); break;
-        case Role::kK: case Role::kV: add(name, {kv, sh.hidden}, 0); break;
-        case Role::kO: add(name, {sh.hidden, q}, 0); break;
-        case Role::kQBias: add(name, {q}, 0); break;
-        case Role::kKBias: case Role::kVBias: add(name, {kv}, 0); break;
-        case Role::kGate: case Role::kUp: add(name, {sh.intermediate, sh.hidden}, 0); break;
-        case Role::kDown: add(name, {sh.hidden, sh.intermediate}, 0); break;
-      }
-    }
-  }
-  add("model.norm.weight", {sh.hidden}, 1);
-  if (!s.tie_embeddings) add("lm_head.weight", {sh.vocab, sh.hidden}, 0);
+  auto add_non_layer = [&](const std::vector<NonLayerTensor>& ts) {
+    for (const NonLayerTensor& t : ts)
+      if (!(t.optional && s.tie_embeddings)) add(std::string(t.name), *NonLayerShape(c, t.name), t.norm);
+  };
+  add_non_layer(arch.pre);
+  for (int l = 0; l < sh.layers; ++l)
+    for (const RoleName& r : arch.layer) add(LayerPrefix(l) + std::string(r.name), RoleShape(c, r.role), IsNormRole(r.role));
+  add_non_layer(arch.post);
   return out;
 }
 

@@ -1,5 +1,5 @@
-// Architecture tables, written from mergekit's architecture definitions and
-// HF transformers' checkpoint layouts.
+// The architecture table, written from mergekit's architecture definitions,
+// HF transformers' checkpoint layouts and configuration classes.
 #include "strata/formats/arch.h"
 
 #include <charconv>
@@ -36,14 +36,54 @@ const std::vector<RoleName> kQwen2Layer = {
 };
 
 const std::vector<NonLayerTensor> kPre = {{"model.embed_tokens.weight", false}};
-const std::vector<NonLayerTensor> kPost = {{"model.norm.weight", false},
+const std::vector<NonLayerTensor> kPost = {{"model.norm.weight", false, true},
                                            {"lm_head.weight", true}};
 
+// One entry per architecture; adding an architecture is adding an entry.
+// `defaults` are HF transformers' configuration-class defaults
+// (configuration_llama.py, configuration_mistral.py, configuration_qwen2.py).
 const std::vector<ArchInfo>& Archs() {
   static const std::vector<ArchInfo> archs = {
-      {"LlamaForCausalLM", "llama", kLlamaLayer, kPre, kPost, false, false},
-      {"MistralForCausalLM", "mistral", kLlamaLayer, kPre, kPost, false, true},
-      {"Qwen2ForCausalLM", "qwen2", kQwen2Layer, kPre, kPost, true, true},
+      {
+          .hf_name = "LlamaForCausalLM",
+          .model_type = "llama",
+          .layer = kLlamaLayer, .pre = kPre, .post = kPost,
+          .qkv_bias = false,
+          .window = WindowRule::kNone,
+          .defaults = {.kv_heads = std::nullopt, .max_position_embeddings = 2048, .rope_theta = 10000.0,
+                       .rms_norm_eps = 1e-6, .tie_word_embeddings = false, .sliding_window = std::nullopt,
+                       .use_sliding_window = false, .max_window_layers = 0},
+          .synth = {.max_position_embeddings = 4096, .rms_norm_eps = 1e-5, .rope_theta = 10000.0,
+                    .extra = {{"attention_bias", SynthKey::kBool, 0},
+                              {"mlp_bias", SynthKey::kBool, 0},
+                              {"pretraining_tp", SynthKey::kInt, 1}}},
+      },
+      {
+          .hf_name = "MistralForCausalLM",
+          .model_type = "mistral",
+          .layer = kLlamaLayer, .pre = kPre, .post = kPost,
+          .qkv_bias = false,
+          .window = WindowRule::kAllLayers,
+          .defaults = {.kv_heads = 8, .max_position_embeddings = 4096 * 32, .rope_theta = 10000.0,
+                       .rms_norm_eps = 1e-6, .tie_word_embeddings = false, .sliding_window = 4096,
+                       .use_sliding_window = false, .max_window_layers = 0},
+          .synth = {.max_position_embeddings = 32768, .rms_norm_eps = 1e-5, .rope_theta = 10000.0,
+                    .extra = {{"sliding_window", SynthKey::kInt, 4096}}},
+      },
+      {
+          .hf_name = "Qwen2ForCausalLM",
+          .model_type = "qwen2",
+          .layer = kQwen2Layer, .pre = kPre, .post = kPost,
+          .qkv_bias = true,
+          .window = WindowRule::kQwen2MaxWindowLayers,
+          .defaults = {.kv_heads = 32, .max_position_embeddings = 32768, .rope_theta = 10000.0,
+                       .rms_norm_eps = 1e-6, .tie_word_embeddings = false, .sliding_window = 4096,
+                       .use_sliding_window = false, .max_window_layers = 28},
+          .synth = {.max_position_embeddings = 4096, .rms_norm_eps = 1e-6, .rope_theta = 1000000.0,
+                    .extra = {{"sliding_window", SynthKey::kInt, 4096},
+                              {"use_sliding_window", SynthKey::kBool, 0},
+                              {"max_window_layers", SynthKey::kLayerCount, 0}}},
+      },
   };
   return archs;
 }
@@ -52,9 +92,17 @@ const std::vector<ArchInfo>& Archs() {
 
 std::string LayerPrefix(int index) { return "model.layers." + std::to_string(index) + "."; }
 
+const std::vector<ArchInfo>& AllArchs() { return Archs(); }
+
 const ArchInfo* FindArch(std::string_view hf_name) {
   for (const ArchInfo& a : Archs())
     if (a.hf_name == hf_name) return &a;
+  return nullptr;
+}
+
+const ArchInfo* FindArchByModelType(std::string_view model_type) {
+  for (const ArchInfo& a : Archs())
+    if (a.model_type == model_type) return &a;
   return nullptr;
 }
 

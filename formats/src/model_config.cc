@@ -111,15 +111,47 @@ std::optional<RopeScaling> ParseRopeScaling(const J& j) {
   return s;
 }
 
+// True when `key` is present with the value null (HF tells that apart from a
+// key left out for some keys: the config class's default applies only then).
+bool IsNull(const J& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_null();
+}
+
+// The window of each layer, by the architecture's WindowRule. The keys are
+// type-checked whatever the architecture, as before; only the rule reads them.
 void SlidingWindow(const J& j, ModelConfig& c) {
+  const ConfigDefaults& d = c.arch->defaults;
   c.window.assign(c.layers, 0);
-  const int sw = Int(j, "sliding_window", 0, 1 << 30, 0);
-  const bool use = Bool(j, "use_sliding_window", false);
-  const int from = Int(j, "max_window_layers", 0, 1 << 30, c.layers);
-  if (sw == 0 || !c.arch->sliding_window) return;
-  if (c.arch->model_type == "mistral") c.window.assign(c.layers, sw);
-  if (c.arch->model_type == "qwen2" && use)
-    for (int l = from; l < c.layers; ++l) c.window[l] = sw;
+  const int sw = IsNull(j, "sliding_window") ? 0 : Int(j, "sliding_window", 0, 1 << 30, d.sliding_window.value_or(0));
+  const bool use = Bool(j, "use_sliding_window", d.use_sliding_window);
+  const int from = Int(j, "max_window_layers", 0, 1 << 30, d.max_window_layers);
+  switch (c.arch->window) {
+    case WindowRule::kNone: return;
+    case WindowRule::kAllLayers: c.window.assign(c.layers, sw); return;
+    case WindowRule::kQwen2MaxWindowLayers: {
+      const int window = use ? sw : 0;  // Qwen2Config: sliding_window = None unless use_sliding_window
+      const J* types = Find(j, "layer_types");
+      if (!types) {
+        for (int l = from; l < c.layers; ++l) c.window[l] = window;
+        return;
+      }
+      if (!types->is_array() || types->size() != static_cast<size_t>(c.layers))
+        Bad("layer_types", *types, "a list of " + std::to_string(c.layers) +
+                                       " (num_hidden_layers) \"full_attention\" or \"sliding_attention\" entries");
+      for (int l = 0; l < c.layers; ++l) {
+        const J& t = (*types)[l];
+        if (t == "full_attention") continue;
+        if (t != "sliding_attention")
+          Bad("layer_types", *types, "a list of \"full_attention\" or \"sliding_attention\" entries");
+        if (window == 0)
+          throw Error("config.json: \"layer_types\" asks for sliding_attention in layer " + std::to_string(l) +
+                      " but there is no window (use_sliding_window is false or sliding_window is null or 0)");
+        c.window[l] = window;
+      }
+      return;
+    }
+  }
 }
 
 // Features of these configs that strata does not compute: refusing beats
@@ -144,10 +176,13 @@ ModelConfig ParseModelConfig(const J& j) {
   c.hidden = Int(j, "hidden_size", 1, 1 << 20);
   c.layers = Int(j, "num_hidden_layers", 1, 1 << 16);
   c.heads = Int(j, "num_attention_heads", 1, 1 << 14);
-  c.kv_heads = Int(j, "num_key_value_heads", 1, 1 << 14, c.heads);
+  const ConfigDefaults& d = c.arch->defaults;
+  // Left out: the config class's default (Mistral 8, ...); null: num_attention_heads.
+  c.kv_heads = Int(j, "num_key_value_heads", 1, 1 << 14,
+                   IsNull(j, "num_key_value_heads") ? c.heads : d.kv_heads.value_or(c.heads));
   c.intermediate = Int(j, "intermediate_size", 1, 1 << 22);
   c.vocab = Int(j, "vocab_size", 1, 1 << 24);
-  c.max_position_embeddings = Int(j, "max_position_embeddings", 1, 1 << 30);
+  c.max_position_embeddings = Int(j, "max_position_embeddings", 1, 1 << 30, d.max_position_embeddings);
   const bool has_head_dim = Find(j, "head_dim") != nullptr;
   c.head_dim = has_head_dim ? Int(j, "head_dim", 1, 1 << 14) : c.hidden / c.heads;
   if (!has_head_dim && c.hidden % c.heads != 0)
@@ -157,11 +192,11 @@ ModelConfig ParseModelConfig(const J& j) {
     throw Error("config.json: num_attention_heads " + std::to_string(c.heads) +
                 " is not divisible by num_key_value_heads " + std::to_string(c.kv_heads));
   if (c.head_dim % 2 != 0) throw Error("config.json: head_dim must be even for RoPE");
-  c.rms_norm_eps = Positive(j, "rms_norm_eps", 1e-6);
-  c.rope_theta = Positive(j, "rope_theta", 10000.0);
+  c.rms_norm_eps = Positive(j, "rms_norm_eps", d.rms_norm_eps);
+  c.rope_theta = Positive(j, "rope_theta", d.rope_theta);
   c.rope_scaling = ParseRopeScaling(j);
   SlidingWindow(j, c);
-  c.tie_word_embeddings = Bool(j, "tie_word_embeddings", false);  // the default of all three configs
+  c.tie_word_embeddings = Bool(j, "tie_word_embeddings", d.tie_word_embeddings);
   std::vector<int> bos = IdList(j, "bos_token_id");
   if (bos.size() > 1) Bad("bos_token_id", *Find(j, "bos_token_id"), "one token id");
   c.bos_token_id = bos.empty() ? -1 : bos[0];

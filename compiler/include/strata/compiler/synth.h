@@ -12,8 +12,8 @@
 namespace strata {
 
 struct SynthSpec {
-  std::string arch = "mistral";  // llama | mistral | qwen2
-  std::string preset = "tiny";   // tiny | small | mistral-7b
+  std::string arch = "mistral";  // a model_type of the architecture table (arch.h): llama | mistral | qwen2
+  std::string preset = "tiny";   // tiny | small | mistral-7b (the presets table in synth.cc)
   std::optional<int> layers, hidden, heads, kv_heads, intermediate, vocab;
   DType dtype = DType::kBF16;
   uint64_t seed = 0;

@@ -24,16 +24,19 @@ struct ModelConfig {
   int max_position_embeddings = 0;
   double rms_norm_eps = 1e-6, rope_theta = 10000;
   std::optional<RopeScaling> rope_scaling;
-  // Sliding window per layer (0: full causal attention), HF's rules: Mistral
-  // applies config.sliding_window to every layer; Qwen2 only when
-  // use_sliding_window is true, to layers >= max_window_layers.
+  // Sliding window per layer (0: full causal attention), by the architecture's
+  // WindowRule (arch.h): Mistral applies config.sliding_window to every layer;
+  // Qwen2 only when use_sliding_window is true, to the layers layer_types
+  // marks "sliding_attention" or else to layers >= max_window_layers.
   std::vector<int> window;
   bool tie_word_embeddings = false;
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
 };
 
-// Parses config.json. Throws Error ("config.json: ...") naming the key, the
+// Parses config.json; a key left out takes the architecture's HF default
+// (ArchInfo::defaults: num_key_value_heads, max_position_embeddings,
+// rope_theta, rms_norm_eps, tie_word_embeddings and the window keys). Throws Error ("config.json: ...") naming the key, the
 // value found and the valid range when a key strata reads is missing, of the
 // wrong type or out of range (rope_theta <= 0, rms_norm_eps <= 0, a rope
 // factor of 0, 1e18 layers, ...), when keys are inconsistent (hidden_size not
