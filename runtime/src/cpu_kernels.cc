@@ -1,148 +1,79 @@
-// CPU kernels (see cpu_kernels.h).
+// CPU kernels (see cpu_kernels.h and docs/runtime.md, "CPU kernels").
 #include "strata/runtime/cpu_kernels.h"
 
 #include <immintrin.h>
 #include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
+
+// GCC 12's AVX-512 headers build some results from _mm512_undefined_ps(),
+// which -W(maybe-)uninitialized reports at every inlined use.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#define STRATA_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define STRATA_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
+#define STRATA_AVX512BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define STRATA_INLINE inline __attribute__((always_inline))
 
 namespace strata {
 
 namespace {
 
-// ---- dot products of one weight row with one fp32 vector ----
+// ---------------------------------------------------------------------------
+// Tiers: chosen once at start-up (the best this CPU has, or lower when
+// STRATA_CPU_KERNELS asks), changed only by SetCpuKernelsForTesting.
 
-// One loop for every weight type: `load` turns element i of the row into fp32.
-// Eight partial sums, like the vector paths, keep the rounding comparable.
-template <typename T, float (*Load)(T)>
-float DotPortable(const T* w, const float* x, int64_t k) {
-  float acc[8] = {0};
-  int64_t i = 0;
-  for (; i + 8 <= k; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += Load(w[i + j]) * x[i + j];
-  float s = 0;
-  for (; i < k; ++i) s += Load(w[i]) * x[i];
-  for (float a : acc) s += a;
-  return s;
-}
+enum Tier : int { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
+constexpr std::string_view kTierNames[] = {"portable", "avx2", "avx512", "avx512-bf16"};
 
-float Identity(float v) { return v; }
-float DotF32Portable(const float* w, const float* x, int64_t k) { return DotPortable<float, Identity>(w, x, k); }
-float DotBF16Portable(const uint16_t* w, const float* x, int64_t k) {
-  return DotPortable<uint16_t, BF16ToFloat>(w, x, k);
-}
-float DotF16Portable(const uint16_t* w, const float* x, int64_t k) { return DotPortable<uint16_t, F16ToFloat>(w, x, k); }
-
-__attribute__((target("avx2,fma"))) float HSum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_hadd_ps(lo, lo);
-  lo = _mm_hadd_ps(lo, lo);
-  return _mm_cvtss_f32(lo);
-}
-
-__attribute__((target("avx2,fma"))) float DotF32Avx2(const float* w, const float* x, int64_t k) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-  }
-  float s = HSum(_mm256_add_ps(a0, a1));
-  for (; i < k; ++i) s += w[i] * x[i];
-  return s;
-}
-
-__attribute__((target("avx2,fma"))) __m256 LoadBF16(const uint16_t* p) {
-  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-
-__attribute__((target("avx2,fma"))) float DotBF16Avx2(const uint16_t* w, const float* x, int64_t k) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    a0 = _mm256_fmadd_ps(LoadBF16(w + i), _mm256_loadu_ps(x + i), a0);
-    a1 = _mm256_fmadd_ps(LoadBF16(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-  }
-  float s = HSum(_mm256_add_ps(a0, a1));
-  for (; i < k; ++i) s += BF16ToFloat(w[i]) * x[i];
-  return s;
-}
-
-__attribute__((target("avx2,fma,f16c"))) float DotF16Avx2(const uint16_t* w, const float* x, int64_t k) {
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= k; i += 16) {
-    __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i)));
-    __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i + 8)));
-    a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
-    a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
-  }
-  float s = HSum(_mm256_add_ps(a0, a1));
-  for (; i < k; ++i) s += F16ToFloat(w[i]) * x[i];
-  return s;
-}
-
-bool DetectAvx2() {
+int BestTier() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")))
+    return kPortable;
+  if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")))
+    return kAvx2;
+  if (!__builtin_cpu_supports("avx512bf16")) return kAvx512;
+  return kAvx512Bf16;
 }
 
-const bool kAvx2 = DetectAvx2();
+const int kBestTier = BestTier();
 
-using DotFn = float (*)(const void* w, const float* x, int64_t k);
-
-DotFn DotFor(DType t) {
-  switch (t) {
-    case DType::kF32:
-      return kAvx2 ? [](const void* w, const float* x, int64_t k) { return DotF32Avx2(static_cast<const float*>(w), x, k); }
-                   : [](const void* w, const float* x, int64_t k) { return DotF32Portable(static_cast<const float*>(w), x, k); };
-    case DType::kBF16:
-      return kAvx2 ? [](const void* w, const float* x, int64_t k) { return DotBF16Avx2(static_cast<const uint16_t*>(w), x, k); }
-                   : [](const void* w, const float* x, int64_t k) { return DotBF16Portable(static_cast<const uint16_t*>(w), x, k); };
-    case DType::kF16:
-      return kAvx2 ? [](const void* w, const float* x, int64_t k) { return DotF16Avx2(static_cast<const uint16_t*>(w), x, k); }
-                   : [](const void* w, const float* x, int64_t k) { return DotF16Portable(static_cast<const uint16_t*>(w), x, k); };
-    default:
-      return nullptr;
-  }
+int TierByName(std::string_view name) {
+  for (int t = 0; t < 4; ++t)
+    if (kTierNames[t] == name) return t;
+  return -1;
 }
 
-// Prefill: 4 weight rows (already fp32) against 2 tokens at once, so each
-// load of x or w feeds several FMAs (8 accumulators stay in registers).
-__attribute__((target("avx2,fma"))) void Block4x2Avx2(const float* w, const float* x0, const float* x1, int64_t K,
-                                                      int64_t rows, float* out /* [4][2] */) {
-  __m256 acc[4][2];
-  for (auto& r : acc) r[0] = r[1] = _mm256_setzero_ps();
-  int64_t k = 0;
-  for (; k + 8 <= K; k += 8) {
-    __m256 a = _mm256_loadu_ps(x0 + k), b = _mm256_loadu_ps(x1 + k);
-    for (int r = 0; r < 4; ++r) {
-      __m256 wv = _mm256_loadu_ps(w + r * K + k);
-      acc[r][0] = _mm256_fmadd_ps(wv, a, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(wv, b, acc[r][1]);
-    }
+int InitialTier() {
+  const char* env = std::getenv("STRATA_CPU_KERNELS");
+  if (!env || !*env) return kBestTier;
+  const int t = TierByName(env);
+  if (t < 0) {
+    std::fprintf(stderr, "strata: STRATA_CPU_KERNELS=%s is not one of portable, avx2, avx512, avx512-bf16; using %s\n",
+                 env, kTierNames[kBestTier].data());
+    return kBestTier;
   }
-  for (int r = 0; r < rows; ++r) {
-    float s0 = HSum(acc[r][0]), s1 = HSum(acc[r][1]);
-    for (int64_t i = k; i < K; ++i) {
-      s0 += w[r * K + i] * x0[i];
-      s1 += w[r * K + i] * x1[i];
-    }
-    out[r * 2] = s0;
-    out[r * 2 + 1] = s1;
+  if (t > kBestTier) {
+    std::fprintf(stderr, "strata: this CPU has no %s kernels (STRATA_CPU_KERNELS); using %s\n", env,
+                 kTierNames[kBestTier].data());
+    return kBestTier;
   }
+  return t;
 }
 
-void Block4x2Portable(const float* w, const float* x0, const float* x1, int64_t K, int64_t rows, float* out) {
-  for (int r = 0; r < rows; ++r) {
-    out[r * 2] = DotF32Portable(w + r * K, x0, K);
-    out[r * 2 + 1] = DotF32Portable(w + r * K, x1, K);
-  }
-}
+std::atomic<int> g_tier{InitialTier()};
+
+int CurrentTier() { return g_tier.load(std::memory_order_relaxed); }
 
 float ElementAsFloat(const HostTensor& t, int64_t i) {
   float v = 0;
@@ -150,57 +81,513 @@ float ElementAsFloat(const HostTensor& t, int64_t i) {
   return v;
 }
 
-}  // namespace
+// ---------------------------------------------------------------------------
+// MatMul. Every tier computes output (m, n) as a dot product of weight row n
+// with token row m in lanes (16 on AVX-512, 8 on AVX2 and portable) over K in
+// order, then the same fixed reduction tree of the lanes, then + bias: the
+// instructions that produce one output do not depend on M, on where the row
+// falls in its tile, nor on which thread runs the tile. The tiles (4 weight
+// rows x MR tokens of accumulators) only decide what is reused from registers.
 
-bool CpuHasAvx2() { return kAvx2; }
+constexpr int kNR = 4;  // weight rows per micro-tile (one reduction of 4 lanes-vectors)
 
-// Many tokens (prefill): convert 4 weight rows to fp32 once, then sweep the
-// tokens two at a time.
-static void MatMulBlocked(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
-  const int64_t N = w.rows(), K = w.cols();
-  const size_t es = DTypeSize(w.dtype);
-  const char* base = static_cast<const char*>(w.data);
-  auto block = kAvx2 ? Block4x2Avx2 : Block4x2Portable;
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, (N + 3) / 4, 4), [&](const tbb::blocked_range<int64_t>& r) {
-    thread_local std::vector<float> wf;
-    wf.resize(4 * K);
-    for (int64_t b = r.begin(); b < r.end(); ++b) {
-      const int64_t n0 = b * 4, rows = std::min<int64_t>(4, N - n0);
-      ConvertElements(w.dtype, base + n0 * K * es, DType::kF32, wf.data(), rows * K);
-      float bv[4] = {0, 0, 0, 0};
-      for (int64_t i = 0; i < rows && bias; ++i) bv[i] = ElementAsFloat(*bias, n0 + i);
-      float out[8];
-      for (int64_t m = 0; m < M; m += 2) {
-        const float* x1 = x + std::min(m + 1, M - 1) * K;  // odd M: the last token twice
-        block(wf.data(), x + m * K, x1, K, rows, out);
-        for (int64_t i = 0; i < rows; ++i) {
-          y[m * N + n0 + i] = out[i * 2] + bv[i];
-          if (m + 1 < M) y[(m + 1) * N + n0 + i] = out[i * 2 + 1] + bv[i];
+struct Product {
+  const char* w = nullptr;
+  DType dt = DType::kF32;
+  int64_t N = 0;
+  float* y = nullptr;
+  const HostTensor* bias = nullptr;
+};
+
+struct Gemm {
+  const float* x = nullptr;  // (M, K) fp32
+  int64_t M = 0, K = 0;
+  const uint16_t* xb = nullptr;  // avx512-bf16: x rounded to bf16, (M, kp), zero padded
+  int64_t kp = 0;
+};
+
+// Bias of weight rows [n0, n0+rows) into b[4] (zeros past rows).
+void Bias4(const HostTensor* bias, int64_t n0, int rows, float* b) {
+  for (int i = 0; i < kNR; ++i) b[i] = 0;
+  if (bias)
+    for (int i = 0; i < rows; ++i) b[i] = ElementAsFloat(*bias, n0 + i);
+}
+
+// ---- portable ----
+
+// Lane j of the accumulator holds the products of k = j (mod 8); the lanes
+// are summed as ((0+4)+(2+6)) + ((1+5)+(3+7)), the AVX2 tree.
+float Reduce8(const float* a) {
+  const float h0 = a[0] + a[4], h1 = a[1] + a[5], h2 = a[2] + a[6], h3 = a[3] + a[7];
+  return (h0 + h2) + (h1 + h3);
+}
+
+void PanelPortable(const Gemm& g, const Product& p, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
+  const int64_t K = g.K, N = p.N;
+  const size_t es = DTypeSize(p.dt);
+  thread_local std::vector<float> wf;
+  wf.resize(K);
+  for (int64_t n = n0; n < n1; ++n) {
+    ConvertElements(p.dt, p.w + n * K * es, DType::kF32, wf.data(), K);
+    const float b = p.bias ? ElementAsFloat(*p.bias, n) : 0.0f;
+    for (int64_t m = m0; m < m1; ++m) {
+      const float* xm = g.x + m * K;
+      float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t k = 0; k < K; ++k) acc[k & 7] += wf[k] * xm[k];
+      const float s = Reduce8(acc);
+      p.y[m * N + n] = p.bias ? s + b : s;
+    }
+  }
+}
+
+// ---- AVX2 / FMA ----
+
+// [sum(a), sum(b), sum(c), sum(d)], each as Reduce8.
+STRATA_AVX2 STRATA_INLINE __m128 Reduce4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
+  // 256 -> 128: lanes j and j+4.
+  __m128 a4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  __m128 b4 = _mm_add_ps(_mm256_castps256_ps128(b), _mm256_extractf128_ps(b, 1));
+  __m128 c4 = _mm_add_ps(_mm256_castps256_ps128(c), _mm256_extractf128_ps(c, 1));
+  __m128 d4 = _mm_add_ps(_mm256_castps256_ps128(d), _mm256_extractf128_ps(d, 1));
+  // (h0, h1, h2, h3) -> (h0 + h2) + (h1 + h3): unpack pairs (0,2) and (1,3).
+  __m128 ab_lo = _mm_unpacklo_ps(a4, b4), ab_hi = _mm_unpackhi_ps(a4, b4);  // a0 b0 a1 b1 | a2 b2 a3 b3
+  __m128 cd_lo = _mm_unpacklo_ps(c4, d4), cd_hi = _mm_unpackhi_ps(c4, d4);
+  __m128 ab = _mm_add_ps(ab_lo, ab_hi);  // a0+a2, b0+b2, a1+a3, b1+b3
+  __m128 cd = _mm_add_ps(cd_lo, cd_hi);
+  __m128 e = _mm_movelh_ps(ab, cd);  // a02 b02 c02 d02
+  __m128 o = _mm_movehl_ps(cd, ab);  // a13 b13 c13 d13
+  return _mm_add_ps(e, o);
+}
+
+template <DType DT>
+STRATA_AVX2 STRATA_INLINE __m256 LoadW8(const void* w, int64_t k) {
+  if constexpr (DT == DType::kF32) {
+    return _mm256_loadu_ps(static_cast<const float*>(w) + k);
+  } else if constexpr (DT == DType::kBF16) {
+    __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + k));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  } else {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + k)));
+  }
+}
+
+// acc[r][m] += w[r] . x[m] over K (8 lanes), tail from zero-padded copies.
+template <DType DT, int MR>
+STRATA_AVX2 void MicroAvx2(const void* const* w, const float* x, int64_t K, int rows, const float* bias, float* y,
+                           int64_t ldy) {
+  constexpr size_t es = DT == DType::kF32 ? 4 : 2;
+  __m256 acc[kNR][MR];
+  for (auto& r : acc)
+    for (auto& a : r) a = _mm256_setzero_ps();
+  const int64_t kf = K & ~int64_t{7};
+  for (int64_t k = 0; k < kf; k += 8) {
+    __m256 xv[MR];
+    for (int m = 0; m < MR; ++m) xv[m] = _mm256_loadu_ps(x + m * K + k);
+    for (int r = 0; r < kNR; ++r) {
+      const __m256 wv = LoadW8<DT>(w[r], k);
+      for (int m = 0; m < MR; ++m) acc[r][m] = _mm256_fmadd_ps(wv, xv[m], acc[r][m]);
+    }
+  }
+  if (kf < K) {
+    const int t = static_cast<int>(K - kf);
+    alignas(32) float xt[MR][8] = {};
+    alignas(32) char wt[kNR][8 * es] = {};
+    for (int m = 0; m < MR; ++m) std::memcpy(xt[m], x + m * K + kf, t * 4);
+    for (int r = 0; r < kNR; ++r) std::memcpy(wt[r], static_cast<const char*>(w[r]) + kf * es, t * es);
+    for (int r = 0; r < kNR; ++r) {
+      const __m256 wv = LoadW8<DT>(wt[r], 0);
+      for (int m = 0; m < MR; ++m) acc[r][m] = _mm256_fmadd_ps(wv, _mm256_load_ps(xt[m]), acc[r][m]);
+    }
+  }
+  const __m128 b = bias ? _mm_loadu_ps(bias) : _mm_setzero_ps();
+  for (int m = 0; m < MR; ++m) {
+    __m128 s = Reduce4x8(acc[0][m], acc[1][m], acc[2][m], acc[3][m]);
+    if (bias) s = _mm_add_ps(s, b);
+    alignas(16) float o[4];
+    _mm_store_ps(o, s);
+    for (int r = 0; r < rows; ++r) y[m * ldy + r] = o[r];
+  }
+}
+
+template <DType DT>
+void PanelAvx2T(const Gemm& g, const Product& p, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
+  constexpr int MR = 3;
+  const int64_t K = g.K;
+  const size_t es = DTypeSize(DT);
+  float b[kNR];
+  for (int64_t m = m0; m < m1; m += MR) {
+    const int mr = static_cast<int>(std::min<int64_t>(MR, m1 - m));
+    for (int64_t n = n0; n < n1; n += kNR) {
+      const int rows = static_cast<int>(std::min<int64_t>(kNR, n1 - n));
+      const void* w[kNR];
+      for (int r = 0; r < kNR; ++r) w[r] = p.w + (n + std::min(r, rows - 1)) * K * es;
+      Bias4(p.bias, n, rows, b);
+      const float* bp = p.bias ? b : nullptr;
+      float* y = p.y + m * p.N + n;
+      const float* x = g.x + m * K;
+      switch (mr) {
+        case 3: MicroAvx2<DT, 3>(w, x, K, rows, bp, y, p.N); break;
+        case 2: MicroAvx2<DT, 2>(w, x, K, rows, bp, y, p.N); break;
+        default: MicroAvx2<DT, 1>(w, x, K, rows, bp, y, p.N); break;
+      }
+    }
+  }
+}
+
+void PanelAvx2(const Gemm& g, const Product& p, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
+  switch (p.dt) {
+    case DType::kF32: return PanelAvx2T<DType::kF32>(g, p, n0, n1, m0, m1);
+    case DType::kBF16: return PanelAvx2T<DType::kBF16>(g, p, n0, n1, m0, m1);
+    default: return PanelAvx2T<DType::kF16>(g, p, n0, n1, m0, m1);
+  }
+}
+
+// ---- AVX-512F (fp32 FMA) ----
+
+// [sum(a), sum(b), sum(c), sum(d)] of 16 lanes each: lanes j and j+8, then
+// j and j+4, then j and j+2, then j and j+1 (the same tree for every slot).
+STRATA_AVX512 STRATA_INLINE __m128 Reduce4x16(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // 512 -> 256 (blocks 0+2, 1+3), two vectors per register.
+  const __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  const __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+  // 256 -> 128 (blocks 0+1): [a, b, c, d] one 128-bit block each.
+  const __m512 v = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+  // 128 -> 64 -> 32 within each block.
+  const __m512 v2 = _mm512_add_ps(v, _mm512_permute_ps(v, 0x4E));   // lanes j + (j^2)
+  const __m512 v1 = _mm512_add_ps(v2, _mm512_permute_ps(v2, 0xB1));  // lanes j + (j^1)
+  const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(idx, v1));
+}
+
+STRATA_AVX512 STRATA_INLINE void Store4(float* y, __m128 s, const float* bias, int rows) {
+  if (bias) s = _mm_add_ps(s, _mm_loadu_ps(bias));
+  _mm_mask_storeu_ps(y, static_cast<__mmask8>((1u << rows) - 1), s);
+}
+
+template <DType DT>
+STRATA_AVX512 STRATA_INLINE __m512 LoadW16(const void* w, int64_t k, __mmask16 mk) {
+  if constexpr (DT == DType::kF32) {
+    return _mm512_maskz_loadu_ps(mk, static_cast<const float*>(w) + k);
+  } else if constexpr (DT == DType::kBF16) {
+    __m256i h = _mm256_maskz_loadu_epi16(mk, static_cast<const uint16_t*>(w) + k);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mk, static_cast<const uint16_t*>(w) + k));
+  }
+}
+
+// A block of K (cache blocking) carries its accumulators to the next block
+// through `carry` (kLoad: start from them; kStore: leave them there instead of
+// reducing): the lanes see the same FMAs in the same order as in one pass.
+constexpr int kLoad = 1, kStore = 2;
+constexpr int kCarryFloats = kNR * 6 * 16;  // one micro-tile's accumulators, MR <= 6
+
+template <DType DT, int MR>
+STRATA_AVX512 void Micro512(const void* const* w, const float* x, int64_t ldx, int64_t K, int rows, const float* bias,
+                            float* y, int64_t ldy, float* carry = nullptr, int phase = 0) {
+  __m512 acc[kNR][MR];
+  for (int r = 0; r < kNR; ++r)
+    for (int m = 0; m < MR; ++m)
+      acc[r][m] = phase & kLoad ? _mm512_loadu_ps(carry + (r * MR + m) * 16) : _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 mk = K - k >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (K - k)) - 1);
+    __m512 xv[MR];
+    for (int m = 0; m < MR; ++m) xv[m] = _mm512_maskz_loadu_ps(mk, x + m * ldx + k);
+    for (int r = 0; r < kNR; ++r) {
+      const __m512 wv = LoadW16<DT>(w[r], k, mk);
+      for (int m = 0; m < MR; ++m) acc[r][m] = _mm512_fmadd_ps(wv, xv[m], acc[r][m]);
+    }
+  }
+  if (phase & kStore) {
+    for (int r = 0; r < kNR; ++r)
+      for (int m = 0; m < MR; ++m) _mm512_storeu_ps(carry + (r * MR + m) * 16, acc[r][m]);
+    return;
+  }
+  for (int m = 0; m < MR; ++m) Store4(y + m * ldy, Reduce4x16(acc[0][m], acc[1][m], acc[2][m], acc[3][m]), bias, rows);
+}
+
+// BF16/F16 -> fp32 (exact).
+template <DType DT>
+STRATA_AVX512 void WidenTo32(const void* src, int64_t n, float* dst) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mk = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(dst + i, mk, LoadW16<DT>(src, i, mk));
+  }
+}
+
+// Weights in BF16/F16 used by more than one tile of tokens are converted to
+// fp32 once per block (exactly: the products are the same bits), then each
+// tile of 6 tokens (in L1) sweeps the block's rows (in L2).
+template <DType DT>
+void Panel512T(const Gemm& g, const Product& p, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
+  constexpr int MR = 6;
+  constexpr int64_t Kc = 512;  // a tile's 6 token rows and 4 weight rows: 12 + 8 KiB, in L1
+  const int64_t K = g.K, ntn = (n1 - n0 + kNR - 1) / kNR;
+  const size_t es = DTypeSize(DT);
+  const bool convert = DT != DType::kF32 && m1 - m0 > MR;
+  const bool blocked = K > Kc && m1 - m0 > MR;
+  thread_local std::vector<float> wf, carry;
+  const char* wbase = p.w + n0 * K * es;
+  size_t wes = es;
+  if (convert) {
+    wf.resize((n1 - n0) * K);
+    WidenTo32<DT>(wbase, (n1 - n0) * K, wf.data());
+    wbase = reinterpret_cast<const char*>(wf.data());
+    wes = 4;
+  }
+  if (blocked) carry.resize(((m1 - m0 + MR - 1) / MR) * ntn * kCarryFloats);
+  float b[kNR];
+  for (int64_t k0 = 0; k0 < K; k0 += blocked ? Kc : K) {
+    const int64_t kl = blocked ? std::min(Kc, K - k0) : K;
+    const int phase = !blocked ? 0 : (k0 > 0 ? kLoad : 0) | (k0 + kl < K ? kStore : 0);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int mr = static_cast<int>(std::min<int64_t>(MR, m1 - m));
+      const float* x = g.x + m * K + k0;
+      for (int64_t n = n0; n < n1; n += kNR) {
+        const int rows = static_cast<int>(std::min<int64_t>(kNR, n1 - n));
+        const void* w[kNR];
+        for (int r = 0; r < kNR; ++r) w[r] = wbase + ((n - n0 + std::min(r, rows - 1)) * K + k0) * wes;
+        if (!(phase & kStore)) Bias4(p.bias, n, rows, b);
+        const float* bp = p.bias ? b : nullptr;
+        float* y = p.y + m * p.N + n;
+        float* c = blocked ? carry.data() + (((m - m0) / MR) * ntn + (n - n0) / kNR) * kCarryFloats : nullptr;
+        constexpr DType D = DT;
+        if (convert) {
+          switch (mr) {
+            case 6: Micro512<DType::kF32, 6>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            case 5: Micro512<DType::kF32, 5>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            case 4: Micro512<DType::kF32, 4>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            case 3: Micro512<DType::kF32, 3>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            case 2: Micro512<DType::kF32, 2>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            default: Micro512<DType::kF32, 1>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+          }
+        } else {
+          switch (mr) {
+            case 6: Micro512<D, 6>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            case 5: Micro512<D, 5>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            case 4: Micro512<D, 4>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            case 3: Micro512<D, 3>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            case 2: Micro512<D, 2>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+            default: Micro512<D, 1>(w, x, K, kl, rows, bp, y, p.N, c, phase); break;
+          }
         }
       }
     }
-  });
+  }
+}
+
+void Panel512(const Gemm& g, const Product& p, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
+  switch (p.dt) {
+    case DType::kF32: return Panel512T<DType::kF32>(g, p, n0, n1, m0, m1);
+    case DType::kBF16: return Panel512T<DType::kBF16>(g, p, n0, n1, m0, m1);
+    default: return Panel512T<DType::kF16>(g, p, n0, n1, m0, m1);
+  }
+}
+
+// ---- AVX-512 BF16 (vdpbf16ps): BF16 weights as loaded, activations rounded
+// to bf16 (RNE) once per call; each instruction adds w[2i]x[2i] + w[2i+1]x[2i+1]
+// into lane i of an fp32 accumulator.
+
+STRATA_AVX512BF16 void RoundToBf16(const float* x, int64_t M, int64_t K, uint16_t* xb, int64_t kp) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* src = x + m * K;
+    uint16_t* dst = xb + m * kp;
+    for (int64_t k = 0; k < kp; k += 16) {
+      const int64_t left = K - k;
+      const __mmask16 mk = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(mk, src + k);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+    }
+  }
+}
+
+template <int MR>
+STRATA_AVX512BF16 void MicroBf16(const uint16_t* const* w, const uint16_t* xb, int64_t kp, int64_t K, int rows,
+                                 const float* bias, float* y, int64_t ldy, float* carry = nullptr, int phase = 0) {
+  __m512 acc[kNR][MR];
+  for (int r = 0; r < kNR; ++r)
+    for (int m = 0; m < MR; ++m)
+      acc[r][m] = phase & kLoad ? _mm512_loadu_ps(carry + (r * MR + m) * 16) : _mm512_setzero_ps();
+  const int64_t kf = K & ~int64_t{31};
+  int64_t k = 0;
+  for (; k < kf; k += 32) {
+    __m512bh wv[kNR];
+    for (int r = 0; r < kNR; ++r) wv[r] = reinterpret_cast<__m512bh>(_mm512_loadu_si512(w[r] + k));
+    for (int m = 0; m < MR; ++m) {
+      const __m512bh xv = reinterpret_cast<__m512bh>(_mm512_loadu_si512(xb + m * kp + k));
+      for (int r = 0; r < kNR; ++r) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], wv[r], xv);
+    }
+  }
+  if (k < K) {  // x is zero past K; the weights are masked
+    const __mmask32 mk = static_cast<__mmask32>((uint64_t{1} << (K - k)) - 1);
+    __m512bh wv[kNR];
+    for (int r = 0; r < kNR; ++r) wv[r] = reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(mk, w[r] + k));
+    for (int m = 0; m < MR; ++m) {
+      const __m512bh xv = reinterpret_cast<__m512bh>(_mm512_loadu_si512(xb + m * kp + k));
+      for (int r = 0; r < kNR; ++r) acc[r][m] = _mm512_dpbf16_ps(acc[r][m], wv[r], xv);
+    }
+  }
+  if (phase & kStore) {
+    for (int r = 0; r < kNR; ++r)
+      for (int m = 0; m < MR; ++m) _mm512_storeu_ps(carry + (r * MR + m) * 16, acc[r][m]);
+    return;
+  }
+  for (int m = 0; m < MR; ++m) Store4(y + m * ldy, Reduce4x16(acc[0][m], acc[1][m], acc[2][m], acc[3][m]), bias, rows);
+}
+
+// K blocks of kKcBf16 (a tile's 6 token rows and 4 weight rows: 12 + 8 KiB, in L1).
+constexpr int64_t kKcBf16 = 1024, kKc32 = 512;
+
+void PanelBf16(const Gemm& g, const Product& p, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
+  if (p.dt != DType::kBF16) return Panel512(g, p, n0, n1, m0, m1);  // F32/F16 weights: fp32 FMA
+  constexpr int MR = 6;
+  const int64_t K = g.K, ntn = (n1 - n0 + kNR - 1) / kNR;
+  const uint16_t* w0 = reinterpret_cast<const uint16_t*>(p.w);
+  const bool blocked = K > kKcBf16 && m1 - m0 > MR;
+  thread_local std::vector<float> carry;
+  if (blocked) carry.resize(((m1 - m0 + MR - 1) / MR) * ntn * kCarryFloats);
+  float b[kNR];
+  for (int64_t k0 = 0; k0 < K; k0 += blocked ? kKcBf16 : K) {
+    const int64_t kl = blocked ? std::min(kKcBf16, K - k0) : K;
+    const int phase = !blocked ? 0 : (k0 > 0 ? kLoad : 0) | (k0 + kl < K ? kStore : 0);
+    for (int64_t m = m0; m < m1; m += MR) {
+      const int mr = static_cast<int>(std::min<int64_t>(MR, m1 - m));
+      const uint16_t* xb = g.xb + m * g.kp + k0;
+      for (int64_t n = n0; n < n1; n += kNR) {
+        const int rows = static_cast<int>(std::min<int64_t>(kNR, n1 - n));
+        const uint16_t* w[kNR];
+        for (int r = 0; r < kNR; ++r) w[r] = w0 + (n + std::min(r, rows - 1)) * K + k0;
+        if (!(phase & kStore)) Bias4(p.bias, n, rows, b);
+        const float* bp = p.bias ? b : nullptr;
+        float* y = p.y + m * p.N + n;
+        float* c = blocked ? carry.data() + (((m - m0) / MR) * ntn + (n - n0) / kNR) * kCarryFloats : nullptr;
+        switch (mr) {
+          case 6: MicroBf16<6>(w, xb, g.kp, kl, rows, bp, y, p.N, c, phase); break;
+          case 5: MicroBf16<5>(w, xb, g.kp, kl, rows, bp, y, p.N, c, phase); break;
+          case 4: MicroBf16<4>(w, xb, g.kp, kl, rows, bp, y, p.N, c, phase); break;
+          case 3: MicroBf16<3>(w, xb, g.kp, kl, rows, bp, y, p.N, c, phase); break;
+          case 2: MicroBf16<2>(w, xb, g.kp, kl, rows, bp, y, p.N, c, phase); break;
+          default: MicroBf16<1>(w, xb, g.kp, kl, rows, bp, y, p.N, c, phase); break;
+        }
+      }
+    }
+  }
+}
+
+using PanelFn = void (*)(const Gemm&, const Product&, int64_t, int64_t, int64_t, int64_t);
+
+PanelFn PanelFor(int tier) {
+  switch (tier) {
+    case kAvx512Bf16: return PanelBf16;
+    case kAvx512: return Panel512;
+    case kAvx2: return PanelAvx2;
+    default: return PanelPortable;
+  }
+}
+
+// One unit of work: weight rows [n0, n1) of product p against tokens [m0, m1).
+struct Unit {
+  int p;
+  int64_t n0, n1, m0, m1;
+};
+
+// All products in one parallel region. Few tokens (decode, small batches):
+// the weights stream from memory once, each thread takes one contiguous
+// share of all products' rows (static partition: a few large chunks, no
+// task per row block). Many tokens: blocks of rows x tokens sized for L2
+// (below), scheduled dynamically.
+void RunProducts(const Product* prods, int count, const float* x, int64_t M, int64_t K) {
+  const int tier = CurrentTier();
+  Gemm g;
+  g.x = x;
+  g.M = M;
+  g.K = K;
+  std::vector<uint16_t> xb;
+  bool any_bf16 = false;
+  for (int i = 0; i < count; ++i) any_bf16 |= prods[i].dt == DType::kBF16;
+  if (tier == kAvx512Bf16 && any_bf16) {
+    g.kp = (K + 31) & ~int64_t{31};
+    xb.resize(M * g.kp);
+    RoundToBf16(x, M, K, xb.data(), g.kp);
+    g.xb = xb.data();
+  }
+  const PanelFn panel = PanelFor(tier);
+  const bool few = M <= 16;
+  // Many tokens: a block's tokens (~512 KiB of bf16 rows) stay in L2 while
+  // its weight rows (~256 KiB) are swept once per 6 tokens, so large weight
+  // matrices are read from memory ceil(M / MB) times, not once per 48 tokens.
+  int64_t NB = 16, MB = M;
+  int64_t rows_total = 0;
+  for (int i = 0; i < count; ++i) rows_total += prods[i].N;
+  if (!few) {
+    // Bytes of one row per block of K (the panels block K at 1024 bf16 / 512 fp32).
+    const int64_t row_bytes = g.xb ? 2 * std::min<int64_t>(K, 1024) : 4 * std::min<int64_t>(K, 512);
+    MB = std::min(M, std::max<int64_t>(48, (512 << 10) / row_bytes / 6 * 6));
+    NB = std::clamp<int64_t>((64 << 10) / row_bytes / 4 * 4, 16, 64);  // swept per 6 tokens: near L1
+    // Enough blocks for every thread several times over.
+    auto blocks = [&] { return ((M + MB - 1) / MB) * ((rows_total + NB - 1) / NB + count); };
+    while (blocks() < 16 && (MB > 48 || NB > 16)) {
+      if (MB > 48) MB = std::max<int64_t>(48, (MB / 2 + 5) / 6 * 6);
+      else NB = std::max<int64_t>(16, NB / 2 / 4 * 4);
+    }
+  }
+  std::vector<Unit> units;
+  int64_t macs = 0;
+  for (int i = 0; i < count; ++i) {
+    macs += prods[i].N * M * K;
+    for (int64_t n = 0; n < prods[i].N; n += NB)
+      for (int64_t m = 0; m < M; m += MB) units.push_back({i, n, std::min(n + NB, prods[i].N), m, std::min(m + MB, M)});
+  }
+  auto run = [&](const tbb::blocked_range<size_t>& r) {
+    for (size_t u = r.begin(); u < r.end(); ++u) {
+      const Unit& un = units[u];
+      panel(g, prods[un.p], un.n0, un.n1, un.m0, un.m1);
+    }
+  };
+  const tbb::blocked_range<size_t> all(0, units.size());
+  if (macs < (int64_t{1} << 16))
+    run(all);
+  else if (few)
+    tbb::parallel_for(all, run, tbb::static_partitioner());
+  else
+    tbb::parallel_for(tbb::blocked_range<size_t>(0, units.size(), 1), run);
+}
+
+}  // namespace
+
+bool CpuHasAvx2() { return CurrentTier() >= kAvx2; }
+std::string_view CpuKernelsName() { return kTierNames[CurrentTier()]; }
+std::string_view CpuKernelsBest() { return kTierNames[kBestTier]; }
+
+std::string_view SetCpuKernelsForTesting(std::string_view name) {
+  const int t = name.empty() ? kBestTier : TierByName(name);
+  if (t >= 0) g_tier.store(std::min(t, kBestTier), std::memory_order_relaxed);
+  return CpuKernelsName();
+}
+
+void MatMulMany(const MatMulOut* outs, int count, const float* x, int64_t M) {
+  if (count <= 0 || M <= 0) return;
+  std::vector<Product> prods;
+  prods.reserve(count);
+  const int64_t K = outs[0].w->cols();
+  for (int i = 0; i < count; ++i) {
+    const HostTensor& w = *outs[i].w;
+    if (w.cols() != K) {  // not one input: run it on its own
+      MatMul(w, x, M, outs[i].y, outs[i].bias);
+      continue;
+    }
+    if (w.zero && !outs[i].bias) {
+      std::memset(outs[i].y, 0, sizeof(float) * w.rows() * M);
+      continue;
+    }
+    prods.push_back({static_cast<const char*>(w.data), w.dtype, w.rows(), outs[i].y, outs[i].bias});
+  }
+  if (!prods.empty()) RunProducts(prods.data(), static_cast<int>(prods.size()), x, M, K);
 }
 
 void MatMul(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
-  const int64_t N = w.rows(), K = w.cols();
-  if (w.zero && !bias) {
-    std::memset(y, 0, sizeof(float) * N * M);
-    return;
-  }
-  if (M >= 4) return MatMulBlocked(w, x, M, y, bias);
-  const DotFn dot = DotFor(w.dtype);
-  const size_t es = DTypeSize(w.dtype);
-  const char* base = static_cast<const char*>(w.data);
-  // Rows in blocks: each weight row is read once and applied to all M inputs
-  // while it is hot in cache.
-  tbb::parallel_for(tbb::blocked_range<int64_t>(0, N, 16), [&](const tbb::blocked_range<int64_t>& r) {
-    for (int64_t n = r.begin(); n < r.end(); ++n) {
-      const void* row = base + n * K * es;
-      float b = bias ? ElementAsFloat(*bias, n) : 0.0f;
-      for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(row, x + m * K, K) + b;
-    }
-  });
+  MatMulOut o{&w, y, bias};
+  MatMulMany(&o, 1, x, M);
 }
 
 void RmsNorm(const float* x, const HostTensor& weight, int64_t M, int64_t D, double eps, float* out) {
@@ -241,40 +628,201 @@ void EmbeddingGather(const HostTensor& table, const int* tokens, int64_t M, floa
                     out + m * D, D);
 }
 
-void Attention(const float* q, const float* k_cache, const float* v_cache, int64_t M, int64_t pos0, int heads,
-               int kv_heads, int hd, int window, float* out) {
-  const int group = heads / kv_heads;
-  const int64_t q_stride = static_cast<int64_t>(heads) * hd, kv_stride = static_cast<int64_t>(kv_heads) * hd;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  tbb::parallel_for(int64_t{0}, M * heads, [&](int64_t task) {
-    const int64_t m = task / heads;
-    const int h = static_cast<int>(task % heads), kvh = h / group;
-    const int64_t p = pos0 + m;
-    const int64_t lo = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
-    const float* qv = q + m * q_stride + static_cast<int64_t>(h) * hd;
-    thread_local std::vector<float> scores;  // grows once, no allocation per token
-    scores.resize(p - lo + 1);
-    float mx = -INFINITY;
-    for (int64_t j = lo; j <= p; ++j) {
-      const float* kv = k_cache + j * kv_stride + static_cast<int64_t>(kvh) * hd;
-      float s = 0;
-      for (int d = 0; d < hd; ++d) s += qv[d] * kv[d];
-      scores[j - lo] = s * scale;
-      mx = std::max(mx, scores[j - lo]);
-    }
-    double sum = 0;
-    for (float& s : scores) {
-      s = std::exp(s - mx);
-      sum += s;
-    }
-    float* o = out + m * q_stride + static_cast<int64_t>(h) * hd;
-    std::fill(o, o + hd, 0.0f);
-    for (int64_t j = lo; j <= p; ++j) {
-      const float wgt = static_cast<float>(scores[j - lo] / sum);
-      const float* vv = v_cache + j * kv_stride + static_cast<int64_t>(kvh) * hd;
-      for (int d = 0; d < hd; ++d) o[d] += wgt * vv[d];
+// ---------------------------------------------------------------------------
+// Attention. One task per (job, head, query), two passes over the visible
+// keys: scores (dot products over head_dim), then softmax weights and the
+// weighted sum of V. Each output depends only on its query, its position and
+// the KV rows: not on M, on the other jobs, nor on the thread count.
+
+namespace {
+
+// Visits the visible keys [lo, hi] of a paged sequence as runs of rows that
+// are contiguous in one block: f(first key, count, K row, V row).
+template <class F>
+STRATA_INLINE void ForEachRun(const PagedKv& kv, int64_t kv_stride, int64_t off, int64_t lo, int64_t hi, F&& f) {
+  int64_t j = lo;
+  while (j <= hi) {
+    const int64_t b = j / kv.block_tokens, r = j % kv.block_tokens;
+    const int64_t n = std::min<int64_t>(kv.block_tokens - r, hi - j + 1);
+    const int64_t base = kv.blocks[b] * kv.block_stride + r * kv_stride + off;
+    f(j, n, kv.k + base, kv.v + base);
+    j += n;
+  }
+}
+
+struct AttnShape {
+  int heads, kv_heads, hd, window;
+  int64_t q_stride, kv_stride;
+  float scale;
+};
+
+void AttendPortable(const AttnShape& s, const AttentionJob& job, int64_t m, int h, std::vector<float>& sc) {
+  const int kvh = h / (s.heads / s.kv_heads), hd = s.hd;
+  const int64_t p = job.pos0 + m, lo = s.window > 0 ? std::max<int64_t>(0, p - s.window + 1) : 0;
+  const float* qv = job.q + m * s.q_stride + int64_t{h} * hd;
+  sc.resize(p - lo + 1);
+  float mx = -INFINITY;
+  ForEachRun(job.kv, s.kv_stride, int64_t{kvh} * hd, lo, p, [&](int64_t j0, int64_t n, const float* k, const float*) {
+    for (int64_t j = 0; j < n; ++j, k += s.kv_stride) {
+      float d = 0;
+      for (int e = 0; e < hd; ++e) d += qv[e] * k[e];
+      sc[j0 + j - lo] = d * s.scale;
+      mx = std::max(mx, sc[j0 + j - lo]);
     }
   });
+  double sum = 0;
+  for (float& v : sc) sum += (v = std::exp(v - mx));
+  float* o = job.out + m * s.q_stride + int64_t{h} * hd;
+  std::fill(o, o + hd, 0.0f);
+  ForEachRun(job.kv, s.kv_stride, int64_t{kvh} * hd, lo, p, [&](int64_t j0, int64_t n, const float*, const float* v) {
+    for (int64_t j = 0; j < n; ++j, v += s.kv_stride) {
+      const float wgt = static_cast<float>(sc[j0 + j - lo] / sum);
+      for (int e = 0; e < hd; ++e) o[e] += wgt * v[e];
+    }
+  });
+}
+
+// exp(x) for x <= 0 (softmax after subtracting the max): Cody-Waite range
+// reduction and a degree-6 polynomial, about 1 ulp; exp(x) = 0 below -87.
+STRATA_AVX512 STRATA_INLINE __m512 Exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(y, n);
+}
+
+STRATA_AVX512 STRATA_INLINE float HSum16(__m512 v) {
+  return _mm_cvtss_f32(Reduce4x16(v, v, v, v));
+}
+
+// Head dims up to 256 (16 vectors of q and of the output in registers).
+template <int NV>
+STRATA_AVX512 void Attend512(const AttnShape& s, const AttentionJob& job, int64_t m, int h, std::vector<float>& sc) {
+  const int kvh = h / (s.heads / s.kv_heads), hd = s.hd;
+  const int64_t p = job.pos0 + m, lo = s.window > 0 ? std::max<int64_t>(0, p - s.window + 1) : 0;
+  const float* qp = job.q + m * s.q_stride + int64_t{h} * hd;
+  __mmask16 mk[NV];
+  __m512 q[NV];
+  for (int i = 0; i < NV; ++i) {
+    const int left = hd - 16 * i;
+    mk[i] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
+    q[i] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[i], qp + 16 * i), _mm512_set1_ps(s.scale));
+  }
+  const int64_t n_keys = p - lo + 1;
+  sc.resize((n_keys + 15) & ~int64_t{15});
+  float* scores = sc.data();
+  // Scores, four keys at a time (one reduction); a short group repeats its last key.
+  const int64_t off = int64_t{kvh} * hd;
+  const PagedKv& kv = job.kv;
+  // (No lambdas here: they would not inherit the function's target.)
+  for (int64_t j0 = lo, n; j0 <= p; j0 += n) {
+    const int64_t row = j0 % kv.block_tokens;
+    n = std::min<int64_t>(kv.block_tokens - row, p - j0 + 1);
+    const float* k = kv.k + kv.blocks[j0 / kv.block_tokens] * kv.block_stride + row * s.kv_stride + off;
+    for (int64_t j = 0; j < n; j += 4) {
+      const float* kr[4];
+      for (int t = 0; t < 4; ++t) kr[t] = k + std::min<int64_t>(j + t, n - 1) * s.kv_stride;
+      __m512 a[4];
+      for (int t = 0; t < 4; ++t) {
+        a[t] = _mm512_mul_ps(q[0], _mm512_maskz_loadu_ps(mk[0], kr[t]));
+        for (int i = 1; i < NV; ++i) a[t] = _mm512_fmadd_ps(q[i], _mm512_maskz_loadu_ps(mk[i], kr[t] + 16 * i), a[t]);
+      }
+      alignas(16) float o4[4];
+      _mm_store_ps(o4, Reduce4x16(a[0], a[1], a[2], a[3]));
+      const int64_t cnt = std::min<int64_t>(4, n - j);
+      for (int t = 0; t < cnt; ++t) scores[j0 - lo + j + t] = o4[t];
+    }
+  }
+  __m512 mxv = _mm512_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 16 <= n_keys; j += 16) mxv = _mm512_max_ps(mxv, _mm512_loadu_ps(scores + j));
+  if (j < n_keys)
+    mxv = _mm512_max_ps(mxv, _mm512_mask_loadu_ps(mxv, static_cast<__mmask16>((1u << (n_keys - j)) - 1), scores + j));
+  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mxv));
+  __m512 sumv = _mm512_setzero_ps();
+  for (j = 0; j < n_keys; j += 16) {
+    const __mmask16 mj = n_keys - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n_keys - j)) - 1);
+    const __m512 e = _mm512_maskz_mov_ps(mj, Exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mj, scores + j), mx)));
+    _mm512_storeu_ps(scores + j, e);
+    sumv = _mm512_add_ps(sumv, e);
+  }
+  const float inv = 1.0f / HSum16(sumv);
+  __m512 acc[NV];
+  for (auto& a : acc) a = _mm512_setzero_ps();
+  for (int64_t j0 = lo, n; j0 <= p; j0 += n) {
+    const int64_t row = j0 % kv.block_tokens;
+    n = std::min<int64_t>(kv.block_tokens - row, p - j0 + 1);
+    const float* v = kv.v + kv.blocks[j0 / kv.block_tokens] * kv.block_stride + row * s.kv_stride + off;
+    const float* e = scores + (j0 - lo);
+    for (int64_t jj = 0; jj < n; ++jj, v += s.kv_stride) {
+      const __m512 wgt = _mm512_set1_ps(e[jj]);
+      for (int i = 0; i < NV; ++i) acc[i] = _mm512_fmadd_ps(wgt, _mm512_maskz_loadu_ps(mk[i], v + 16 * i), acc[i]);
+    }
+  }
+  float* o = job.out + m * s.q_stride + int64_t{h} * hd;
+  for (int i = 0; i < NV; ++i) _mm512_mask_storeu_ps(o + 16 * i, mk[i], _mm512_mul_ps(acc[i], _mm512_set1_ps(inv)));
+}
+
+using AttendFn = void (*)(const AttnShape&, const AttentionJob&, int64_t, int, std::vector<float>&);
+
+AttendFn AttendFor(int tier, int hd) {
+  if (tier < kAvx512 || hd > 256) return AttendPortable;
+  switch ((hd + 15) / 16) {
+    case 1: return Attend512<1>;
+    case 2: return Attend512<2>;
+    case 3: return Attend512<3>;
+    case 4: return Attend512<4>;
+    case 5: return Attend512<5>;
+    case 6: return Attend512<6>;
+    case 7: return Attend512<7>;
+    case 8: return Attend512<8>;
+    default: return Attend512<16>;
+  }
+}
+
+}  // namespace
+
+void AttentionBatch(const AttentionJob* jobs, int count, int heads, int kv_heads, int hd, int window) {
+  AttnShape s{heads, kv_heads, hd, window, int64_t{heads} * hd, int64_t{kv_heads} * hd,
+              1.0f / std::sqrt(static_cast<float>(hd))};
+  const AttendFn attend = AttendFor(CurrentTier(), hd);
+  std::vector<int64_t> first(count + 1, 0);  // first task of each job
+  for (int i = 0; i < count; ++i) first[i + 1] = first[i] + jobs[i].M * heads;
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, first[count]), [&](const tbb::blocked_range<int64_t>& r) {
+    thread_local std::vector<float> scores;  // grows once, no allocation per task
+    for (int64_t task = r.begin(); task < r.end(); ++task) {
+      const int i = static_cast<int>(std::upper_bound(first.begin(), first.end(), task) - first.begin()) - 1;
+      // Head-major within a job: consecutive tasks share one head's K/V rows (in L2).
+      const int64_t local = task - first[i];
+      attend(s, jobs[i], local % jobs[i].M, static_cast<int>(local / jobs[i].M), scores);
+    }
+  });
+}
+
+void Attention(const float* q, const float* k_cache, const float* v_cache, int64_t M, int64_t pos0, int heads,
+               int kv_heads, int hd, int window, float* out) {
+  // The contiguous cache is one block holding every position.
+  const int32_t block0 = 0;
+  AttentionJob job;
+  job.q = q;
+  job.kv.k = k_cache;
+  job.kv.v = v_cache;
+  job.kv.block_stride = 0;
+  job.kv.block_tokens = static_cast<int>(pos0 + M);
+  job.kv.blocks = &block0;
+  job.M = M;
+  job.pos0 = pos0;
+  job.out = out;
+  AttentionBatch(&job, 1, heads, kv_heads, hd, window);
 }
 
 }  // namespace strata

@@ -1,23 +1,46 @@
 // CPU kernels of the forward pass: fp32 activations, weights in BF16/F16/F32
-// converted to fp32 in registers (AVX2+FMA+F16C when the CPU has them, a
-// portable path otherwise), fp32 accumulation. Parallel with TBB; each output
-// element is computed by one thread in a fixed order, so results do not
-// depend on the thread count.
+// read in place. MatMul has four tiers, chosen once at start-up (the best the
+// CPU has; STRATA_CPU_KERNELS=portable|avx2|avx512|avx512-bf16 asks for a
+// lower one): avx512-bf16 (vdpbf16ps: BF16 weights as loaded, activations
+// rounded to bf16, fp32 accumulation; F32/F16 weights as avx512), avx512 and
+// avx2 (weights converted to fp32 in registers, fp32 FMA), portable. Parallel
+// with TBB; within a tier each output element is computed by one thread with
+// the same instructions in the same order whatever M, its place in the batch
+// and the thread count, so results are bit-identical across those.
+// docs/runtime.md, "CPU kernels", has the tiling and the numerics.
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "strata/runtime/weights.h"
 
 namespace strata {
 
-// True when the AVX2/FMA/F16C path is in use.
+// True when the kernels in use need AVX2/FMA/F16C (tier avx2 or higher).
 bool CpuHasAvx2();
+// The kernels in use, for reports: "avx512-bf16", "avx512", "avx2", "portable".
+std::string_view CpuKernelsName();
+// The best tier this CPU has (what runs unless STRATA_CPU_KERNELS asks lower).
+std::string_view CpuKernelsBest();
+// Tests and benchmarks: switches every kernel to tier `name` (clamped to
+// CpuKernelsBest(); "" = the best; an unknown name changes nothing) and
+// returns the tier now in use. Not to be called while kernels are running.
+std::string_view SetCpuKernelsForTesting(std::string_view name);
 
 // y[m, n] = sum_k w[n, k] * x[m, k] (+ bias[n]) for m < M.
 // w: (N, K) row-major of any compute float dtype; x: (M, K); y: (M, N).
 // bias: null or (N) tensor.
 void MatMul(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias = nullptr);
+
+// Several products of the same input x (M, K) in one parallel region (no
+// barrier between them): q/k/v, gate/up. Each as MatMul(*w, x, M, y, bias).
+struct MatMulOut {
+  const HostTensor* w = nullptr;
+  float* y = nullptr;
+  const HostTensor* bias = nullptr;
+};
+void MatMulMany(const MatMulOut* outs, int count, const float* x, int64_t M);
 
 // Rows of x: out[m] = x[m] / sqrt(mean(x[m]^2) + eps) * weight. x, out: (M, D).
 void RmsNorm(const float* x, const HostTensor& weight, int64_t M, int64_t D, double eps, float* out);
@@ -31,6 +54,28 @@ void SwiGlu(float* a, const float* b, int64_t n);
 
 // Embedding rows to fp32: out[m] = table[tokens[m]]. table: (vocab, D).
 void EmbeddingGather(const HostTensor& table, const int* tokens, int64_t M, float* out);
+
+// One sequence's KV rows of one layer in the paged cache: position j is row
+// j % block_tokens of block blocks[j / block_tokens], whose K rows start at
+// k + blocks[...] * block_stride (V likewise at v); a row is kv_heads*hd floats.
+struct PagedKv {
+  const float* k = nullptr;
+  const float* v = nullptr;
+  int64_t block_stride = 0;
+  int block_tokens = 0;
+  const int32_t* blocks = nullptr;
+};
+
+// Attention of one sequence's M new queries at positions [pos0, pos0+M)
+// over its paged KV rows [0, pos0+M), as Attention below.
+struct AttentionJob {
+  const float* q = nullptr;  // (M, heads*hd)
+  PagedKv kv;
+  int64_t M = 0, pos0 = 0;
+  float* out = nullptr;      // (M, heads*hd)
+};
+// Every job in one parallel region.
+void AttentionBatch(const AttentionJob* jobs, int count, int heads, int kv_heads, int hd, int window);
 
 // Causal attention of M new queries at positions [pos0, pos0+M) over the KV
 // cache rows [0, pos0+M). q: (M, heads*hd); k_cache, v_cache: (ctx, kv_heads*hd);
