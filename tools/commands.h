@@ -2,11 +2,13 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "strata/formats/store.h"
+#include "strata/runtime/engine.h"
 #include "strata/runtime/sampler.h"
 
 namespace strata {
@@ -17,33 +19,19 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-struct GenerateRequest {
+// What `strata run` (and the demo) asks of a generation.
+struct RunOptions {
   std::string name;  // variant, or an HF directory
-  std::vector<int> prompt;
-  int n = 32;
+  int n = 32;        // new tokens at most
   SamplerOptions sampler;
-  bool elide = true;
-  std::string logits_out;
-  bool all_logits = false;
   bool verbose = false;
-  // Called with each token as it is generated (text output streams from
-  // here); returning false stops generation after that token.
-  std::function<bool(int)> on_token;
-  std::string device = "cpu";  // cpu | cuda
-  bool verify_load = true;     // hash every blob once as the weights load
+  EngineOptions engine;
 };
-struct GenerateResult {
-  std::vector<int> tokens;
-  double load_s = 0, prefill_tps = 0, decode_tps = 0;
-  int elided = 0, layers = 0, distinct_layers = 0;
-  uint64_t mapped = 0, materialized = 0;
-  uint64_t device_bytes = 0;  // --device cuda: weight bytes resident on the GPU
-  std::string device_name;    // --device cuda: the GPU
-};
-// Prefill + greedy/sampled decode on the CPU or CUDA backend. Throws Error.
-GenerateResult Generate(Store& store, const GenerateRequest& req);
-// --device: throws UsageError unless `device` is cpu or cuda, and Error when it
-// is cuda but this build has no CUDA backend or the machine no device (bench.cc).
+// Engine::Open with a progress bar on stderr while CUDA uploads the weights
+// (when `progress` and stderr is a terminal). Throws Error.
+std::unique_ptr<Engine> OpenEngine(Store& store, const Hash& variant, EngineOptions eo, bool progress = true);
+// --device: throws UsageError unless `device` is cpu or cuda, and Error when
+// this build or machine cannot run it (run.cc).
 void CheckDevice(const std::string& device);
 
 // A variant name in the store, or an HF model directory compiled on the fly

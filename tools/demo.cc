@@ -120,15 +120,15 @@ int RunDemo(const std::vector<std::string>& args) {
   printf("\n== strata run: 16 greedy tokens from each variant on the CPU\n");
   for (const std::string& p : plans) {
     std::string name = fs::path(p).stem().string();
-    GenerateRequest req;
-    req.name = name;
-    req.prompt = {1, 7, 42, 3};
-    req.n = 16;
-    GenerateResult r = Generate(store, req);
+    EngineOptions eo;
+    eo.max_context = 4 + 16;
+    std::unique_ptr<Engine> engine = OpenEngine(store, VariantFor(store, name, false), eo);
+    const GenerateStats r = engine->NewSequence()->Generate({1, 7, 42, 3}, 16);
     std::string toks;
     for (size_t i = 0; i < 6 && i < r.tokens.size(); ++i) toks += std::to_string(r.tokens[i]) + ",";
-    printf("   %-28s %2d layers (%d elided), decode %7.1f tok/s  -> %s...\n", name.c_str(), r.layers, r.elided,
-           r.decode_tps, toks.c_str());
+    const EngineInfo info = engine->info();
+    printf("   %-28s %2d layers (%d elided), decode %7.1f tok/s  -> %s...\n", name.c_str(), info.layers,
+           info.elided_layers, r.decode_tokens_per_s(), toks.c_str());
   }
   printf("\n== strata diff solar-dus idus-8layer --short\n");
   fflush(stdout);

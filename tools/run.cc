@@ -16,16 +16,12 @@
 #include "strata/formats/error.h"
 #include "strata/formats/npy.h"
 #include "strata/formats/variant_check.h"
-#include "strata/runtime/backend.h"
-#include "strata/runtime/cpu_kernels.h"
-#include "strata/runtime/sampler.h"
+#include "progress.h"
 #include "strata/formats/gguf.h"
 #include "strata/runtime/chat.h"
+#include "strata/runtime/engine.h"
+#include "strata/runtime/sampler.h"
 #include "strata/runtime/tokenizer.h"
-#ifdef STRATA_HAVE_CUDA
-#include "progress.h"
-#include "strata/cuda/cuda_backend.h"
-#endif
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -78,28 +74,36 @@ VariantTokenizer TokenizerFor(Store& store, const std::string& name, const std::
   return std::move(*t);
 }
 
-void PrintTextJson(const std::vector<int>& prompt, const GenerateResult& r, const std::string& text) {
-  std::cout << Json{{"prompt_tokens", prompt}, {"tokens", r.tokens}, {"text", text}, {"load_s", r.load_s},
-                    {"prefill_tokens_per_s", r.prefill_tps}, {"decode_tokens_per_s", r.decode_tps}}
+void PrintTextJson(const std::vector<int>& prompt, const Engine& engine, const GenerateStats& st,
+                   const std::string& text) {
+  std::cout << Json{{"prompt_tokens", prompt},
+                    {"tokens", st.tokens},
+                    {"text", text},
+                    {"load_s", engine.info().load_s},
+                    {"reused_tokens", st.reused_tokens},
+                    {"prefill_tokens_per_s", st.prefill_tokens_per_s()},
+                    {"decode_tokens_per_s", st.decode_tokens_per_s()}}
                    .dump()
             << "\n";
 }
 
-// Generate() for the text front ends: the request with its prompt and token
-// callback filled in per call, the last result kept for --json and -v.
+// One sequence for the text front ends: every turn of a chat continues it,
+// so only the new tokens of each turn are run (Sequence::Continue).
 struct TextGenerator {
-  Store& store;
-  GenerateRequest req;
-  GenerateResult last;
+  Engine& engine;
+  Sequence& seq;
+  int n = 0;
+  bool verbose = false;
+  GenerateStats last;
   std::vector<int> last_prompt;
 
   void operator()(const std::vector<int>& prompt, const std::function<bool(int)>& on_token) {
-    req.prompt = last_prompt = prompt;
-    req.on_token = on_token;
-    last = Generate(store, req);
-    if (req.verbose)
-      fprintf(stderr, "\n[load %.3f s, prefill %zu tokens %.1f tok/s, decode %zu tokens %.1f tok/s]\n", last.load_s,
-              prompt.size(), last.prefill_tps, last.tokens.size(), last.decode_tps);
+    last_prompt = prompt;
+    last = seq.Generate(prompt, n, on_token);
+    if (verbose)
+      fprintf(stderr, "\n[prefill %lld tokens (%lld kept from before) %.1f tok/s, decode %zu tokens %.1f tok/s]\n",
+              static_cast<long long>(last.prefill_tokens), static_cast<long long>(last.reused_tokens),
+              last.prefill_tokens_per_s(), last.tokens.size(), last.decode_tokens_per_s());
   }
 };
 
@@ -114,9 +118,7 @@ std::function<void(std::string_view)> Emitter(bool json) {
 
 // --prompt: the text with BOS as the tokenizer config says, then the
 // continuation streamed as it is generated.
-void RunPrompt(TextGenerator& gen, const Tokenizer& tok, const std::string& text, bool json) {
-  std::vector<int> prompt = tok.EncodePrompt(text);
-  if (prompt.empty()) throw UsageError("the prompt is empty and the tokenizer adds no BOS: nothing to run");
+void RunPrompt(TextGenerator& gen, const Tokenizer& tok, const std::vector<int>& prompt, bool json) {
   auto emit = Emitter(json);
   StreamDecoder decoder(tok);
   std::string out;
@@ -128,20 +130,17 @@ void RunPrompt(TextGenerator& gen, const Tokenizer& tok, const std::string& text
   });
   std::string rest = decoder.Finish();
   emit(rest);
-  if (json) PrintTextJson(prompt, gen.last, out + rest);
+  if (json) PrintTextJson(prompt, gen.engine, gen.last, out + rest);
   else printf("\n");
 }
 
 // --chat: one turn with --prompt, else a turn per line of stdin.
-void RunChat(TextGenerator& gen, const VariantTokenizer& vt, const TextOptions& o, const std::string& text, bool json) {
-  const Tokenizer& tok = vt.tokenizer;
-  ChatTemplate ct = ResolveChatTemplate(o.chat_template, vt.config.chat_template, std::string(tok.TokenText(tok.bos_id())),
-                                        std::string(tok.TokenText(tok.eos_id())));
-  ChatSession chat(tok, ct, o.system);
+void RunChat(TextGenerator& gen, ChatSession& chat, const ChatTemplate& ct, const TextOptions& o, const std::string& text,
+             bool json) {
   auto generate = [&](const std::vector<int>& p, const std::function<bool(int)>& on_token) { gen(p, on_token); };
   if (o.has_prompt) {
     std::string reply = chat.Turn(text, generate, Emitter(json));
-    if (json) PrintTextJson(gen.last_prompt, gen.last, reply);
+    if (json) PrintTextJson(gen.last_prompt, gen.engine, gen.last, reply);
     else printf("\n");
     return;
   }
@@ -158,18 +157,64 @@ void RunChat(TextGenerator& gen, const VariantTokenizer& vt, const TextOptions& 
   }
 }
 
+// The context a run needs, checked before any weight is read: a run that
+// cannot fit fails now, not after loading and hashing the weights.
+void CheckRunContext(Store& store, const Hash& variant, int64_t prompt_tokens, int n) {
+  const ModelConfig config = LoadVariantConfig(store, LoadVariant(store, variant));
+  if (std::string p = ContextProblem(config, prompt_tokens + n); !p.empty()) {
+    const int64_t room = config.max_position_embeddings - prompt_tokens;
+    throw Error("-n " + std::to_string(n) + " after a " + std::to_string(prompt_tokens) + "-token prompt: " + p + "; " +
+                (room > 0 ? "give -n " + std::to_string(room) + " or less, or a shorter prompt" : "shorten the prompt"));
+  }
+}
+
 // Text in, text out: the prompt (or each chat turn) is encoded with the
 // variant's tokenizer and the reply streams to stdout as tokens arrive.
-int RunText(Store& store, const GenerateRequest& req, const TextOptions& o, bool json) {
-  VariantTokenizer vt = TokenizerFor(store, req.name, o.vocab_gguf);
-  if (req.verbose) fprintf(stderr, "tokenizer: %s, from %s\n", vt.tokenizer.description().c_str(), vt.source.c_str());
+int RunText(Store& store, const Hash& variant, const RunOptions& ro, const TextOptions& o, bool json) {
+  VariantTokenizer vt = TokenizerFor(store, ro.name, o.vocab_gguf);
+  if (ro.verbose) fprintf(stderr, "tokenizer: %s, from %s\n", vt.tokenizer.description().c_str(), vt.source.c_str());
+  const Tokenizer& tok = vt.tokenizer;
   const std::string text = o.prompt_file.empty() ? o.prompt : ReadFile(o.prompt_file);
-  TextGenerator gen{store, req, {}, {}};
-  if (o.chat) RunChat(gen, vt, o, text, json);
-  else RunPrompt(gen, vt.tokenizer, text, json);
+  EngineOptions eo = ro.engine;
+  std::vector<int> prompt;
+  std::optional<ChatTemplate> ct;
+  std::optional<ChatSession> chat;
+  if (o.chat) {
+    ct = ResolveChatTemplate(o.chat_template, vt.config.chat_template, std::string(tok.TokenText(tok.bos_id())),
+                             std::string(tok.TokenText(tok.eos_id())));
+    chat.emplace(tok, *ct, o.system);
+    // A conversation grows turn by turn: room for the model's whole context
+    // (the KV cache takes blocks only as it is used).
+    eo.max_context = 0;
+  } else {
+    prompt = tok.EncodePrompt(text);
+    if (prompt.empty()) throw UsageError("the prompt is empty and the tokenizer adds no BOS: nothing to run");
+    CheckRunContext(store, variant, static_cast<int64_t>(prompt.size()), ro.n);
+    eo.max_context = static_cast<int64_t>(prompt.size()) + ro.n;
+  }
+  std::unique_ptr<Engine> engine = OpenEngine(store, variant, eo);
+  std::unique_ptr<Sequence> seq = engine->NewSequence(ro.sampler);
+  TextGenerator gen{*engine, *seq, ro.n, ro.verbose, {}, {}};
+  if (o.chat) RunChat(gen, *chat, *ct, o, text, json);
+  else RunPrompt(gen, tok, prompt, json);
   return 0;
 }
+
 }  // namespace
+
+void CheckDevice(const std::string& device) {
+  if (device != "cpu" && device != "cuda") throw UsageError("--device must be cpu or cuda, not \"" + device + "\"");
+  if (std::string p = DeviceProblem(device); !p.empty()) throw Error(p);
+}
+
+std::unique_ptr<Engine> OpenEngine(Store& store, const Hash& variant, EngineOptions eo, bool progress) {
+  ProgressBar bar("load", progress && eo.device == "cuda" && isatty(STDERR_FILENO));
+  eo.on_load_start = [&](uint64_t total) { bar.Start(total); };
+  eo.load_bytes_done = bar.counter();
+  std::unique_ptr<Engine> e = Engine::Open(store, variant, eo);
+  bar.Finish();
+  return e;
+}
 
 int RunRun(const std::vector<std::string>& args) {
   std::string name, device = "cpu", tokens_s, logits_out, store_dir;
@@ -225,133 +270,65 @@ int RunRun(const std::vector<std::string>& args) {
   if (threads > 0) limit = std::make_unique<tbb::global_control>(tbb::global_control::max_allowed_parallelism, threads);
 
   Store store(Store::DefaultRoot(store_dir), /*create=*/fs::is_directory(name));
-  GenerateRequest req{name, prompt, n, so, !no_elide, logits_out, all_logits, verbose, {}};
-  req.device = device;
-  req.verify_load = !no_verify_load;
-  if (tokens_s.empty()) return RunText(store, req, text, json);
-  GenerateResult r = Generate(store, req);
+  RunOptions ro;
+  ro.name = name;
+  ro.n = n;
+  ro.sampler = so;
+  ro.verbose = verbose;
+  ro.engine.device = device;
+  ro.engine.elide = !no_elide;
+  ro.engine.verify_load = !no_verify_load;
+  const Hash variant = VariantFor(store, name, verbose);
+  if (tokens_s.empty()) return RunText(store, variant, ro, text, json);
+
+  CheckRunContext(store, variant, static_cast<int64_t>(prompt.size()), n);
+  ro.engine.max_context = static_cast<int64_t>(prompt.size()) + n;
+  std::unique_ptr<Engine> engine = OpenEngine(store, variant, ro.engine);
+  std::unique_ptr<Sequence> seq = engine->NewSequence(so);
+  std::vector<float> prompt_logits;
+  const GenerateStats st = seq->Generate(prompt, n, {}, logits_out.empty() ? nullptr : &prompt_logits);
+  const int64_t V = engine->config().vocab;
+  if (!logits_out.empty()) {
+    if (all_logits)
+      WriteFileOrThrow(logits_out, NpyFloat32(prompt_logits, {static_cast<int64_t>(prompt.size()), V}));
+    else
+      WriteFileOrThrow(logits_out,
+                       NpyFloat32(std::vector<float>(prompt_logits.end() - V, prompt_logits.end()), {V}));
+  }
+  const EngineInfo info = engine->info();
   if (json) {
-    std::cout << Json{{"tokens", r.tokens},
-                      {"load_s", r.load_s},
-                      {"prefill_tokens_per_s", r.prefill_tps},
-                      {"decode_tokens_per_s", r.decode_tps},
-                      {"elided_layers", r.elided},
-                      {"layers", r.layers},
-                      {"distinct_layers", r.distinct_layers},
-                      {"weight_bytes_mapped", r.mapped},
-                      {"weight_bytes_materialized", r.materialized},
+    std::cout << Json{{"tokens", st.tokens},
+                      {"load_s", info.load_s},
+                      {"prefill_tokens_per_s", st.prefill_tokens_per_s()},
+                      {"decode_tokens_per_s", st.decode_tokens_per_s()},
+                      {"elided_layers", info.elided_layers},
+                      {"layers", info.layers},
+                      {"distinct_layers", info.distinct_layers},
+                      {"weight_bytes_mapped", info.weight_bytes_mapped},
+                      {"weight_bytes_materialized", info.weight_bytes_materialized},
                       {"device", device},
-                      {"weight_bytes_device", r.device_bytes}}
+                      {"device_name", info.device_name},
+                      {"weight_bytes_device", info.weight_bytes_device}}
                      .dump()
               << "\n";
     return 0;
   }
-  for (size_t i = 0; i < r.tokens.size(); ++i) printf("%s%d", i ? "," : "", r.tokens[i]);
+  for (size_t i = 0; i < st.tokens.size(); ++i) printf("%s%d", i ? "," : "", st.tokens[i]);
   printf("\n");
   if (verbose) {
-    fprintf(stderr, "model: %d layers over %d distinct weight sets, %d elided%s; %s kernels\n", r.layers,
-            r.distinct_layers, r.elided, no_elide ? " (--no-elide)" : "",
-            device == "cuda" ? "CUDA" : CpuHasAvx2() ? "AVX2/FMA" : "portable");
+    fprintf(stderr, "model: %d layers over %d distinct weight sets, %d elided%s; %s\n", info.layers,
+            info.distinct_layers, info.elided_layers, no_elide ? " (--no-elide)" : "", info.device_name.c_str());
     if (device == "cuda")
-      fprintf(stderr, "weights: %llu bytes resident on %s\n", static_cast<unsigned long long>(r.device_bytes),
-              r.device_name.c_str());
+      fprintf(stderr, "weights: %llu bytes resident on the device\n",
+              static_cast<unsigned long long>(info.weight_bytes_device));
     else
       fprintf(stderr, "weights: %llu bytes mapped in place, %llu materialized\n",
-              static_cast<unsigned long long>(r.mapped), static_cast<unsigned long long>(r.materialized));
-    fprintf(stderr, "load %.3f s, prefill %zu tokens %.1f tok/s, decode %zu tokens %.1f tok/s\n", r.load_s,
-            prompt.size(), r.prefill_tps, r.tokens.size(), r.decode_tps);
+              static_cast<unsigned long long>(info.weight_bytes_mapped),
+              static_cast<unsigned long long>(info.weight_bytes_materialized));
+    fprintf(stderr, "load %.3f s, prefill %zu tokens %.1f tok/s, decode %zu tokens %.1f tok/s\n", info.load_s,
+            prompt.size(), st.prefill_tokens_per_s(), st.tokens.size(), st.decode_tokens_per_s());
   }
   return 0;
-}
-
-GenerateResult Generate(Store& store, const GenerateRequest& req) {
-  using Clock = std::chrono::steady_clock;
-  auto t0 = Clock::now();
-  Hash variant = VariantFor(store, req.name, req.verbose);
-  const bool cuda = req.device == "cuda";
-  CheckDevice(req.device);
-  BackendOptions bo;
-  bo.max_context = static_cast<int64_t>(req.prompt.size()) + req.n;
-  // Before any weight is read: a run that cannot fit fails now, not after
-  // loading and hashing the weights, sizing a cache or decoding up to the limit.
-  const ModelConfig config = LoadVariantConfig(store, LoadVariant(store, variant));
-  if (std::string p = ContextProblem(config, bo.max_context); !p.empty()) {
-    const int64_t room = config.max_position_embeddings - static_cast<int64_t>(req.prompt.size());
-    throw Error("-n " + std::to_string(req.n) + " after a " + std::to_string(req.prompt.size()) + "-token prompt: " +
-                p + "; " + (room > 0 ? "give -n " + std::to_string(room) + " or less, or a shorter prompt"
-                                     : "shorten the prompt"));
-  }
-  // CUDA reads the weights from the store itself: the host keeps metadata only.
-  WeightStore weights(store, /*host_data=*/!cuda, req.verify_load);
-  Model model = AssembleModel(store, weights, variant);
-  bo.elide = req.elide;
-  std::unique_ptr<Backend> backend;
-  // Greedy decode on the GPU takes the argmax there (only the token comes back).
-  std::function<int(int)> device_greedy;
-  GenerateResult r;
-  if (cuda) {
-#ifdef STRATA_HAVE_CUDA
-    ProgressBar bar("load", isatty(STDERR_FILENO));
-    CudaLoadOptions lo;
-    lo.on_start = [&](uint64_t total) { bar.Start(total); };
-    lo.bytes_done = bar.counter();
-    std::unique_ptr<CudaBackend> cb = MakeCudaBackend(model, bo, store, lo);
-    bar.Finish();
-    r.device_bytes = cb->stats().weight_bytes;
-    r.device_name = CudaDeviceSummary();
-    if (req.sampler.temperature <= 0 && req.sampler.repetition_penalty == 1.0) {
-      CudaBackend* p = cb.get();
-      device_greedy = [p](int tok) { return p->ForwardArgmax({tok}); };
-    }
-    backend = std::move(cb);
-#endif
-  } else {
-    backend = MakeCpuBackend(model, bo);
-  }
-  auto t1 = Clock::now();
-
-  std::vector<float> logits(model.config.vocab);
-  std::vector<float> all;
-  backend->Forward(req.prompt, logits.data(), req.all_logits ? &all : nullptr);
-  auto t2 = Clock::now();
-  if (!req.logits_out.empty()) {
-    if (req.all_logits)
-      WriteFileOrThrow(req.logits_out, NpyFloat32(all, {static_cast<int64_t>(req.prompt.size()), model.config.vocab}));
-    else
-      WriteFileOrThrow(req.logits_out, NpyFloat32(logits, {model.config.vocab}));
-  }
-  Sampler sampler(req.sampler);
-  std::vector<int> seen = req.prompt, out;
-  int next = req.n > 0 ? sampler.Next(logits, seen) : 0;
-  for (int i = 0; i < req.n; ++i) {
-    const int tok = next;
-    out.push_back(tok);
-    seen.push_back(tok);
-    if (req.on_token && !req.on_token(tok)) break;
-    const auto& eos = model.config.eos_token_ids;
-    if (std::find(eos.begin(), eos.end(), tok) != eos.end()) break;
-    if (i + 1 < req.n) {
-      if (device_greedy) {
-        next = device_greedy(tok);
-      } else {
-        backend->Forward({tok}, logits.data(), nullptr);
-        next = sampler.Next(logits, seen);
-      }
-    }
-  }
-  auto t3 = Clock::now();
-  auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
-  r.tokens = out;
-  r.load_s = secs(t0, t1);
-  r.prefill_tps = req.prompt.size() / std::max(1e-9, secs(t1, t2));
-  // Decode speed counts the forward passes after the prompt's (one per token but the last).
-  r.decode_tps = out.size() > 1 ? (out.size() - 1) / std::max(1e-9, secs(t2, t3)) : 0;
-  r.elided = backend->elided_layers();
-  r.layers = static_cast<int>(model.layers.size());
-  r.distinct_layers = static_cast<int>(model.weight_sets.size());
-  r.mapped = weights.mapped_bytes();
-  r.materialized = weights.materialized_bytes();
-  return r;
 }
 
 }  // namespace strata

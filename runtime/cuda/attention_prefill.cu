@@ -49,6 +49,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "attention_prefill.cuh"
@@ -70,11 +71,11 @@ constexpr int kFbBk = kWarp;                   // 32 keys per tile: one per lane
 
 // kDpl: head dims per lane (hd <= 32 * kDpl).
 template <int kDpl>
-__global__ void __launch_bounds__(kFbThreads) FallbackKernel(const float* __restrict__ q, int64_t q_ld,
-                                                             const uint16_t* __restrict__ k_cache,
-                                                             const uint16_t* __restrict__ v_cache, int64_t M,
-                                                             int64_t pos0, int heads, int kv_heads, int hd, int window,
-                                                             float scale, float* __restrict__ out, int64_t out_ld) {
+__global__ void __launch_bounds__(kFbThreads)
+    FallbackKernel(const float* __restrict__ q_in, int64_t q_ld, const uint16_t* __restrict__ k_cache,
+                   const uint16_t* __restrict__ v_cache, const KvPages pages, const AttentionItem* __restrict__ items,
+                   const AttentionTile* __restrict__ tiles, const AttentionItem single, int heads, int kv_heads, int hd,
+                   int window, float scale, float* __restrict__ out_in, int64_t out_ld) {
   STRATA_DYNAMIC_SHARED(float, smem);
   const int ks = hd + 1;  // padded row stride of the K/V tiles
   float* q_s = smem;              // kFbBq x hd
@@ -84,8 +85,19 @@ __global__ void __launch_bounds__(kFbThreads) FallbackKernel(const float* __rest
   const int h = blockIdx.y;
   const int kvh = h / (heads / kv_heads);
   const int64_t kvd = static_cast<int64_t>(kv_heads) * hd;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kFbBq;
-  const int nq = static_cast<int>(M - q0 < kFbBq ? M - q0 : kFbBq);  // >= 1: the grid covers M exactly
+  // This block's sequence and queries: a tile of a batch, or of the one item.
+  AttentionItem it = single;
+  int64_t q0 = static_cast<int64_t>(blockIdx.x) * kFbBq;
+  if (items) {
+    const AttentionTile tile = tiles[blockIdx.x];
+    it = items[tile.item];
+    q0 = tile.q0;
+  }
+  const int64_t M = it.n, pos0 = it.pos0;
+  const int32_t* table = pages.table ? pages.table + it.table_off : nullptr;
+  const float* q = q_in + it.row0 * q_ld;
+  float* out = out_in + it.row0 * out_ld;
+  const int nq = static_cast<int>(M - q0 < kFbBq ? M - q0 : kFbBq);  // >= 1: the tiles cover M exactly
   const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
 
   for (int t = threadIdx.x; t < kFbBq * hd; t += kFbThreads) {
@@ -118,7 +130,8 @@ __global__ void __launch_bounds__(kFbThreads) FallbackKernel(const float* __rest
       const int64_t j = t0 + r;
       float kf = 0.0f, vf = 0.0f;  // rows past the block's last query stay 0 (masked, never NaN)
       if (j <= p_last) {
-        const int64_t off = j * kvd + static_cast<int64_t>(kvh) * hd + d;
+        const int64_t off =
+            KvRowOffset(table, pages.block_stride, pages.block_tokens, kvd, j) + static_cast<int64_t>(kvh) * hd + d;
         kf = Bf16ToFloat(k_cache[off]);
         vf = Bf16ToFloat(v_cache[off]);
       }
@@ -178,18 +191,22 @@ __global__ void __launch_bounds__(kFbThreads) FallbackKernel(const float* __rest
   }
 }
 
+// grid.x: the tiles of `items` (n_tiles), or the 16-query tiles of `single`.
 template <int kDpl>
-void LaunchFallback(const float* q, int64_t q_ld, const uint16_t* k_cache, const uint16_t* v_cache, int64_t M,
-                    int64_t pos0, int heads, int kv_heads, int hd, int window, float* out, int64_t out_ld,
-                    cudaStream_t stream) {
+void LaunchFallback(const float* q, int64_t q_ld, const uint16_t* k_cache, const uint16_t* v_cache,
+                    const KvPages& pages, const AttentionItem* items, const AttentionTile* tiles, int64_t n_tiles,
+                    const AttentionItem& single, int heads, int kv_heads, int hd, int window, float* out,
+                    int64_t out_ld, cudaStream_t stream) {
   const size_t smem = sizeof(float) * (static_cast<size_t>(kFbBq) * hd + 2 * static_cast<size_t>(kFbBk) * (hd + 1));
   if (smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(FallbackKernel<kDpl>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(smem)));
-  const dim3 grid(static_cast<unsigned>(CeilDiv(M, kFbBq)), static_cast<unsigned>(heads));
+  const int64_t blocks = items ? n_tiles : CeilDiv(single.n, kFbBq);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(heads));
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
-  STRATA_LAUNCH(FallbackKernel<kDpl>, grid, kFbThreads, smem, stream)(q, q_ld, k_cache, v_cache, M, pos0, heads, kv_heads, hd,
-                                                           window, scale, out, out_ld);
+  STRATA_LAUNCH(FallbackKernel<kDpl>, grid, kFbThreads, smem, stream)(q, q_ld, k_cache, v_cache, pages, items, tiles,
+                                                                      single, heads, kv_heads, hd, window, scale, out,
+                                                                      out_ld);
   CUDA_CHECK_LAUNCH("attention prefill FallbackKernel");
 }
 
@@ -244,8 +261,9 @@ constexpr int kAccElems = FragAcc::num_elements;
 // multiples of 16 elements) can be read in 16-byte pieces.
 template <int kHd>
 __device__ __forceinline__ void LoadKvTile(const uint16_t* __restrict__ k_cache, const uint16_t* __restrict__ v_cache,
-                                           int64_t kvd, int kvh, int64_t t0, int64_t j_end, bool vec,
-                                           __nv_bfloat16* k_s, __nv_bfloat16* v_s) {
+                                           const int32_t* table, const KvPages& pages, int64_t kvd, int kvh,
+                                           int64_t t0, int64_t j_end, bool vec, __nv_bfloat16* k_s,
+                                           __nv_bfloat16* v_s) {
   constexpr int kLd = TcSmem<kHd>::kLd;
   const int64_t col0 = static_cast<int64_t>(kvh) * kHd;
   if (vec) {
@@ -255,7 +273,7 @@ __device__ __forceinline__ void LoadKvTile(const uint16_t* __restrict__ k_cache,
       const int64_t j = t0 + r;
       uint4 kw = make_uint4(0u, 0u, 0u, 0u), vw = kw;
       if (j <= j_end) {
-        const int64_t off = j * kvd + col0 + c;
+        const int64_t off = KvRowOffset(table, pages.block_stride, pages.block_tokens, kvd, j) + col0 + c;
         kw = __ldg(reinterpret_cast<const uint4*>(k_cache + off));
         vw = __ldg(reinterpret_cast<const uint4*>(v_cache + off));
       }
@@ -268,7 +286,7 @@ __device__ __forceinline__ void LoadKvTile(const uint16_t* __restrict__ k_cache,
       const int64_t j = t0 + r;
       uint16_t kb = 0, vb = 0;
       if (j <= j_end) {
-        const int64_t off = j * kvd + col0 + d;
+        const int64_t off = KvRowOffset(table, pages.block_stride, pages.block_tokens, kvd, j) + col0 + d;
         kb = k_cache[off];
         vb = v_cache[off];
       }
@@ -284,9 +302,10 @@ __device__ __forceinline__ void LoadKvTile(const uint16_t* __restrict__ k_cache,
 // without it ptxas aimed at 168 registers and spilled.
 template <int kHd>
 __global__ void __launch_bounds__(kTcThreads, 1)
-    TensorCoreKernel(const float* __restrict__ q, int64_t q_ld, const uint16_t* __restrict__ k_cache,
-                     const uint16_t* __restrict__ v_cache, int64_t M, int64_t pos0, int heads, int kv_heads, int window,
-                     bool vec, float scale, float* __restrict__ out, int64_t out_ld) {
+    TensorCoreKernel(const float* __restrict__ q_in, int64_t q_ld, const uint16_t* __restrict__ k_cache,
+                     const uint16_t* __restrict__ v_cache, const KvPages pages, const AttentionItem* __restrict__ items,
+                     const AttentionTile* __restrict__ tiles, const AttentionItem single, int heads, int kv_heads,
+                     int window, bool vec, float scale, float* __restrict__ out_in, int64_t out_ld) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 wmma needs sm_80; AttentionPrefill never selects this kernel below it
 #else
@@ -306,8 +325,19 @@ __global__ void __launch_bounds__(kTcThreads, 1)
   const int h = blockIdx.y;
   const int kvh = h / (heads / kv_heads);
   const int64_t kvd = static_cast<int64_t>(kv_heads) * kHd;
-  const int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTcBq;
-  const int nq = static_cast<int>(M - q0 < kTcBq ? M - q0 : kTcBq);  // >= 1: the grid covers M exactly
+  // This block's sequence and queries: a tile of a batch, or of the one item.
+  AttentionItem it = single;
+  int64_t q0 = static_cast<int64_t>(blockIdx.x) * kTcBq;
+  if (items) {
+    const AttentionTile tile = tiles[blockIdx.x];
+    it = items[tile.item];
+    q0 = tile.q0;
+  }
+  const int64_t M = it.n, pos0 = it.pos0;
+  const int32_t* table = pages.table ? pages.table + it.table_off : nullptr;
+  const float* q = q_in + it.row0 * q_ld;
+  float* out = out_in + it.row0 * out_ld;
+  const int nq = static_cast<int>(M - q0 < kTcBq ? M - q0 : kTcBq);  // >= 1: the tiles cover M exactly
   const int r0 = warp * 16;                                           // the warp's first row in the block
   const int nr = nq - r0 < 0 ? 0 : (nq - r0 < 16 ? nq - r0 : 16);     // its rows that are queries
   const int64_t wp_first = pos0 + q0 + r0, wp_last = wp_first + nr - 1;
@@ -348,7 +378,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
   if (window > 0 && p_first - window + 1 > 0) j_lo = p_first - window + 1;
   for (int64_t t0 = j_lo; t0 <= p_last; t0 += kTcBk) {  // block-uniform trip count
     __syncthreads();                                    // every warp is done with the previous K/V tile
-    LoadKvTile<kHd>(k_cache, v_cache, kvd, kvh, t0, p_last, vec, k_s, v_s);
+    LoadKvTile<kHd>(k_cache, v_cache, table, pages, kvd, kvh, t0, p_last, vec, k_s, v_s);
     __syncthreads();
     // Keys the warp's rows can see lie in [wp_first - window + 1, wp_last].
     const bool active = nr > 0 && t0 <= wp_last && (window <= 0 || t0 + kTcBk - 1 > wp_first - window);
@@ -461,18 +491,23 @@ __global__ void __launch_bounds__(kTcThreads, 1)
 }
 
 template <int kHd>
-void LaunchTensorCore(const float* q, int64_t q_ld, const uint16_t* k_cache, const uint16_t* v_cache, int64_t M,
-                      int64_t pos0, int heads, int kv_heads, int window, float* out, int64_t out_ld,
+void LaunchTensorCore(const float* q, int64_t q_ld, const uint16_t* k_cache, const uint16_t* v_cache,
+                      const KvPages& pages, const AttentionItem* items, const AttentionTile* tiles, int64_t n_tiles,
+                      const AttentionItem& single, int heads, int kv_heads, int window, float* out, int64_t out_ld,
                       cudaStream_t stream) {
   constexpr size_t smem = TcSmem<kHd>::kBytes;
   if constexpr (smem > 48 * 1024)
     CUDA_CHECK(cudaFuncSetAttribute(TensorCoreKernel<kHd>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(smem)));
-  const bool vec = reinterpret_cast<uintptr_t>(k_cache) % 16 == 0 && reinterpret_cast<uintptr_t>(v_cache) % 16 == 0;
-  const dim3 grid(static_cast<unsigned>(CeilDiv(M, kTcBq)), static_cast<unsigned>(heads));
+  // Whole 16-byte pieces: both bases aligned, and (paged) every block too.
+  const bool vec = reinterpret_cast<uintptr_t>(k_cache) % 16 == 0 && reinterpret_cast<uintptr_t>(v_cache) % 16 == 0 &&
+                   (pages.table == nullptr || pages.block_stride % 8 == 0);
+  const int64_t blocks = items ? n_tiles : CeilDiv(single.n, kTcBq);
+  const dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(heads));
   const float scale = 1.0f / sqrtf(static_cast<float>(kHd));
-  STRATA_LAUNCH(TensorCoreKernel<kHd>, grid, kTcThreads, smem, stream)(q, q_ld, k_cache, v_cache, M, pos0, heads, kv_heads,
-                                                            window, vec, scale, out, out_ld);
+  STRATA_LAUNCH(TensorCoreKernel<kHd>, grid, kTcThreads, smem, stream)(q, q_ld, k_cache, v_cache, pages, items, tiles,
+                                                                       single, heads, kv_heads, window, vec, scale, out,
+                                                                       out_ld);
   CUDA_CHECK_LAUNCH("attention prefill TensorCoreKernel");
 }
 
@@ -486,28 +521,66 @@ bool DeviceHasBf16TensorCores() {
 
 }  // namespace
 
-void AttentionPrefill(const float* q, int64_t q_ld, const uint16_t* k_cache, const uint16_t* v_cache, int64_t M,
-                      int64_t pos0, int heads, int kv_heads, int hd, int window, float* out, int64_t out_ld,
-                      cudaStream_t stream) {
-  if (M <= 0) return;
+namespace {
+
+bool OnTensorCores(int hd) { return hd % 16 == 0 && hd <= 128 && DeviceHasBf16TensorCores(); }
+
+void CheckShape(int heads, int kv_heads, int hd) {
   if (hd <= 0 || hd % 2 != 0 || hd > 256 || heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || heads > 65535)
     throw Error("attention: unsupported shape (heads " + std::to_string(heads) + ", kv_heads " +
                 std::to_string(kv_heads) + ", head_dim " + std::to_string(hd) + "); head_dim must be even and <= 256");
-  if (hd % 16 == 0 && hd <= 128 && DeviceHasBf16TensorCores()) {
-    using Launcher = void (*)(const float*, int64_t, const uint16_t*, const uint16_t*, int64_t, int64_t, int, int, int,
+}
+
+void Dispatch(const float* q, int64_t q_ld, const uint16_t* k_cache, const uint16_t* v_cache, const KvPages& pages,
+              const AttentionItem* items, const AttentionTile* tiles, int64_t n_tiles, const AttentionItem& single,
+              int heads, int kv_heads, int hd, int window, float* out, int64_t out_ld, cudaStream_t stream) {
+  if (OnTensorCores(hd)) {
+    using Launcher = void (*)(const float*, int64_t, const uint16_t*, const uint16_t*, const KvPages&,
+                              const AttentionItem*, const AttentionTile*, int64_t, const AttentionItem&, int, int, int,
                               float*, int64_t, cudaStream_t);
     constexpr Launcher kByHd16[] = {LaunchTensorCore<16>, LaunchTensorCore<32>, LaunchTensorCore<48>,
                                     LaunchTensorCore<64>, LaunchTensorCore<80>, LaunchTensorCore<96>,
                                     LaunchTensorCore<112>, LaunchTensorCore<128>};
-    kByHd16[hd / 16 - 1](q, q_ld, k_cache, v_cache, M, pos0, heads, kv_heads, window, out, out_ld, stream);
+    kByHd16[hd / 16 - 1](q, q_ld, k_cache, v_cache, pages, items, tiles, n_tiles, single, heads, kv_heads, window, out,
+                         out_ld, stream);
     return;
   }
   if (hd <= 64)
-    LaunchFallback<2>(q, q_ld, k_cache, v_cache, M, pos0, heads, kv_heads, hd, window, out, out_ld, stream);
+    LaunchFallback<2>(q, q_ld, k_cache, v_cache, pages, items, tiles, n_tiles, single, heads, kv_heads, hd, window,
+                      out, out_ld, stream);
   else if (hd <= 128)
-    LaunchFallback<4>(q, q_ld, k_cache, v_cache, M, pos0, heads, kv_heads, hd, window, out, out_ld, stream);
+    LaunchFallback<4>(q, q_ld, k_cache, v_cache, pages, items, tiles, n_tiles, single, heads, kv_heads, hd, window,
+                      out, out_ld, stream);
   else
-    LaunchFallback<8>(q, q_ld, k_cache, v_cache, M, pos0, heads, kv_heads, hd, window, out, out_ld, stream);
+    LaunchFallback<8>(q, q_ld, k_cache, v_cache, pages, items, tiles, n_tiles, single, heads, kv_heads, hd, window,
+                      out, out_ld, stream);
+}
+
+}  // namespace
+
+int AttentionPrefillTileQueries(int hd) { return OnTensorCores(hd) ? kTcBq : kFbBq; }
+
+void AttentionPrefill(const float* q, int64_t q_ld, const uint16_t* k_cache, const uint16_t* v_cache, int64_t M,
+                      int64_t pos0, int heads, int kv_heads, int hd, int window, float* out, int64_t out_ld,
+                      cudaStream_t stream) {
+  if (M <= 0) return;
+  CheckShape(heads, kv_heads, hd);
+  AttentionItem single;
+  single.n = M;
+  single.pos0 = pos0;
+  Dispatch(q, q_ld, k_cache, v_cache, KvPages{}, nullptr, nullptr, 0, single, heads, kv_heads, hd, window, out, out_ld,
+           stream);
+}
+
+void AttentionPrefillBatch(const float* q, int64_t q_ld, const uint16_t* k_base, const uint16_t* v_base,
+                           const KvPages& pages, const AttentionItem* items, const AttentionTile* tiles,
+                           int64_t n_tiles, int heads, int kv_heads, int hd, int window, float* out, int64_t out_ld,
+                           cudaStream_t stream) {
+  if (n_tiles <= 0) return;
+  CheckShape(heads, kv_heads, hd);
+  if (n_tiles > INT32_MAX) throw Error("attention: too many query tiles in one batch");
+  Dispatch(q, q_ld, k_base, v_base, pages, items, tiles, n_tiles, AttentionItem{}, heads, kv_heads, hd, window, out,
+           out_ld, stream);
 }
 
 }  // namespace strata::cuda

@@ -55,6 +55,7 @@ struct GemvParams {
   const int64_t* pos;
   const double* inv_freq;
   int heads, kv_heads, hd;
+  KvPages pages;
 };
 
 // Row r of the stack: its bytes and bias (0 without one).
@@ -276,12 +277,15 @@ __global__ void __launch_bounds__(kThreads) DecodeGemvKernel(const GemvParams p)
           p.y[hh * p.hd + i] = a;
           p.y[hh * p.hd + i + half] = b;
         } else {
-          uint16_t* krow = p.k_cache + pos * kvd + (hh - p.heads) * p.hd;
+          uint16_t* krow = p.k_cache +
+                           KvRowOffset(p.pages.table, p.pages.block_stride, p.pages.block_tokens, kvd, pos) +
+                           (hh - p.heads) * p.hd;
           krow[i] = FloatToBf16(a);
           krow[i + half] = FloatToBf16(b);
         }
       } else {
-        uint16_t* vrow = p.v_cache + pos * kvd;
+        uint16_t* vrow =
+            p.v_cache + KvRowOffset(p.pages.table, p.pages.block_stride, p.pages.block_tokens, kvd, pos);
         const int64_t j = 2 * (pair - qk_pairs);
         vrow[j] = FloatToBf16(sa);
         vrow[j + 1] = FloatToBf16(sb);
@@ -434,6 +438,7 @@ void NormGemvQkvRope(const NormInput& in, const RowStack& w, const QkvRopeOutput
   p.heads = out.heads;
   p.kv_heads = out.kv_heads;
   p.hd = out.hd;
+  p.pages = out.pages;
   LaunchNorm<kQkvRope>(in, p, stream);
 }
 
@@ -468,7 +473,7 @@ template <int kPairs>
 __global__ void __launch_bounds__(kAttnThreads) DecodeAttentionKernel(
     const float* __restrict__ q, const uint16_t* __restrict__ k_cache, const uint16_t* __restrict__ v_cache,
     const int64_t* __restrict__ pos_ptr, int heads, int kv_heads, int hd, int window, float scale, int splits,
-    float* __restrict__ ws, unsigned* __restrict__ counters, float* __restrict__ out) {
+    float* __restrict__ ws, unsigned* __restrict__ counters, float* __restrict__ out, const KvPages pages) {
   __shared__ float sm_acc[kAttnWarps][kMaxHd];
   __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
   __shared__ bool last_block;
@@ -495,8 +500,9 @@ __global__ void __launch_bounds__(kAttnThreads) DecodeAttentionKernel(
   }
   float m_run = -INFINITY, l_run = 0.0f;
   for (int64_t j = k_begin + warp; j < k_end; j += kAttnWarps) {
-    const uint32_t* kr = reinterpret_cast<const uint32_t*>(k_cache + j * kvd + static_cast<int64_t>(kvh) * hd);
-    const uint32_t* vr = reinterpret_cast<const uint32_t*>(v_cache + j * kvd + static_cast<int64_t>(kvh) * hd);
+    const int64_t row = KvRowOffset(pages.table, pages.block_stride, pages.block_tokens, kvd, j);
+    const uint32_t* kr = reinterpret_cast<const uint32_t*>(k_cache + row + static_cast<int64_t>(kvh) * hd);
+    const uint32_t* vr = reinterpret_cast<const uint32_t*>(v_cache + row + static_cast<int64_t>(kvh) * hd);
     float part = 0.0f;
     uint32_t vu[kPairs];
 #pragma unroll
@@ -595,7 +601,7 @@ uint64_t DecodeAttentionWorkspaceBytes(int heads, int hd, int splits) {
 
 void AttentionDecodeAt(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, const int64_t* pos,
                        int heads, int kv_heads, int hd, int window, int splits, void* workspace, float* out,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, const KvPages& pages) {
   if (hd <= 0 || hd % 2 != 0 || hd > kMaxHd || heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 ||
       heads > 65535 || splits < 1 || splits > kMaxSplits)
     throw Error("decode attention: unsupported shape (heads " + std::to_string(heads) + ", kv_heads " +
@@ -607,7 +613,7 @@ void AttentionDecodeAt(const float* q, const uint16_t* k_cache, const uint16_t* 
   const float scale = 1.0f / sqrtf(static_cast<float>(hd));
   auto kernel = hd <= 64 ? DecodeAttentionKernel<1> : hd <= 128 ? DecodeAttentionKernel<2> : DecodeAttentionKernel<4>;
   STRATA_LAUNCH(kernel, grid, kAttnThreads, 0, stream)(q, k_cache, v_cache, pos, heads, kv_heads, hd, window, scale,
-                                                       splits, ws, counters, out);
+                                                       splits, ws, counters, out, pages);
   CUDA_CHECK_LAUNCH("DecodeAttentionKernel");
 }
 

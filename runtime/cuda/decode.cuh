@@ -22,6 +22,7 @@
 
 #include <cstdint>
 
+#include "kv_pages.h"
 #include "strata/formats/dtype.h"
 
 namespace strata::cuda {
@@ -54,7 +55,8 @@ struct NormInput {
 struct QkvRopeOutput {
   float* q = nullptr;                 // heads*hd fp32, rotated
   uint16_t* k_cache = nullptr;        // bf16 rows of kv_heads*hd; row *pos written
-  uint16_t* v_cache = nullptr;
+  uint16_t* v_cache = nullptr;        // (both: the layer's base pointers when paged)
+  KvPages pages;                      // the block table (device); default: contiguous rows
   const int64_t* pos = nullptr;       // device: the token's position
   const double* inv_freq = nullptr;   // device: hd/2 RoPE frequencies
   int heads = 0, kv_heads = 0, hd = 0;
@@ -83,9 +85,11 @@ int DecodeSplits(int heads, int sm_count);
 uint64_t DecodeAttentionWorkspaceBytes(int heads, int hd, int splits);
 // out (heads*hd fp32) = softmax(q . K^T / sqrt(hd)) . V over cache rows
 // j in [0, *pos] with *pos - j < window when window > 0; GQA by
-// h / (heads / kv_heads). hd even, <= 256.
+// h / (heads / kv_heads). hd even, <= 256. With pages.table, row j is found
+// through the block table (kv_pages.h), read from device memory at each
+// launch (a captured graph stays valid as the sequence grows).
 void AttentionDecodeAt(const float* q, const uint16_t* k_cache, const uint16_t* v_cache, const int64_t* pos,
                        int heads, int kv_heads, int hd, int window, int splits, void* workspace, float* out,
-                       cudaStream_t stream);
+                       cudaStream_t stream, const KvPages& pages = {});
 
 }  // namespace strata::cuda

@@ -15,7 +15,7 @@ namespace {
 
 // The roles of a weight set, in a fixed order.
 std::vector<const HostTensor*> Tensors(const WeightSet& ws) {
-  return {ws.attn_norm, ws.q, ws.k, ws.v, ws.o, ws.q_bias, ws.k_bias, ws.v_bias, ws.ffn_norm, ws.gate, ws.up, ws.down};
+  return std::vector<const HostTensor*>(ws.by_role.begin(), ws.by_role.end());
 }
 
 }  // namespace
@@ -56,8 +56,8 @@ DeviceWeights::DeviceWeights(const Store& store, const Model& model, const Devic
   std::vector<std::pair<const WeightSet*, std::vector<const HostTensor*>>> candidates;
   if (opts_.fuse) {
     for (const auto& [h, ws] : model.weight_sets) {
-      for (std::vector<const HostTensor*> g : {std::vector<const HostTensor*>{ws->q, ws->k, ws->v},
-                                               std::vector<const HostTensor*>{ws->gate, ws->up}}) {
+      for (std::vector<const HostTensor*> g : {std::vector<const HostTensor*>{(*ws)[Role::kQ], (*ws)[Role::kK], (*ws)[Role::kV]},
+                                               std::vector<const HostTensor*>{(*ws)[Role::kGate], (*ws)[Role::kUp]}}) {
         if (!eligible(g)) continue;
         Key key;
         for (const HostTensor* t : g) key.push_back(t->node);
@@ -145,18 +145,18 @@ DeviceWeights::DeviceWeights(const Store& store, const Model& model, const Devic
   // 5. Per weight set views.
   for (const auto& [h, ws] : model.weight_sets) {
     DeviceLayer l;
-    l.attn_norm = Bind(ws->attn_norm);
-    l.ffn_norm = Bind(ws->ffn_norm);
-    l.q = Bind(ws->q);
-    l.k = Bind(ws->k);
-    l.v = Bind(ws->v);
-    l.o = Bind(ws->o);
-    l.gate = Bind(ws->gate);
-    l.up = Bind(ws->up);
-    l.down = Bind(ws->down);
-    l.q_bias = Bind(ws->q_bias);
-    l.k_bias = Bind(ws->k_bias);
-    l.v_bias = Bind(ws->v_bias);
+    l.attn_norm = Bind((*ws)[Role::kAttnNorm]);
+    l.ffn_norm = Bind((*ws)[Role::kFfnNorm]);
+    l.q = Bind((*ws)[Role::kQ]);
+    l.k = Bind((*ws)[Role::kK]);
+    l.v = Bind((*ws)[Role::kV]);
+    l.o = Bind((*ws)[Role::kO]);
+    l.gate = Bind((*ws)[Role::kGate]);
+    l.up = Bind((*ws)[Role::kUp]);
+    l.down = Bind((*ws)[Role::kDown]);
+    l.q_bias = Bind((*ws)[Role::kQBias]);
+    l.k_bias = Bind((*ws)[Role::kKBias]);
+    l.v_bias = Bind((*ws)[Role::kVBias]);
     if (auto it = fused_of.find(ws.get()); it != fused_of.end()) {
       l.qkv = it->second.first;
       l.gate_up = it->second.second;

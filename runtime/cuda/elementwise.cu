@@ -1,4 +1,4 @@
-// SwiGLU, residual and bias adds (see elementwise.cuh).
+// SwiGLU, residual and bias adds, row gather (see elementwise.cuh).
 #include "cuda_check.h"
 #include "elementwise.cuh"
 #include "kernel_common.cuh"
@@ -35,7 +35,24 @@ __global__ void BiasKernel(float* __restrict__ y, int64_t ld, int64_t M, int64_t
   }
 }
 
+__global__ void GatherRowsKernel(const float* __restrict__ src, int64_t ld, const int32_t* __restrict__ rows,
+                                 int64_t R, int64_t D, float* __restrict__ out) {
+  const int64_t n = R * D;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < n;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = t / D, j = t % D;
+    out[t] = src[static_cast<int64_t>(rows[r]) * ld + j];
+  }
+}
+
 }  // namespace
+
+void GatherRows(const float* src, int64_t ld, const int32_t* rows, int64_t R, int64_t D, float* out,
+                cudaStream_t stream) {
+  if (R * D <= 0) return;
+  STRATA_LAUNCH(GatherRowsKernel, GridFor(R * D, kThreads), kThreads, 0, stream)(src, ld, rows, R, D, out);
+  CUDA_CHECK_LAUNCH("GatherRowsKernel");
+}
 
 void SwiGlu(const float* gu, int64_t ld, int64_t M, int64_t I, float* out, cudaStream_t stream) {
   if (M * I <= 0) return;

@@ -1,12 +1,15 @@
 // cuBLAS GEMMs (see gemm.h).
 #include "gemm.h"
 
+#include "cublas_loader.h"
+
 #include <climits>
 
 namespace strata::cuda {
 
 void ThrowCublasError(cublasStatus_t st, const char* stmt, const char* file, int line) {
-  throw Error(std::string("cuBLAS error ") + cublasGetStatusName(st) + " (" + cublasGetStatusString(st) + ")" +
+  const CublasApi& b = Cublas();
+  throw Error(std::string("cuBLAS error ") + b.status_name(st) + " (" + b.status_string(st) + ")" +
               WhereIs(stmt, file, line));
 }
 
@@ -25,7 +28,7 @@ void Gemm(cublasHandle_t handle, const void* w, DType dt, int64_t N, int64_t K, 
   }
   const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
   // Column-major view: Y^T (N x M, ld ldy) = W (K x N col-major, transposed) * X^T (K x M, ld K).
-  CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
+  CUBLAS_CHECK(Cublas().gemm_ex(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(N), static_cast<int>(M),
                             static_cast<int>(K), &alpha, w, t, static_cast<int>(K), x, t, static_cast<int>(K), &beta, y,
                             CUDA_R_32F, static_cast<int>(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }

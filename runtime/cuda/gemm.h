@@ -1,5 +1,6 @@
 // Prefill GEMMs through cuBLAS: Y (M, N) = X (M, K) . W (N, K)^T, weights and
-// inputs in the weight dtype (BF16/F16/F32), fp32 output and compute.
+// inputs in the weight dtype (BF16/F16/F32), fp32 output and compute. cuBLAS
+// is dlopen'd on first use (cublas_loader.h).
 #pragma once
 
 #include <cublas_v2.h>

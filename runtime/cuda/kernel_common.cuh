@@ -11,6 +11,7 @@
 
 #include <cstdint>
 
+#include "kv_pages.h"
 #include "strata/formats/dtype.h"
 
 #ifdef STRATA_CUDA_EMU
@@ -139,6 +140,14 @@ __device__ __forceinline__ void StoreFromFloat(void* p, DType t, int64_t i, floa
     case DType::kF64: static_cast<double*>(p)[i] = FloatToDoubleLikeHost(v); break;
     default: break;
   }
+}
+
+// Element offset of position p's row (K or V) from its layer's base pointer
+// (kv_pages.h): through the block table, or p * kvd without one.
+__device__ __forceinline__ int64_t KvRowOffset(const int32_t* table, int64_t block_stride, int block_tokens,
+                                               int64_t kvd, int64_t p) {
+  if (table == nullptr) return p * kvd;
+  return static_cast<int64_t>(table[p / block_tokens]) * block_stride + (p % block_tokens) * kvd;
 }
 
 __device__ __forceinline__ float WarpSum(float v) {

@@ -24,23 +24,8 @@ std::unique_ptr<WeightSet> BuildWeightSet(WeightStore& weights, const ModelConfi
   ws->layer = layer;
   for (const RoleName& r : c.arch->layer) {
     const HostTensor* t = &weights.Get(roles.at(std::string(r.name)));
-    const HostTensor** slot = nullptr;
-    switch (r.role) {
-      case Role::kAttnNorm: slot = &ws->attn_norm; break;
-      case Role::kFfnNorm: slot = &ws->ffn_norm; break;
-      case Role::kQ: slot = &ws->q; break;
-      case Role::kK: slot = &ws->k; break;
-      case Role::kV: slot = &ws->v; break;
-      case Role::kO: slot = &ws->o; break;
-      case Role::kQBias: slot = &ws->q_bias; break;
-      case Role::kKBias: slot = &ws->k_bias; break;
-      case Role::kVBias: slot = &ws->v_bias; break;
-      case Role::kGate: slot = &ws->gate; break;
-      case Role::kUp: slot = &ws->up; break;
-      case Role::kDown: slot = &ws->down; break;
-    }
     CheckDType(*t, "layer " + layer.Hex().substr(0, 12) + " " + std::string(r.name));
-    *slot = t;
+    (*ws)[r.role] = t;
   }
   return ws;
 }
@@ -54,9 +39,7 @@ uint64_t DecodeWeightBytesPerToken(const Model& model, bool elide) {
   uint64_t n = 0;
   for (const WeightSet* ws : model.layers) {
     if (elide && ws->identity()) continue;
-    for (const HostTensor* t : {ws->attn_norm, ws->q, ws->k, ws->v, ws->o, ws->q_bias, ws->k_bias, ws->v_bias,
-                                ws->ffn_norm, ws->gate, ws->up, ws->down})
-      n += ReadBytes(t);
+    for (const HostTensor* t : ws->by_role) n += ReadBytes(t);
   }
   n += ReadBytes(model.final_norm) + ReadBytes(model.lm_head);
   // The token's embedding: one row of the table (read again when it is the tied LM head).

@@ -97,6 +97,21 @@ for bad in "--temperature -1:temperature must be a finite number >= 0" "--temper
   expect "run ${bad%%:*}" 2 "${bad#*:}" -- "$BIN" run good --tokens 1,2,3 -n 1 ${bad%%:*}
 done
 expect "bench --threads -1" 2 "threads must be >= 0 \(0: all cores\)" -- "$BIN" bench good --threads -1
+expect "bench --batch 0" 2 "--batch wants comma-separated counts >= 1, got \"0\"" -- "$BIN" bench good --batch 1,0
+expect "bench --batch-steps 0" 2 "--batch-steps must be >= 1" -- "$BIN" bench good --batch 2 --batch-steps 0
+# Batched decode: one figure per --batch count, and the KV cache it used.
+if "$BIN" bench good --warm --prefill 4 --decode 2 --batch 1,3 --batch-prompt 5 --batch-steps 2 --json > "$T/bench.json" &&
+   python3 - "$T/bench.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+b = r["batched"]
+assert [x["sequences"] for x in b] == [1, 3], b
+assert all(x["tokens_per_s"] > 0 and x["steps"] == 2 and x["prompt_tokens"] == 5 for x in b), b
+# 3 sequences of 5 + 3 positions: one 32-position block each, at most.
+assert r["kv_peak_bytes"] == 3 * r["kv_block_bytes"], r
+assert r["kv_block_tokens"] == 32 and r["host_rss_other_bytes"] < r["host_peak_rss_bytes"], r
+PY
+then ok "bench --batch 1,3: figures and KV use"; else bad "bench --batch 1,3 (see above)"; fi
 for cmd in "ls" "run good --tokens 1" "bench good" "show good" "export good $T/exp"; do
   # shellcheck disable=SC2086
   expect "$cmd --store ''" 2 "--store is empty: give a directory, or leave --store out" -- "$BIN" $cmd --store ""

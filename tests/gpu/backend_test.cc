@@ -50,8 +50,7 @@ bool ClearWinner(const float* row, int64_t n) {
 std::map<Hash, const HostTensor*> DistinctTensors(const Model& m) {
   std::map<Hash, const HostTensor*> out;
   for (const auto& [h, ws] : m.weight_sets)
-    for (const HostTensor* t : {ws->attn_norm, ws->q, ws->k, ws->v, ws->o, ws->q_bias, ws->k_bias, ws->v_bias,
-                                ws->ffn_norm, ws->gate, ws->up, ws->down})
+    for (const HostTensor* t : ws->by_role)
       if (t) out[t->node] = t;
   for (const HostTensor* t : {m.embed, m.final_norm, m.lm_head}) out[t->node] = t;
   return out;
@@ -143,8 +142,7 @@ class CudaBackendTest : public ::testing::Test {
     r.elided = gpu->elided_layers();
     for (const auto& [h, t] : DistinctTensors(m)) r.distinct_bytes += Bytes(t);
     for (const WeightSet* ws : m.layers)
-      for (const HostTensor* t : {ws->attn_norm, ws->q, ws->k, ws->v, ws->o, ws->q_bias, ws->k_bias, ws->v_bias,
-                                  ws->ffn_norm, ws->gate, ws->up, ws->down})
+      for (const HostTensor* t : ws->by_role)
         if (t) r.logical_bytes += Bytes(t);
     for (const HostTensor* t : {m.embed, m.final_norm}) r.logical_bytes += Bytes(t);
     if (m.lm_head != m.embed) r.logical_bytes += Bytes(m.lm_head);
@@ -394,6 +392,377 @@ TEST_F(CudaBackendTest, BadTokensAndContextThrow) {
   gpu->Reset();
   EXPECT_EQ(gpu->position(), 0);
   EXPECT_GE(gpu->ForwardArgmax({1, 2}), 0);
+}
+
+// ---------------------------------------------------------------- batches and the paged KV cache
+
+// Deterministic token ids for (sequence, step).
+std::vector<int> TokensFor(int seq, int step, int n, int64_t vocab) {
+  std::vector<int> t(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) t[i] = static_cast<int>((seq * 7919 + step * 131 + i * 37 + 11) % vocab);
+  return t;
+}
+
+// What one item of a step asks for, and what it got.
+struct Want {
+  int seq;  // index into the test's sequences
+  int n;
+  BatchOutput out;
+};
+
+struct Got {
+  std::vector<float> logits;  // last or all rows (empty for kNone / kArgmax)
+  int argmax = -1;
+};
+
+// Runs `items` (sequence ids `ids`, tokens TokensFor(...)) as ONE batch on `b`.
+std::vector<Got> RunBatch(Backend& b, const std::vector<int>& ids, const std::vector<Want>& step, int step_no,
+                          int64_t V) {
+  std::vector<std::vector<int>> toks;
+  std::vector<Got> got(step.size());
+  std::vector<BatchItem> items;
+  for (size_t i = 0; i < step.size(); ++i) toks.push_back(TokensFor(step[i].seq, step_no, step[i].n, V));
+  for (size_t i = 0; i < step.size(); ++i) {
+    BatchItem it;
+    it.seq = ids[step[i].seq];
+    it.tokens = toks[i].data();
+    it.n = step[i].n;
+    it.output = step[i].out;
+    if (it.output == BatchOutput::kLastLogits) got[i].logits.assign(static_cast<size_t>(V), NAN);
+    if (it.output == BatchOutput::kAllLogits) got[i].logits.assign(static_cast<size_t>(V * it.n), NAN);
+    it.logits = got[i].logits.data();
+    it.argmax = &got[i].argmax;
+    items.push_back(it);
+  }
+  b.ForwardBatch(items);
+  return got;
+}
+
+// The steps of the batch tests: prefills of different lengths (one crossing
+// 64-query tiles and 32-position blocks), decode tokens, a prefill chunk on a
+// sequence that already has a cache, every output kind, items in any order.
+const std::vector<std::vector<Want>>& BatchPlan() {
+  using O = BatchOutput;
+  static const std::vector<std::vector<Want>> plan = {
+      {{0, 5, O::kAllLogits}, {1, 33, O::kLastLogits}, {2, 1, O::kArgmax}},
+      {{3, 70, O::kLastLogits}, {0, 1, O::kLastLogits}, {1, 1, O::kArgmax}, {2, 9, O::kAllLogits}},
+      {{2, 1, O::kLastLogits}, {0, 1, O::kAllLogits}, {1, 1, O::kLastLogits}, {3, 1, O::kArgmax}},
+      {{1, 30, O::kLastLogits}, {3, 1, O::kLastLogits}, {0, 2, O::kNone}},
+      {{0, 1, O::kLastLogits}, {1, 1, O::kLastLogits}, {2, 1, O::kLastLogits}, {3, 1, O::kLastLogits}},
+  };
+  return plan;
+}
+
+// Compares a batched result with the same item run alone (`ref`; for argmax
+// items the reference ran with kLastLogits). tol: logits rel err; greedy
+// tokens identical wherever the reference's top-2 margin exceeds `margin`.
+void ExpectSame(const Want& w, const Got& got, const Got& ref, int64_t V, double tol, double margin,
+                const std::string& what) {
+  auto clear = [&](const float* row) {
+    std::vector<float> v(row, row + V);
+    std::partial_sort(v.begin(), v.begin() + 2, v.end(), std::greater<float>());
+    float mx = 0;
+    for (int64_t i = 0; i < V; ++i) mx = std::max(mx, std::abs(row[i]));
+    return v[0] - v[1] > margin * mx;
+  };
+  const float* last_ref = ref.logits.data() + ref.logits.size() - V;
+  if (w.out == BatchOutput::kArgmax) {
+    ASSERT_EQ(ref.logits.size(), static_cast<size_t>(V)) << what;
+    if (clear(last_ref)) {
+      EXPECT_EQ(got.argmax, Argmax(last_ref, V)) << what << ": greedy token";
+    }
+    EXPECT_GE(got.argmax, 0) << what;
+    return;
+  }
+  if (w.out == BatchOutput::kNone) return;
+  ASSERT_EQ(got.logits.size(), ref.logits.size()) << what;
+  EXPECT_LE(RelErr(got.logits, ref.logits), tol) << what << ": logits";
+  for (size_t r = 0; r < got.logits.size() / V; ++r)
+    if (clear(ref.logits.data() + r * V)) {
+      EXPECT_EQ(Argmax(got.logits.data() + r * V, V), Argmax(ref.logits.data() + r * V, V)) << what << " row " << r;
+    }
+}
+
+// Every step of BatchPlan() as one batch on `bat`, and each item alone on
+// `ref` (kArgmax items with kLastLogits there, to see the margin).
+void CompareBatchWithOneAtATime(Backend& bat, Backend& ref, int64_t V, double tol, double margin,
+                                const std::string& label) {
+  std::vector<int> bids, rids;
+  for (int q = 0; q < 4; ++q) {
+    bids.push_back(bat.CreateSequence());
+    rids.push_back(ref.CreateSequence());
+  }
+  for (size_t s = 0; s < BatchPlan().size(); ++s) {
+    const std::vector<Want>& step = BatchPlan()[s];
+    const std::vector<Got> got = RunBatch(bat, bids, step, static_cast<int>(s), V);
+    for (size_t i = 0; i < step.size(); ++i) {
+      Want alone = step[i];
+      if (alone.out == BatchOutput::kArgmax) alone.out = BatchOutput::kLastLogits;
+      const std::vector<Got> r = RunBatch(ref, rids, {alone}, static_cast<int>(s), V);
+      // The reference ran this item's own tokens: TokensFor depends on the sequence and step only.
+      ExpectSame(step[i], got[i], r[0], V, tol, margin,
+                 label + " step " + std::to_string(s) + " item " + std::to_string(i) + " (seq " +
+                     std::to_string(step[i].seq) + ", " + std::to_string(step[i].n) + " tokens)");
+    }
+  }
+  for (int q = 0; q < 4; ++q) EXPECT_EQ(bat.SequenceLength(bids[q]), ref.SequenceLength(rids[q])) << label;
+}
+
+// Batched forward = one sequence at a time: (a) against the same items run
+// alone through the batched (GEMM) path, within fp32 rounding (1e-4), greedy
+// tokens identical wherever the top-2 margin exceeds 1e-3; (b) against the
+// items run alone with the fused decode path for single tokens (GEMV with
+// fp32 inputs vs GEMM with bf16-rounded inputs), within kTol; on the base,
+// DUS and block-expansion variants.
+TEST_F(CudaBackendTest, BatchEqualsOneSequenceAtATime) {
+  Synth("mistralai/Mistral-7B-v0.1", "mistral", DType::kBF16, false, 4);
+  Synth("openchat/openchat-3.5-0106", "mistral", DType::kBF16, false, 4);
+  CompileText("base", "models:\n  - model: mistralai/Mistral-7B-v0.1\nmerge_method: passthrough\n");
+  // DUS over 4 layers: [0, 3) + [1, 4), layer nodes shared at two depths.
+  CompileText("dus",
+              "slices:\n"
+              "  - sources:\n"
+              "    - model: mistralai/Mistral-7B-v0.1\n"
+              "      layer_range: [0, 3]\n"
+              "  - sources:\n"
+              "    - model: mistralai/Mistral-7B-v0.1\n"
+              "      layer_range: [1, 4]\n"
+              "merge_method: passthrough\n");
+  // Block expansion with a zeroed copy in the middle: elided, so the cache
+  // slots of the layers after it are not their layer indices.
+  const std::string zeroed =
+      "  - sources:\n"
+      "    - model: openchat/openchat-3.5-0106\n"
+      "      layer_range: [1, 2]\n"
+      "      parameters:\n"
+      "        scale:\n"
+      "          - filter: o_proj\n"
+      "            value: 0.0\n"
+      "          - filter: down_proj\n"
+      "            value: 0.0\n"
+      "          - value: 1.0\n";
+  CompileText("bx",
+              "slices:\n"
+              "  - sources:\n"
+              "    - model: openchat/openchat-3.5-0106\n"
+              "      layer_range: [0, 2]\n" +
+                  zeroed +
+                  "  - sources:\n"
+                  "    - model: openchat/openchat-3.5-0106\n"
+                  "      layer_range: [2, 4]\n" +
+                  zeroed + "merge_method: passthrough\ndtype: bfloat16\n");
+  for (const char* variant : {"base", "dus", "bx"}) {
+    WeightStore weights(*store_);
+    Model m = AssembleModel(*store_, weights, store_->ResolveRef(variant));
+    const int64_t V = m.config.vocab;
+    BackendOptions bo;
+    bo.max_context = 512;  // and the default budget: 16 blocks for the 4 sequences' 8
+    CudaLoadOptions gemm_only;
+    gemm_only.fast_decode = false;
+    {
+      auto bat = MakeCudaBackend(m, bo, *store_);
+      auto ref = MakeCudaBackend(m, bo, *store_, gemm_only);
+      CompareBatchWithOneAtATime(*bat, *ref, V, 1e-4, 1e-3, std::string(variant) + " (GEMM path alone)");
+      EXPECT_EQ(bat->kv_stats().sequences, 4);
+      EXPECT_EQ(bat->elided_layers(), std::string(variant) == "bx" ? 2 : 0);
+    }
+    {
+      auto bat = MakeCudaBackend(m, bo, *store_);
+      auto ref = MakeCudaBackend(m, bo, *store_);
+      CompareBatchWithOneAtATime(*bat, *ref, V, kTol, kTol, std::string(variant) + " (decode path alone)");
+    }
+  }
+}
+
+// The same batches on the CPU backend (batched there too) and on CUDA.
+TEST_F(CudaBackendTest, BatchMatchesCpuBackend) {
+  Synth("mistralai/Mistral-7B-v0.1", "mistral", DType::kBF16, false, 4);
+  CompileText("base", "models:\n  - model: mistralai/Mistral-7B-v0.1\nmerge_method: passthrough\n");
+  WeightStore weights(*store_);
+  Model m = AssembleModel(*store_, weights, store_->ResolveRef("base"));
+  const int64_t V = m.config.vocab;
+  BackendOptions bo;
+  bo.max_context = 512;
+  auto gpu = MakeCudaBackend(m, bo, *store_);
+  std::unique_ptr<Backend> cpu = MakeCpuBackend(m, bo);
+  std::vector<int> gids, cids;
+  for (int q = 0; q < 4; ++q) {
+    gids.push_back(gpu->CreateSequence());
+    cids.push_back(cpu->CreateSequence());
+  }
+  for (size_t s = 0; s < BatchPlan().size(); ++s) {
+    std::vector<Want> step = BatchPlan()[s];
+    const std::vector<Got> g = RunBatch(*gpu, gids, step, static_cast<int>(s), V);
+    for (Want& w : step)
+      if (w.out == BatchOutput::kArgmax) w.out = BatchOutput::kLastLogits;
+    const std::vector<Got> c = RunBatch(*cpu, cids, step, static_cast<int>(s), V);
+    for (size_t i = 0; i < step.size(); ++i)
+      ExpectSame(BatchPlan()[s][i], g[i], c[i], V, kTol, kTol, "cuda vs cpu step " + std::to_string(s) + " item " +
+                                                                 std::to_string(i));
+  }
+}
+
+// Paged KV: blocks are taken as sequences grow and reused once released or
+// truncated (kv_stats); a sequence on reused blocks, and a truncated one that
+// continues, give the logits of a fresh backend that ran the same tokens; a
+// step the budget cannot hold throws with nothing changed, and a valid step
+// after it is still right.
+TEST_F(CudaBackendTest, PagedKvReusesBlocksTruncatesAndRefusesPastBudget) {
+  Synth("mistralai/Mistral-7B-v0.1", "mistral", DType::kBF16, false, 3);
+  CompileText("m", "models:\n  - model: mistralai/Mistral-7B-v0.1\nmerge_method: passthrough\n");
+  WeightStore weights(*store_);
+  Model m = AssembleModel(*store_, weights, store_->ResolveRef("m"));
+  const int64_t V = m.config.vocab;
+  CudaLoadOptions gemm_only;
+  gemm_only.fast_decode = false;
+  BackendOptions bo;
+  bo.max_context = 64;
+  bo.kv_block_tokens = 8;
+  uint64_t block_bytes = 0;
+  {
+    auto probe = MakeCudaBackend(m, bo, *store_);
+    const KvStats st = probe->kv_stats();
+    EXPECT_EQ(st.block_tokens, 8);
+    EXPECT_EQ(st.total_blocks, 8);  // default budget: max_context positions
+    block_bytes = st.block_bytes;
+    const uint64_t kvd = static_cast<uint64_t>(m.config.kv_heads) * m.config.head_dim;
+    EXPECT_EQ(block_bytes, 3u * 2u * 8u * kvd * 2u);  // 3 layers x K|V x 8 positions x bf16
+    EXPECT_EQ(probe->stats().kv_cache_bytes, 8 * block_bytes);
+  }
+  bo.kv_budget_bytes = 6 * block_bytes + block_bytes / 2;  // 6 blocks
+  auto gpu = MakeCudaBackend(m, bo, *store_, gemm_only);
+  EXPECT_EQ(gpu->kv_stats().total_blocks, 6);
+
+  // Logits of `tokens` run (as one step each chunk) on a fresh backend.
+  auto fresh = [&](const std::vector<std::vector<int>>& chunks) {
+    BackendOptions fo;
+    fo.max_context = 64;
+    fo.kv_block_tokens = 8;
+    auto ref = MakeCudaBackend(m, fo, *store_, gemm_only);
+    std::vector<float> last(V);
+    for (const auto& c : chunks) ref->Forward(c, last.data(), nullptr);
+    return last;
+  };
+  auto run = [&](int seq, const std::vector<int>& toks) {
+    std::vector<float> last(V, NAN);
+    BatchItem it;
+    it.seq = seq;
+    it.tokens = toks.data();
+    it.n = static_cast<int64_t>(toks.size());
+    it.output = BatchOutput::kLastLogits;
+    it.logits = last.data();
+    gpu->ForwardBatch({it});
+    return last;
+  };
+  const std::vector<int> ta = TokensFor(0, 0, 20, V), tb = TokensFor(1, 0, 10, V), tc = TokensFor(2, 0, 16, V);
+  const int a = gpu->CreateSequence(), b = gpu->CreateSequence();
+  run(a, ta);  // 3 blocks
+  run(b, tb);  // 2 blocks
+  EXPECT_EQ(gpu->kv_stats().used_blocks, 5);
+  EXPECT_EQ(gpu->kv_stats().sequences, 2);
+  gpu->ReleaseSequence(a);
+  EXPECT_EQ(gpu->kv_stats().used_blocks, 2);
+  EXPECT_EQ(gpu->kv_stats().peak_used_blocks, 5);
+  const int c = gpu->CreateSequence();
+  const std::vector<float> lc = run(c, tc);  // 2 blocks: a's, reused (written over)
+  EXPECT_EQ(gpu->kv_stats().used_blocks, 4);
+  EXPECT_LE(RelErr(lc, fresh({tc})), 1e-4) << "a sequence on reused blocks";
+
+  // Truncate b to 5 positions (1 block) and continue with 7 new tokens.
+  gpu->TruncateSequence(b, 5);
+  EXPECT_EQ(gpu->SequenceLength(b), 5);
+  EXPECT_EQ(gpu->kv_stats().used_blocks, 3);
+  const std::vector<int> tb2 = TokensFor(1, 1, 7, V);
+  const std::vector<float> lb = run(b, tb2);
+  EXPECT_LE(RelErr(lb, fresh({std::vector<int>(tb.begin(), tb.begin() + 5), tb2})), 1e-4) << "truncated, continued";
+  EXPECT_EQ(gpu->kv_stats().used_blocks, 4);  // b: 12 positions, 2 blocks; c: 2 blocks
+
+  // Past the budget: 2 free blocks; c + 17 tokens needs 3 more (33 positions: 5 blocks).
+  const KvStats before = gpu->kv_stats();
+  const std::vector<int> big = TokensFor(2, 1, 17, V);
+  try {
+    run(c, big);
+    ADD_FAILURE() << "a step past the KV budget did not throw";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("KV cache is full"), std::string::npos) << e.what();
+  }
+  // A batch that fits one item but not both is refused whole.
+  {
+    std::vector<float> l1(V), l2(V);
+    const std::vector<int> t1 = TokensFor(1, 2, 4, V), t2 = TokensFor(2, 2, 17, V);
+    BatchItem i1{b, t1.data(), 4, BatchOutput::kLastLogits, l1.data(), nullptr};
+    BatchItem i2{c, t2.data(), 17, BatchOutput::kLastLogits, l2.data(), nullptr};
+    EXPECT_THROW(gpu->ForwardBatch({i1, i2}), Error);
+  }
+  const KvStats after = gpu->kv_stats();
+  EXPECT_EQ(after.used_blocks, before.used_blocks);
+  EXPECT_EQ(gpu->SequenceLength(c), 16);
+  EXPECT_EQ(gpu->SequenceLength(b), 12);
+  // A valid step after the refusals: c continues correctly.
+  const std::vector<int> small = TokensFor(2, 3, 3, V);
+  EXPECT_LE(RelErr(run(c, small), fresh({tc, small})), 1e-4) << "a step after a refused one";
+  // Releasing everything frees every block.
+  gpu->ReleaseSequence(b);
+  gpu->ReleaseSequence(c);
+  EXPECT_EQ(gpu->kv_stats().used_blocks, 0);
+  EXPECT_EQ(gpu->kv_stats().sequences, 0);
+  EXPECT_THROW(gpu->ReleaseSequence(b), Error);
+}
+
+// The decode graph reads the position and the block table from fixed device
+// memory: it stays right across a block boundary (positions 31 -> 32 -> 33
+// with 32-position blocks) and for two sequences taking turns, bit for bit
+// what the same kernels launched one by one give, and within kTol of the CPU.
+TEST_F(CudaBackendTest, DecodeGraphAcrossBlockBoundaries) {
+  Synth("mistralai/Mistral-7B-v0.1", "mistral", DType::kBF16, false, 3);
+  CompileText("m", "models:\n  - model: mistralai/Mistral-7B-v0.1\nmerge_method: passthrough\n");
+  WeightStore weights(*store_);
+  Model m = AssembleModel(*store_, weights, store_->ResolveRef("m"));
+  const int64_t V = m.config.vocab;
+  BackendOptions bo;
+  bo.max_context = 128;  // the default budget: 4 blocks of 32
+  bo.kv_block_tokens = 32;
+  std::vector<std::vector<float>> traces;
+  for (bool graphs : {true, false}) {
+    CudaLoadOptions lo;
+    lo.graphs = graphs;
+    auto gpu = MakeCudaBackend(m, bo, *store_, lo);
+    std::unique_ptr<Backend> cpu = MakeCpuBackend(m, bo);
+    std::vector<float> trace;
+    int ids[2], cids[2];
+    for (int q = 0; q < 2; ++q) {
+      ids[q] = gpu->CreateSequence();
+      cids[q] = cpu->CreateSequence();
+    }
+    // Sequence 1 first takes a block, so sequence 0's blocks are not contiguous.
+    for (int q : {1, 0}) {
+      const std::vector<int> p = TokensFor(q, 0, q == 0 ? 31 : 40, V);
+      BatchItem it{ids[q], p.data(), static_cast<int64_t>(p.size()), BatchOutput::kNone, nullptr, nullptr};
+      gpu->ForwardBatch({it});
+      it.seq = cids[q];
+      cpu->ForwardBatch({it});
+    }
+    for (int step = 0; step < 3; ++step)
+      for (int q = 0; q < 2; ++q) {
+        const int tok = TokensFor(q, step + 1, 1, V)[0];
+        std::vector<float> g(V, NAN), c(V);
+        BatchItem it{ids[q], &tok, 1, BatchOutput::kLastLogits, g.data(), nullptr};
+        gpu->ForwardBatch({it});
+        it.seq = cids[q];
+        it.logits = c.data();
+        cpu->ForwardBatch({it});
+        EXPECT_LE(RelErr(g, c), kTol) << "graphs " << graphs << " seq " << q << " position "
+                                      << gpu->SequenceLength(ids[q]) - 1;
+        trace.insert(trace.end(), g.begin(), g.end());
+      }
+    EXPECT_EQ(gpu->SequenceLength(ids[0]), 34);
+    EXPECT_EQ(gpu->kv_stats().used_blocks, 2 + 2);  // 34 positions: 2 blocks; 43: 2 blocks
+    if (graphs) {
+      EXPECT_GT(gpu->stats().decode_graph_nodes, 0);
+    }
+    traces.push_back(trace);
+  }
+  EXPECT_EQ(traces[0], traces[1]) << "graph replay vs launches one by one";
 }
 
 }  // namespace

@@ -10,6 +10,8 @@
 
 #include "attention_prefill.cuh"
 #include "convert.cuh"
+#include "cublas_loader.h"
+#include "decode.cuh"
 #include "elementwise.cuh"
 #include "embedding.cuh"
 #include "gemm.h"
@@ -159,7 +161,7 @@ TEST(CudaKernels, SwiGluResidualAndBias) {
 TEST(CudaKernels, CublasGemmMatchesCpuMatMul) {
   STRATA_REQUIRE_CUDA();
   cublasHandle_t h;
-  CUBLAS_CHECK(cublasCreate(&h));
+  CUBLAS_CHECK(cuda::Cublas().create(&h));
   const int64_t M = 19, N = 45, K = 96, ldy = N + 7;
   for (DType dt : kWeightTypes) {
     TypedData w = RandomTyped(dt, N * K, 13);
@@ -188,7 +190,7 @@ TEST(CudaKernels, CublasGemmMatchesCpuMatMul) {
       for (int64_t n = 0; n < N; ++n) packed[m * N + n] = got[m * ldy + n] - base[m * ldy + n];
     EXPECT_LE(RelErr(packed, want), 1e-4) << DTypeName(dt);
   }
-  cublasDestroy(h);
+  (void)cuda::Cublas().destroy(h);
 }
 #endif
 
@@ -336,6 +338,143 @@ TEST(CudaKernels, PrefillAttentionMatchesFloat64Reference) {
     EXPECT_EQ(CountNonFinite(got), 0u) << what;
     EXPECT_EQ(gap_written, 0u) << what;
     EXPECT_LE(RelErr(got, want), tc ? 1e-2 : 2e-4) << what;
+  }
+}
+
+// The paged cache (kv_pages.h): items' contiguous caches scattered over a
+// pool of blocks through permuted block tables. Batched prefill attention
+// over the pool (several items, M and positions of their own, tiles of the
+// kernel's size), the RoPE + KV store at paged rows, and decode attention
+// through a table give bit for bit what the same kernels give on the
+// contiguous caches.
+TEST(CudaKernels, PagedKvMatchesContiguousBitForBit) {
+  STRATA_REQUIRE_CUDA();
+  for (int hd : {16, 40, 128}) {  // tensor cores (16, 128), fp32 kernel (40)
+    const int heads = 4, kvh = 2, T = 8;
+    const int64_t Q = int64_t{heads} * hd, KV = int64_t{kvh} * hd, ld = Q + 2 * KV;
+    const int64_t stride = 2 * T * KV;  // one layer slot: K | V
+    struct Item { int64_t pos0, n; };
+    const Item items[] = {{0, 37}, {21, 1}, {9, 70}, {0, 1}};
+    const int B = 4;
+    // Block tables: ids handed out in a scrambled order.
+    std::vector<std::vector<int32_t>> tables(B);
+    int32_t next = 0;
+    for (const Item& it : items) next += static_cast<int32_t>((it.pos0 + it.n + T - 1) / T);
+    std::vector<int32_t> order;  // 0, last, 1, last - 1, ...: a permutation, no two neighbours adjacent
+    for (int32_t b = 0; b < next; ++b) order.push_back(b % 2 == 0 ? b / 2 : next - 1 - b / 2);
+    size_t o = 0;
+    for (int i = 0; i < B; ++i)
+      for (int64_t b = 0; b < (items[i].pos0 + items[i].n + T - 1) / T; ++b) tables[i].push_back(order[o++]);
+    std::vector<uint16_t> pool(static_cast<size_t>(next) * stride, 0x7FC1);  // NaN: a row never written shows
+    std::vector<Caches> caches;
+    std::vector<std::vector<float>> qkvs;
+    std::vector<cuda::AttentionItem> ai;
+    std::vector<cuda::AttentionTile> tiles;
+    std::vector<int32_t> flat;
+    std::vector<float> qkv_all;
+    const int tq = cuda::AttentionPrefillTileQueries(hd);
+    int64_t row = 0;
+    for (int i = 0; i < B; ++i) {
+      const int64_t ctx = items[i].pos0 + items[i].n;
+      caches.push_back(RandomCaches(ctx, KV, 500 + 10 * i + hd));
+      for (int64_t p = 0; p < ctx; ++p)
+        for (int64_t j = 0; j < KV; ++j) {
+          const int64_t at = tables[i][p / T] * stride + (p % T) * KV + j;
+          pool[at] = caches[i].k[p * KV + j];
+          pool[at + T * KV] = caches[i].v[p * KV + j];
+        }
+      qkvs.push_back(RandomFloats(items[i].n * ld, 600 + i + hd));
+      qkv_all.insert(qkv_all.end(), qkvs[i].begin(), qkvs[i].end());
+      ai.push_back({row, items[i].n, items[i].pos0, static_cast<int64_t>(flat.size())});
+      for (int64_t q0 = 0; q0 < items[i].n; q0 += tq) tiles.push_back({i, static_cast<int32_t>(q0)});
+      flat.insert(flat.end(), tables[i].begin(), tables[i].end());
+      row += items[i].n;
+    }
+    const int64_t M = row;
+    Dev<uint16_t> dpool(pool);
+    Dev<int32_t> dflat(flat);
+    Dev<uint8_t> ditems(std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(ai.data()),
+                                             reinterpret_cast<const uint8_t*>(ai.data() + ai.size())));
+    Dev<uint8_t> dtiles(std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(tiles.data()),
+                                             reinterpret_cast<const uint8_t*>(tiles.data() + tiles.size())));
+    Dev<float> dq(qkv_all), dout(Poison(static_cast<size_t>(M * Q)));
+    cuda::KvPages pages;
+    pages.table = dflat.get();
+    pages.block_stride = stride;
+    pages.block_tokens = T;
+    cuda::AttentionPrefillBatch(dq.get(), ld, dpool.get(), dpool.get() + T * KV, pages,
+                                reinterpret_cast<const cuda::AttentionItem*>(ditems.get()),
+                                reinterpret_cast<const cuda::AttentionTile*>(dtiles.get()),
+                                static_cast<int64_t>(tiles.size()), heads, kvh, hd, /*window=*/0, dout.get(), Q,
+                                nullptr);
+    const std::vector<float> got = dout.Download();
+    for (int i = 0; i < B; ++i) {
+      Dev<float> q1(qkvs[i]), o1(Poison(static_cast<size_t>(items[i].n * Q)));
+      Dev<uint16_t> dk(caches[i].k), dv(caches[i].v);
+      cuda::AttentionPrefill(q1.get(), ld, dk.get(), dv.get(), items[i].n, items[i].pos0, heads, kvh, hd, 0, o1.get(),
+                             Q, nullptr);
+      const std::vector<float> want = o1.Download();
+      const std::vector<float> mine(got.begin() + ai[i].row0 * Q, got.begin() + (ai[i].row0 + items[i].n) * Q);
+      EXPECT_EQ(CountNonFinite(mine), 0u) << "hd " << hd << " item " << i;
+      EXPECT_EQ(mine, want) << "hd " << hd << " item " << i << ": paged batch vs contiguous";
+      // Decode attention at the item's last position through its table.
+      {
+        const int64_t pos = items[i].pos0 + items[i].n - 1;
+        const int splits = 3;
+        const std::vector<float> qd(qkvs[i].end() - ld, qkvs[i].end() - ld + Q);
+        Dev<float> dqd(qd), a1(Poison(Q)), a2(Poison(Q));
+        Dev<int64_t> dpos(std::vector<int64_t>{pos});
+        Dev<int32_t> dtab(tables[i]);
+        const uint64_t wsb = cuda::DecodeAttentionWorkspaceBytes(heads, hd, splits);
+        Dev<uint8_t> ws(std::vector<uint8_t>(wsb, 0));
+        cuda::AttentionDecodeAt(dqd.get(), dk.get(), dv.get(), dpos.get(), heads, kvh, hd, 0, splits, ws.get(),
+                                a1.get(), nullptr);
+        cuda::KvPages pi = pages;
+        pi.table = dtab.get();
+        cuda::AttentionDecodeAt(dqd.get(), dpool.get(), dpool.get() + T * KV, dpos.get(), heads, kvh, hd, 0, splits,
+                                ws.get(), a2.get(), nullptr, pi);
+        EXPECT_EQ(a2.Download(), a1.Download()) << "hd " << hd << " item " << i << ": paged decode attention";
+      }
+    }
+    // RoPE + store at paged rows: the rows land where the tables say, nothing else changes.
+    ModelConfig c;
+    c.head_dim = hd;
+    c.rope_theta = 10000;
+    const std::vector<double> inv = RopeInvFreq(c);
+    std::vector<int64_t> positions, rows;
+    for (int i = 0; i < B; ++i)
+      for (int64_t m = 0; m < items[i].n; ++m) {
+        const int64_t p = items[i].pos0 + m;
+        positions.push_back(p);
+        rows.push_back(tables[i][p / T] * stride + (p % T) * KV);
+      }
+    Dev<double> dinv(inv);
+    Dev<int64_t> dposs(positions), drows(rows);
+    Dev<float> table(static_cast<size_t>(M) * hd), dqkv(qkv_all);
+    Dev<uint16_t> dpool2(pool);
+    cuda::RopeTableAt(dposs.get(), M, hd / 2, dinv.get(), table.get(), nullptr);
+    cuda::RopeAndStoreKvRows(dqkv.get(), ld, M, heads, kvh, hd, table.get(), drows.get(), dpool2.get(),
+                             dpool2.get() + T * KV, nullptr);
+    const std::vector<uint16_t> after = dpool2.Download();
+    std::vector<uint16_t> expect = pool;
+    for (int i = 0; i < B; ++i) {
+      // The contiguous store of the same item, then scattered by hand.
+      Dev<float> q1(qkvs[i]), t1(static_cast<size_t>(items[i].n) * hd);
+      Dev<uint16_t> dk(caches[i].k), dv(caches[i].v);
+      cuda::RopeTable(items[i].pos0, items[i].n, hd / 2, dinv.get(), t1.get(), nullptr);
+      cuda::RopeAndStoreKv(q1.get(), ld, items[i].n, heads, kvh, hd, t1.get(), items[i].pos0, dk.get(), dv.get(),
+                           nullptr);
+      const std::vector<uint16_t> k = dk.Download(), v = dv.Download();
+      for (int64_t m = 0; m < items[i].n; ++m) {
+        const int64_t p = items[i].pos0 + m;
+        for (int64_t j = 0; j < KV; ++j) {
+          const int64_t at = tables[i][p / T] * stride + (p % T) * KV + j;
+          expect[at] = k[p * KV + j];
+          expect[at + T * KV] = v[p * KV + j];
+        }
+      }
+    }
+    EXPECT_EQ(after, expect) << "hd " << hd << ": RoPE + KV store at paged rows";
   }
 }
 

@@ -200,8 +200,9 @@ TEST_F(DecodeBytesTest, TiedEmbeddingsCountTheTableOnceAsTheHeadPlusOneRow) {
 
 // The CPU backend's KV cache follows the sequence: sized for 2^40 positions
 // up front it would need petabytes (`strata run -n 100000000` reserved 10 GB
-// before its first token). Decoding one token at a time across the cache's
-// growth gives the logits of one prefill of the same tokens.
+// before its first token); its paged blocks are taken as the sequence grows.
+// Decoding one token at a time across many blocks gives the logits of one
+// prefill of the same tokens.
 using CpuKvCacheTest = DecodeBytesTest;
 
 TEST_F(CpuKvCacheTest, GrowsWithTheSequenceAndKeepsWhatItHolds) {

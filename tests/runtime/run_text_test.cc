@@ -90,8 +90,21 @@ TEST_F(RunText, ChatUsesTheTemplateFromTokenizerConfig) {
   nlohmann::json j = RunJson(m + " --chat --prompt Hi -n 2");
   // "<s>[INST] Hi [/INST]" with <s> as the BOS token.
   EXPECT_EQ(j["prompt_tokens"], nlohmann::json({1, 518, 25580, 29962, 6324, 518, 29914, 25580, 29962}));
-  Result repl = Sh("printf 'Hello\\nAgain\\n' | " + bin_ + "run " + m + " --chat -n 3" + store_);
+  Result repl = Sh("printf 'Hello\\nAgain\\n' | " + bin_ + "run " + m + " --chat -n 3 -v" + store_);
   EXPECT_EQ(repl.rc, 0) << repl.out;
+  // The second turn keeps the first's KV: only its new tokens are run.
+  std::vector<std::pair<int, int>> turns;  // (tokens run, tokens kept)
+  const std::string key = "[prefill ";
+  for (size_t at = repl.out.find(key); at != std::string::npos; at = repl.out.find(key, at + 1)) {
+    int run = 0, kept = 0;
+    ASSERT_EQ(std::sscanf(repl.out.c_str() + at, "[prefill %d tokens (%d kept from before)", &run, &kept), 2)
+        << repl.out;
+    turns.emplace_back(run, kept);
+  }
+  ASSERT_EQ(turns.size(), 2u) << repl.out;
+  EXPECT_EQ(turns[0].second, 0);
+  EXPECT_GE(turns[1].second, 9) << "turn 2 re-ran the history: " << repl.out;  // at least turn 1's 9 prompt tokens
+  EXPECT_GT(turns[1].first, 0);
 }
 
 TEST_F(RunText, ClearErrors) {

@@ -3,6 +3,7 @@
 // The same assembly serves every backend.
 #pragma once
 
+#include <array>
 #include <map>
 #include <memory>
 #include <string>
@@ -13,14 +14,16 @@
 
 namespace strata {
 
+// One distinct layer's weights, by role (the architecture table in
+// formats/arch.h says which roles a layer has; the others are null).
 struct WeightSet {
   Hash layer;  // the layer node
-  const HostTensor *attn_norm = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
-  const HostTensor *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr;
-  const HostTensor *ffn_norm = nullptr, *gate = nullptr, *up = nullptr, *down = nullptr;
+  std::array<const HostTensor*, kRoleCount> by_role{};
+  const HostTensor* operator[](Role r) const { return by_role[static_cast<size_t>(r)]; }
+  const HostTensor*& operator[](Role r) { return by_role[static_cast<size_t>(r)]; }
   // o_proj and down_proj are both zero: the layer adds exactly nothing to the
   // residual stream (block expansion's appended layers).
-  bool identity() const { return o->zero && down->zero; }
+  bool identity() const { return (*this)[Role::kO]->zero && (*this)[Role::kDown]->zero; }
 };
 
 struct Model {

@@ -1,8 +1,11 @@
 // The CUDA backend: the forward pass of runtime/cpu_backend.cc on one GPU.
 // Weights are resident once per distinct tensor node (runtime/cuda/
 // device_weights.h), streamed from the store in constant host memory; the KV
-// cache is per logical layer in bf16; decode uses GEMV and split-K attention,
-// prefill cuBLAS GEMMs and tiled attention. Only built when STRATA_HAVE_CUDA.
+// cache is paged (one device pool of bf16 blocks, kv_cache.h's block tables);
+// a batch runs every item's tokens as one activation matrix through cuBLAS
+// GEMMs (cuBLAS dlopen'd on first use) and tiled attention over each item's
+// blocks; one sequence decoding one token replays the fused GEMV/split-K
+// kernels as one CUDA graph. Only built when STRATA_HAVE_CUDA.
 #pragma once
 
 #include <atomic>
@@ -40,12 +43,17 @@ struct CudaLoadOptions {
   // first decode step, the position read from device memory. false: the same
   // kernels launched one by one (for A/B measurements; results are identical).
   bool graphs = true;
+  // One sequence decoding one token takes the fused decode kernels above
+  // (batch-1 decode speed). false: it takes the batched GEMM path like any
+  // other batch (the tests compare batches against items run one at a time
+  // through the same arithmetic).
+  bool fast_decode = true;
 };
 
 struct CudaStats {
   uint64_t weight_bytes = 0;      // device bytes of weights (= the variant's distinct tensor bytes)
   uint64_t weight_bytes_read = 0; // bytes read from the store's blobs
-  uint64_t kv_cache_bytes = 0;    // all logical layers' bf16 K and V
+  uint64_t kv_cache_bytes = 0;    // the KV pool: kv_stats().total_blocks x block_bytes, allocated up front
   uint64_t scratch_bytes = 0;     // activations and workspaces at their current size
   uint64_t device_bytes = 0;      // all of the above as the backend's allocator counts them now
   uint64_t device_bytes_peak = 0; // the allocator's peak (process-wide)
@@ -64,14 +72,14 @@ struct CudaStats {
 // or when `bytes` cannot be allocated.
 double MeasureDeviceReadBandwidth(uint64_t bytes = uint64_t{4} << 30, int reps = 10);
 
+// Backend's interface (ForwardBatch; BatchOutput::kArgmax is taken on the
+// device and only the token id comes back) plus the device's own figures.
 class CudaBackend : public Backend {
  public:
-  // Forward() for a greedy step: the argmax of the last position's logits is
-  // taken on the device and only the token id comes back.
-  virtual int ForwardArgmax(const std::vector<int>& tokens) = 0;
-  // Back to position 0 (the caches are reused, nothing is freed).
-  virtual void Reset() = 0;
   virtual CudaStats stats() const = 0;
+
+ protected:
+  explicit CudaBackend(const ModelConfig& c) : Backend(c) {}
 };
 
 // Makes `model`'s weights resident on the current CUDA device, reading them
