@@ -11,6 +11,7 @@
 #include "progress.h"
 #include "strata/compiler/compile.h"
 #include "strata/compiler/export.h"
+#include "strata/formats/arch.h"
 #include "strata/compiler/inspect.h"
 #include "strata/compiler/synth.h"
 #include "strata/formats/error.h"
@@ -118,7 +119,10 @@ int RunSynth(const std::vector<std::string>& args) {
   int layers = 0, hidden = 0, heads = 0, kv = 0, inter = 0, vocab = 0;
   bool quiet = false, json = false;
   po::options_description d("options");
-  d.add_options()("arch", po::value(&spec.arch), "llama | mistral | qwen2 (default mistral)")(
+  std::string archs;  // from the architecture table: "llama | mistral | qwen2"
+  for (const ArchInfo& a : AllArchs()) archs += (archs.empty() ? "" : " | ") + std::string(a.model_type);
+  const std::string arch_help = archs + " (default mistral)";
+  d.add_options()("arch", po::value(&spec.arch), arch_help.c_str())(
       "preset", po::value(&spec.preset), "tiny (a few MB) | small (~100M params) | mistral-7b (14.5 GB bf16); default tiny")(
       "layers", po::value(&layers), "override num_hidden_layers")("hidden", po::value(&hidden), "override hidden_size")(
       "heads", po::value(&heads), "override num_attention_heads")("kv-heads", po::value(&kv), "override num_key_value_heads")(

@@ -30,7 +30,7 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command> cmds = {
       {"compile", "compile a mergekit plan into the store as a named variant", RunCompile, true},
       {"export", "write a variant as a Hugging Face checkpoint (as mergekit would)", RunExport, true},
-      {"synth", "write a deterministic synthetic HF checkpoint (llama/mistral/qwen2)", RunSynth, true},
+      {"synth", "write a deterministic synthetic HF checkpoint of a supported architecture", RunSynth, true},
       {"run", "run a variant (or an HF directory) from the store, on the CPU or a CUDA GPU", RunRun},
       {"bench", "load time, prefill and decode tokens/s, peak memory of a variant (cpu or cuda)", RunBench},
       {"ls", "list the variants in the store", RunLs},
