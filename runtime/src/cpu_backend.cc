@@ -67,7 +67,7 @@ class CpuBackend : public Backend {
   void Layer(size_t l, const std::vector<BatchItem>& items, const std::vector<int64_t>& pos, int64_t M);
   void Outputs(const std::vector<BatchItem>& items);
   // Where K (V: + block_tokens rows) of `slot`'s rows of block `b` start.
-  float* BlockRows(int32_t b, int slot) const { return pool_ + (int64_t{b} * slots_ + slot) * 2 * B_ * KVs_; }
+  float* BlockRows(int32_t b, int slot) const { return pool_ + int64_t{b} * block_floats_ + int64_t{slot} * 2 * B_ * KVs_; }
 
   PinWorkers pin_;
   const Model& m_;
@@ -79,6 +79,10 @@ class CpuBackend : public Backend {
   std::vector<int> slot_;
   int slots_ = 0, B_ = kDefaultKvBlockTokens;
   int64_t KVs_ = 0;  // floats per K (or V) row: kv_heads * head_dim
+  // Floats from one block to the next: every slot's K and V rows, plus one
+  // cache line so that blocks do not all fall on the same cache sets (a
+  // power-of-two stride made attention over long sequences thrash them).
+  int64_t block_floats_ = 0;
   float* pool_ = nullptr;
   size_t pool_bytes_ = 0;
   std::unique_ptr<KvSequences> kv_;
@@ -102,7 +106,8 @@ CpuBackend::CpuBackend(const Model& m, const BackendOptions& opts)
     elided_ += skip;
     slot_.push_back(skip ? -1 : slots_++);
   }
-  const uint64_t block_bytes = sizeof(float) * 2 * static_cast<uint64_t>(B_) * KVs_ * slots_;
+  block_floats_ = int64_t{slots_} * 2 * B_ * KVs_ + (slots_ > 0 ? 16 : 0);
+  const uint64_t block_bytes = sizeof(float) * static_cast<uint64_t>(block_floats_);
   // No sequence passes max_position_embeddings, whatever max_context says.
   const int64_t positions =
       opts_.kv_positions > 0 ? opts_.kv_positions : std::min<int64_t>(opts_.max_context, c_.max_position_embeddings);
@@ -177,7 +182,7 @@ void CpuBackend::Layer(size_t l, const std::vector<BatchItem>& items, const std:
     job.pos0 = pos[i];
     job.kv.k = BlockRows(0, slot);
     job.kv.v = BlockRows(0, slot) + B_ * KVs_;
-    job.kv.block_stride = int64_t{slots_} * 2 * B_ * KVs_;
+    job.kv.block_stride = block_floats_;
     job.kv.block_tokens = B_;
     job.kv.blocks = blocks.data();
     jobs_.push_back(job);

@@ -198,8 +198,9 @@ TEST_F(EngineTest, SixteenDecodingSequencesEqualEachAlone) {
 }
 
 // The bytes of one KV block of the tiny model on the CPU: fp32 K and V rows
-// of kv_heads * head_dim = 2 * 16 floats for each computed layer.
-uint64_t BlockBytes(int block_tokens, int layers) { return uint64_t{4} * 2 * 32 * block_tokens * layers; }
+// of kv_heads * head_dim = 2 * 16 floats for each computed layer, and one
+// 64-byte cache line of padding (docs/runtime.md, "Paged KV cache").
+uint64_t BlockBytes(int block_tokens, int layers) { return uint64_t{4} * (2 * 32 * block_tokens * layers + 16); }
 
 TEST_F(EngineTest, PagedKvReusesFreedBlocksAndRefusesAFullBudgetChangingNothing) {
   EngineOptions o;
