@@ -1,9 +1,7 @@
 // Microbenchmark of the CPU MatMul / MatMulMany / AttentionBatch kernels on the
 // shapes of the small preset and of mistral-7b (docs/runtime.md, "CPU kernels").
-// Not built by CMake; compile against a build tree:
-//   g++ -O3 -std=c++20 -Iruntime/include -Iformats/include bench/cpu_kernels_bench.cc \
-//       runtime/src/cpu_kernels.cc build/formats/libstrata_formats.a -ltbb -o /tmp/cpu_kernels_bench
-// usage: cpu_kernels_bench [--tiers avx512-bf16,avx512,...] [--threads 2] [--m 1,4,16,128,512]
+// Built by CMake: cmake --build build --target cpu_kernels_bench (build/bench/cpu_kernels_bench).
+// usage: cpu_kernels_bench [--tiers amx-bf16,avx512-bf16,avx512,...] [--threads 2] [--m 1,4,16,128,512]
 //                          [--shapes small|7b|all] [--attention]
 // Prints one line per (tier, shape, M): GFLOP/s (2*M*N*K per product), best of
 // repeated runs of at least 0.2 s; the weights are re-read from where they sit
@@ -15,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -94,9 +93,13 @@ int main(int argc, char** argv) {
   for (auto& m : mlist) maxM = std::max<int64_t>(maxM, std::atoll(m.c_str()));
   std::printf("%-12s %-26s %5s %9s %9s\n", "tier", "shape (N x K)", "M", "ms", "GFLOP/s");
   for (const Shape& sh : list) {
-    std::vector<uint16_t> w(sh.N * sh.K);
-    for (auto& v : w) v = FloatToBF16(nd(rng) * 0.05f);
-    HostTensor t{DType::kBF16, {sh.N, sh.K}, w.data(), false};
+    // Page-aligned, as the store's mmapped tensors are (a tile row of 64 bytes
+    // then never straddles two cache lines).
+    const size_t wbytes = (sh.N * sh.K * 2 + 4095) / 4096 * 4096;
+    std::unique_ptr<uint16_t, decltype(&std::free)> w(static_cast<uint16_t*>(std::aligned_alloc(4096, wbytes)),
+                                                       &std::free);
+    for (int64_t i = 0; i < sh.N * sh.K; ++i) w.get()[i] = FloatToBF16(nd(rng) * 0.05f);
+    HostTensor t{DType::kBF16, {sh.N, sh.K}, w.get(), false};
     std::vector<float> x(maxM * sh.K), y(maxM * sh.N);
     for (auto& v : x) v = nd(rng);
     for (const std::string& tier : Split(tiers)) {

@@ -1,8 +1,11 @@
 // CPU kernels (see cpu_kernels.h and docs/runtime.md, "CPU kernels").
 #include "strata/runtime/cpu_kernels.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
 #include <tbb/parallel_for.h>
+#include <unistd.h>
 #include <tbb/partitioner.h>
 
 #include <algorithm>
@@ -11,7 +14,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 // GCC 12's AVX-512 headers build some results from _mm512_undefined_ps(),
@@ -22,6 +27,8 @@
 #define STRATA_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define STRATA_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
 #define STRATA_AVX512BF16 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define STRATA_AMX \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
 #define STRATA_INLINE inline __attribute__((always_inline))
 
 namespace strata {
@@ -32,8 +39,23 @@ namespace {
 // Tiers: chosen once at start-up (the best this CPU has, or lower when
 // STRATA_CPU_KERNELS asks), changed only by SetCpuKernelsForTesting.
 
-enum Tier : int { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3 };
-constexpr std::string_view kTierNames[] = {"portable", "avx2", "avx512", "avx512-bf16"};
+enum Tier : int { kPortable = 0, kAvx2 = 1, kAvx512 = 2, kAvx512Bf16 = 3, kAmxBf16 = 4 };
+constexpr int kTiers = 5;
+constexpr std::string_view kTierNames[] = {"portable", "avx2", "avx512", "avx512-bf16", "amx-bf16"};
+
+// AMX: the CPU has AMX-TILE and AMX-BF16 (CPUID.7.0:EDX bits 24, 22) and the
+// kernel grants this process the tile data state (once, for every thread).
+bool AmxUsable() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  if (!((d >> 22) & 1) || !((d >> 24) & 1)) return false;
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) {
+    std::fprintf(stderr, "strata: the kernel refused AMX tile state (arch_prctl); using avx512-bf16\n");
+    return false;
+  }
+  return true;
+}
 
 int BestTier() {
   __builtin_cpu_init();
@@ -43,13 +65,14 @@ int BestTier() {
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")))
     return kAvx2;
   if (!__builtin_cpu_supports("avx512bf16")) return kAvx512;
-  return kAvx512Bf16;
+  if (!AmxUsable()) return kAvx512Bf16;
+  return kAmxBf16;
 }
 
 const int kBestTier = BestTier();
 
 int TierByName(std::string_view name) {
-  for (int t = 0; t < 4; ++t)
+  for (int t = 0; t < kTiers; ++t)
     if (kTierNames[t] == name) return t;
   return -1;
 }
@@ -59,7 +82,9 @@ int InitialTier() {
   if (!env || !*env) return kBestTier;
   const int t = TierByName(env);
   if (t < 0) {
-    std::fprintf(stderr, "strata: STRATA_CPU_KERNELS=%s is not one of portable, avx2, avx512, avx512-bf16; using %s\n",
+    std::fprintf(stderr,
+                 "strata: STRATA_CPU_KERNELS=%s is not one of portable, avx2, avx512, avx512-bf16, amx-bf16; "
+                 "using %s\n",
                  env, kTierNames[kBestTier].data());
     return kBestTier;
   }
@@ -104,6 +129,7 @@ struct Gemm {
   int64_t M = 0, K = 0;
   const uint16_t* xb = nullptr;  // avx512-bf16: x rounded to bf16, (M, kp), zero padded
   int64_t kp = 0;
+  const uint32_t* xv = nullptr;  // amx-bf16: x rounded to bf16 in the VNNI layout (PackVnni)
 };
 
 // Bias of weight rows [n0, n0+rows) into b[4] (zeros past rows).
@@ -474,10 +500,235 @@ void PanelBf16(const Gemm& g, const Product& p, int64_t n0, int64_t n1, int64_t 
   }
 }
 
+// ---- AMX-BF16 (tdpbf16ps). Weights (N, K) as loaded are the A operand: a
+// tile is 16 weight rows x 32 bf16 of K (tileloadd, stride K*2 bytes).
+// Activations are rounded to bf16 (RNE, the avx512-bf16 rounding) once per
+// call and packed into the VNNI B layout: per tile of 16 tokens, one 64-byte
+// row per pair of k (16 tokens x 2 bf16), tokens past M zero. A C tile is 16
+// outputs x 16 tokens in fp32; tdpbf16ps adds, for each element, the pairs of
+// k in increasing order, so an output's arithmetic is that of its weight row
+// and token row alone: the same whatever M, its place in the tile, the K
+// blocking (C carried through memory is exact) and the thread. Shapes with
+// K % 32 or N % 16 use the avx512-bf16 kernel (AmxShape).
+
+bool AmxShape(int64_t N, int64_t K) { return K % 32 == 0 && N % 16 == 0 && K > 0 && N > 0; }
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Every tile 16 rows x 64 bytes, configured once per thread (TBB's workers
+// are persistent; the configuration stays until the thread ends).
+STRATA_AMX void ConfigureTiles() {
+  thread_local bool configured = false;
+  if (configured) return;
+  TileConfig cfg;
+  for (int i = 0; i < 8; ++i) {
+    cfg.colsb[i] = 64;
+    cfg.rows[i] = 16;
+  }
+  _tile_loadconfig(&cfg);
+  configured = true;
+}
+
+// 16x16 fp32 transpose in registers (exact data movement).
+STRATA_AMX STRATA_INLINE void Transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 16; i += 8)
+    for (int j = 0; j < 4; ++j) {
+      t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+      t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xDD);
+    }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+  }
+}
+
+// x (M, K) -> xv: token tile t, pair p at xv + (t * K/2 + p) * 16, 16 tokens
+// x (bf16 of k = 2p, bf16 of 2p+1) as one uint32 each. K % 32 == 0.
+STRATA_AMX void PackVnni(const float* x, int64_t M, int64_t K, uint32_t* xv) {
+  const int64_t P = K / 2;
+  for (int64_t t = 0; t < (M + 15) / 16; ++t)
+    for (int64_t k = 0; k < K; k += 32) {
+      __m512 r[16];
+      for (int j = 0; j < 16; ++j) {
+        const int64_t m = t * 16 + j;
+        if (m < M) {
+          const float* src = x + m * K + k;
+          // Lower 16 bf16 from k..k+15, upper from k+16..k+31 (the same RNE as _mm512_cvtneps_pbh).
+          r[j] = reinterpret_cast<__m512>(_mm512_cvtne2ps_pbh(_mm512_loadu_ps(src + 16), _mm512_loadu_ps(src)));
+        } else {
+          r[j] = _mm512_setzero_ps();
+        }
+      }
+      Transpose16(r);  // r[i]: pair k/2 + i of the 16 tokens
+      uint32_t* dst = xv + (t * P + k / 2) * 16;
+      for (int i = 0; i < 16; ++i) _mm512_storeu_ps(reinterpret_cast<float*>(dst + i * 16), r[i]);
+    }
+}
+
+// NA x NB C tiles (NA tiles of 16 weight rows from w, stride ldw bytes; NB
+// tiles of 16 tokens from xb[b]) over kl elements of K, starting from zero or
+// (kLoad) from c, stored to c: tile (a, b) at c + (2a + b) * 256 (16 rows of
+// 16 floats: row = output, column = token). Tile registers: C 0-3, A 4-5, B 6-7.
+template <int NA, int NB>
+STRATA_AMX void AmxTiles(const uint16_t* w, int64_t ldw, const uint32_t* const* xb, int64_t kl, float* c, int phase) {
+  if (phase & kLoad) {
+    _tile_loadd(0, c, 64);
+    if constexpr (NB > 1) _tile_loadd(1, c + 256, 64);
+    if constexpr (NA > 1) _tile_loadd(2, c + 512, 64);
+    if constexpr (NA > 1 && NB > 1) _tile_loadd(3, c + 768, 64);
+  } else {
+    _tile_zero(0);
+    if constexpr (NB > 1) _tile_zero(1);
+    if constexpr (NA > 1) _tile_zero(2);
+    if constexpr (NA > 1 && NB > 1) _tile_zero(3);
+  }
+  const uint16_t* w1 = w + 16 * (ldw / 2);
+  const uint32_t* b0 = xb[0];
+  const uint32_t* b1 = NB > 1 ? xb[1] : xb[0];
+  for (int64_t k = 0; k < kl; k += 32) {
+    _tile_loadd(4, w + k, ldw);
+    _tile_loadd(6, b0 + k * 8, 64);  // 16 pairs x 16 tokens per 32 k
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (NB > 1) {
+      _tile_loadd(7, b1 + k * 8, 64);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if constexpr (NA > 1) {
+      _tile_loadd(5, w1 + k, ldw);
+      _tile_dpbf16ps(2, 5, 6);
+      if constexpr (NB > 1) _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, c, 64);
+  if constexpr (NB > 1) _tile_stored(1, c + 256, 64);
+  if constexpr (NA > 1) _tile_stored(2, c + 512, 64);
+  if constexpr (NA > 1 && NB > 1) _tile_stored(3, c + 768, 64);
+  asm volatile("" ::: "memory");  // the tile stores wrote c (the intrinsics do not say so)
+}
+
+// 2 x 1 (32 weight rows, one tile of <= 16 tokens: decode and small batches)
+// with the A and B tile registers double-buffered (C 0-1; A 2-3 and B 6 on
+// even steps of 32 k, A 4-5 and B 7 on odd ones), so the loads of a step need
+// not wait for the previous step's tdpbf16ps to release their registers. The
+// same products in the same order as AmxTiles<2, 1>; C stored as it stores it.
+STRATA_AMX void AmxTiles21(const uint16_t* w, int64_t ldw, const uint32_t* b0, int64_t kl, float* c, int phase) {
+  if (phase & kLoad) {
+    _tile_loadd(0, c, 64);
+    _tile_loadd(1, c + 512, 64);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+  }
+  const uint16_t* w1 = w + 16 * (ldw / 2);
+  for (int64_t k = 0; k < kl; k += 64) {
+    _tile_loadd(2, w + k, ldw);
+    _tile_loadd(3, w1 + k, ldw);
+    _tile_loadd(6, b0 + k * 8, 64);
+    _tile_dpbf16ps(0, 2, 6);
+    _tile_dpbf16ps(1, 3, 6);
+    if (k + 32 < kl) {
+      _tile_loadd(4, w + k + 32, ldw);
+      _tile_loadd(5, w1 + k + 32, ldw);
+      _tile_loadd(7, b0 + (k + 32) * 8, 64);
+      _tile_dpbf16ps(0, 4, 7);
+      _tile_dpbf16ps(1, 5, 7);
+    }
+  }
+  _tile_stored(0, c, 64);
+  _tile_stored(1, c + 512, 64);
+  asm volatile("" ::: "memory");  // the tile stores wrote c (the intrinsics do not say so)
+}
+
+// C tiles in c (as AmxTiles leaves them) -> y[m][n] + bias, for the rows of
+// tokens [m, m + tokens) and outputs [n, n + 16 * na).
+STRATA_AMX void AmxWrite(const float* c, int na, int tokens, const float* bias, float* y, int64_t ldy) {
+  for (int a = 0; a < na; ++a) {
+    const __m512 bv = bias ? _mm512_loadu_ps(bias + 16 * a) : _mm512_setzero_ps();
+    for (int b = 0; b * 16 < tokens; ++b) {
+      const float* tile = c + (2 * a + b) * 256;
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(tile + 16 * i);
+      Transpose16(r);  // r[j]: token 16b + j, outputs 16a .. 16a + 15
+      const int nt = std::min(16, tokens - 16 * b);
+      for (int j = 0; j < nt; ++j) {
+        const __m512 v = bias ? _mm512_add_ps(r[j], bv) : r[j];
+        _mm512_storeu_ps(y + (16 * b + j) * ldy + 16 * a, v);
+      }
+    }
+  }
+}
+
+constexpr int64_t kKcAmx = 1024;  // K block when a weight panel serves several token groups
+
+// Weight rows [n0, n1) x tokens [m0, m1) (m0 % 16 == 0): panels of 32 rows x
+// groups of 32 tokens, K blocked at kKcAmx when a unit has several groups (the
+// panel's block of K stays in L1/L2 for all of them).
+STRATA_AMX void PanelAmxImpl(const Gemm& g, const Product& p, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
+  ConfigureTiles();
+  const int64_t K = g.K, P = K / 2, N = p.N;
+  const int64_t groups = (m1 - m0 + 31) / 32, panels = (n1 - n0 + 31) / 32;
+  const bool blocked = groups > 1 && K > kKcAmx;
+  const int64_t Kc = blocked ? kKcAmx : K;
+  thread_local std::vector<float> carry_buf;
+  carry_buf.resize((blocked ? panels * groups : 1) * 1024 + 16);
+  float* carry = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(carry_buf.data()) + 63) & ~uintptr_t{63});
+  const uint16_t* w0 = reinterpret_cast<const uint16_t*>(p.w);
+  alignas(64) float bias[32];
+  for (int64_t k0 = 0; k0 < K; k0 += Kc) {
+    const int64_t kl = std::min(Kc, K - k0);
+    const int phase = k0 > 0 ? kLoad : 0;
+    const bool last = k0 + kl >= K;
+    for (int64_t n = n0, pi = 0; n < n1; n += 32, ++pi) {
+      const int na = n1 - n >= 32 ? 2 : 1;
+      const uint16_t* w = w0 + n * K + k0;
+      if (last && p.bias)
+        ConvertElements(p.bias->dtype, static_cast<const char*>(p.bias->data) + n * DTypeSize(p.bias->dtype),
+                        DType::kF32, bias, 16 * na);
+      for (int64_t m = m0, gi = 0; m < m1; m += 32, ++gi) {
+        const int tokens = static_cast<int>(std::min<int64_t>(32, m1 - m));
+        const uint32_t* x0 = g.xv + ((m / 16) * P + k0 / 2) * 16;
+        const uint32_t* xb[2] = {x0, tokens > 16 ? x0 + P * 16 : x0};  // token tiles m/16, m/16 + 1
+        float* c = blocked ? carry + (pi * groups + gi) * 1024 : carry;
+        const int64_t ldw = K * 2;
+        if (na == 2) {
+          if (tokens > 16) AmxTiles<2, 2>(w, ldw, xb, kl, c, phase);
+          else AmxTiles21(w, ldw, xb[0], kl, c, phase);
+        } else {
+          if (tokens > 16) AmxTiles<1, 2>(w, ldw, xb, kl, c, phase);
+          else AmxTiles<1, 1>(w, ldw, xb, kl, c, phase);
+        }
+        if (last) AmxWrite(c, na, tokens, p.bias ? bias : nullptr, p.y + m * N + n, N);
+      }
+    }
+  }
+}
+
+void PanelAmx(const Gemm& g, const Product& p, int64_t n0, int64_t n1, int64_t m0, int64_t m1) {
+  if (p.dt != DType::kBF16 || !AmxShape(p.N, g.K)) return PanelBf16(g, p, n0, n1, m0, m1);
+  PanelAmxImpl(g, p, n0, n1, m0, m1);
+}
+
 using PanelFn = void (*)(const Gemm&, const Product&, int64_t, int64_t, int64_t, int64_t);
 
 PanelFn PanelFor(int tier) {
   switch (tier) {
+    case kAmxBf16: return PanelAmx;
     case kAvx512Bf16: return PanelBf16;
     case kAvx512: return Panel512;
     case kAvx2: return PanelAvx2;
@@ -503,29 +754,50 @@ void RunProducts(const Product* prods, int count, const float* x, int64_t M, int
   g.M = M;
   g.K = K;
   std::vector<uint16_t> xb;
-  bool any_bf16 = false;
-  for (int i = 0; i < count; ++i) any_bf16 |= prods[i].dt == DType::kBF16;
-  if (tier == kAvx512Bf16 && any_bf16) {
+  std::unique_ptr<uint32_t[]> xv;  // not zeroed: PackVnni writes every element
+  bool any_bf16 = false, any_amx = false;
+  for (int i = 0; i < count; ++i) {
+    const bool bf16 = prods[i].dt == DType::kBF16, amx = tier == kAmxBf16 && bf16 && AmxShape(prods[i].N, K);
+    any_amx |= amx;
+    any_bf16 |= bf16 && !amx;  // row-major bf16 activations for the avx512-bf16 kernel
+  }
+  if (tier >= kAvx512Bf16 && any_bf16) {
     g.kp = (K + 31) & ~int64_t{31};
     xb.resize(M * g.kp);
     RoundToBf16(x, M, K, xb.data(), g.kp);
     g.xb = xb.data();
   }
+  if (any_amx) {
+    xv.reset(new uint32_t[((M + 15) / 16) * 16 * (K / 2)]);
+    PackVnni(x, M, K, xv.get());
+    g.xv = xv.get();
+  }
   const PanelFn panel = PanelFor(tier);
-  const bool few = M <= 16;
+  const bool amx = tier == kAmxBf16;
+  const bool few = M <= (amx ? 32 : 16);
   // Many tokens: a block's tokens (~512 KiB of bf16 rows) stay in L2 while
   // its weight rows (~256 KiB) are swept once per 6 tokens, so large weight
   // matrices are read from memory ceil(M / MB) times, not once per 48 tokens.
-  int64_t NB = 16, MB = M;
+  int64_t NB = amx ? 32 : 16, MB = M;
   int64_t rows_total = 0;
   for (int i = 0; i < count; ++i) rows_total += prods[i].N;
-  if (!few) {
+  auto blocks = [&] { return ((M + MB - 1) / MB) * ((rows_total + NB - 1) / NB + count); };
+  if (amx && !few) {
+    // AMX: units of up to 128 weight rows x 256 tokens (multiples of 32; the
+    // token groups start at multiples of 16), then smaller until every thread
+    // has several.
+    MB = std::min<int64_t>((M + 31) / 32 * 32, 256);
+    NB = 128;
+    while (blocks() < 8 && (NB > 32 || MB > 32)) {
+      if (NB > 32) NB /= 2;
+      else MB = std::max<int64_t>(32, MB / 2 / 32 * 32);
+    }
+  } else if (!few) {
     // Bytes of one row per block of K (the panels block K at 1024 bf16 / 512 fp32).
     const int64_t row_bytes = g.xb ? 2 * std::min<int64_t>(K, 1024) : 4 * std::min<int64_t>(K, 512);
     MB = std::min(M, std::max<int64_t>(48, (512 << 10) / row_bytes / 6 * 6));
     NB = std::clamp<int64_t>((64 << 10) / row_bytes / 4 * 4, 16, 64);  // swept per 6 tokens: near L1
     // Enough blocks for every thread several times over.
-    auto blocks = [&] { return ((M + MB - 1) / MB) * ((rows_total + NB - 1) / NB + count); };
     while (blocks() < 16 && (MB > 48 || NB > 16)) {
       if (MB > 48) MB = std::max<int64_t>(48, (MB / 2 + 5) / 6 * 6);
       else NB = std::max<int64_t>(16, NB / 2 / 4 * 4);
@@ -590,18 +862,6 @@ void MatMul(const HostTensor& w, const float* x, int64_t M, float* y, const Host
   MatMulMany(&o, 1, x, M);
 }
 
-void RmsNorm(const float* x, const HostTensor& weight, int64_t M, int64_t D, double eps, float* out) {
-  std::vector<float> w(D);
-  ConvertElements(weight.dtype, weight.data, DType::kF32, w.data(), D);
-  for (int64_t m = 0; m < M; ++m) {
-    const float* xm = x + m * D;
-    double ss = 0;
-    for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(xm[i]) * xm[i];
-    const float inv = static_cast<float>(1.0 / std::sqrt(ss / D + eps));
-    for (int64_t i = 0; i < D; ++i) out[m * D + i] = w[i] * (xm[i] * inv);
-  }
-}
-
 void Rope(float* x, int n_heads, int head_dim, int64_t pos, const double* inv_freq) {
   const int half = head_dim / 2;
   for (int i = 0; i < half; ++i) {
@@ -614,10 +874,6 @@ void Rope(float* x, int n_heads, int head_dim, int64_t pos, const double* inv_fr
       v[i + half] = b * c + a * s;
     }
   }
-}
-
-void SwiGlu(float* a, const float* b, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) a[i] = a[i] / (1.0f + std::exp(-a[i])) * b[i];
 }
 
 void EmbeddingGather(const HostTensor& table, const int* tokens, int64_t M, float* out) {
@@ -704,88 +960,184 @@ STRATA_AVX512 STRATA_INLINE float HSum16(__m512 v) {
   return _mm_cvtss_f32(Reduce4x16(v, v, v, v));
 }
 
-// Head dims up to 256 (16 vectors of q and of the output in registers).
-template <int NV>
-STRATA_AVX512 void Attend512(const AttnShape& s, const AttentionJob& job, int64_t m, int h, std::vector<float>& sc) {
+// SwiGlu and RmsNorm, elementwise / per row: a lane's result depends only on
+// its own element (and its row's sum of squares), never on n or M; the tail
+// runs the same instructions under a mask.
+STRATA_AVX512 void SwiGlu512(float* a, const float* b, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mk = n - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(mk, a + i);
+    // exp(-x) for -x <= 88 (exp(88) is finite; past it silu(x) is 0 to fp32 anyway).
+    const __m512 e = Exp512(_mm512_min_ps(_mm512_sub_ps(_mm512_setzero_ps(), x), _mm512_set1_ps(88.0f)));
+    const __m512 silu = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+    _mm512_mask_storeu_ps(a + i, mk, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(mk, b + i)));
+  }
+}
+
+STRATA_AVX512 void RmsNorm512(const float* x, const float* w, int64_t M, int64_t D, double eps, float* out) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xm = x + m * D;
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    for (int64_t i = 0; i < D; i += 16) {
+      const __mmask16 mk = D - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (D - i)) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(mk, xm + i);
+      const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+      const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+      s0 = _mm512_fmadd_pd(lo, lo, s0);
+      s1 = _mm512_fmadd_pd(hi, hi, s1);
+    }
+    alignas(64) double l[8];
+    _mm512_store_pd(l, _mm512_add_pd(s0, s1));
+    const double ss = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+    const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / std::sqrt(ss / D + eps)));
+    for (int64_t i = 0; i < D; i += 16) {
+      const __mmask16 mk = D - i >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (D - i)) - 1);
+      const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, xm + i), inv);
+      _mm512_mask_storeu_ps(out + m * D + i, mk, _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, w + i), v));
+    }
+  }
+}
+
+// Head dims up to 256 (NV vectors of q and of the output in registers).
+// G queries of one head at once (m0 .. m0+g-1, g <= G): each 4-key group of K
+// rows and each V row is fetched once (then from L1) for all of them, instead
+// of a sweep of the head's rows per query (a 512-position sweep at a 2 KiB
+// stride maps to few cache sets). Per query the instructions and their order
+// are those of the query alone: its dot products (the same FMAs and
+// reduction tree; a slot's sum depends only on its key), max, exps and sum
+// over its own scores, and V accumulated over its keys in increasing order;
+// keys outside a query's range are not added.
+template <int NV, int G>
+STRATA_AVX512 void Attend512(const AttnShape& s, const AttentionJob& job, int64_t m0, int g, int h,
+                             std::vector<float>* sc) {
   const int kvh = h / (s.heads / s.kv_heads), hd = s.hd;
-  const int64_t p = job.pos0 + m, lo = s.window > 0 ? std::max<int64_t>(0, p - s.window + 1) : 0;
-  const float* qp = job.q + m * s.q_stride + int64_t{h} * hd;
   __mmask16 mk[NV];
-  __m512 q[NV];
   for (int i = 0; i < NV; ++i) {
     const int left = hd - 16 * i;
     mk[i] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
-    q[i] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[i], qp + 16 * i), _mm512_set1_ps(s.scale));
   }
-  const int64_t n_keys = p - lo + 1;
-  sc.resize((n_keys + 15) & ~int64_t{15});
-  float* scores = sc.data();
-  // Scores, four keys at a time (one reduction); a short group repeats its last key.
+  int64_t p[G], lo[G], n_keys[G];
+  float* scores[G];
+  for (int t = 0; t < G; ++t) {
+    const int64_t m = m0 + std::min(t, g - 1);  // slots past g repeat the last query (not stored)
+    p[t] = job.pos0 + m;
+    lo[t] = s.window > 0 ? std::max<int64_t>(0, p[t] - s.window + 1) : 0;
+    n_keys[t] = p[t] - lo[t] + 1;
+    sc[t].resize((n_keys[t] + 15) & ~int64_t{15});
+    scores[t] = sc[t].data();
+  }
+  // q pre-scaled, query t's vector i at qs + (t * NV + i) * 16 (G * NV <= 16).
+  alignas(64) float qs[G * NV * 16];
+  for (int t = 0; t < G; ++t) {
+    const float* qp = job.q + (m0 + std::min(t, g - 1)) * s.q_stride + int64_t{h} * hd;
+    for (int i = 0; i < NV; ++i)
+      _mm512_store_ps(qs + (t * NV + i) * 16,
+                      _mm512_mul_ps(_mm512_maskz_loadu_ps(mk[i], qp + 16 * i), _mm512_set1_ps(s.scale)));
+  }
+  const int64_t jlo = lo[0], jhi = p[G - 1];  // lo and p increase with m
   const int64_t off = int64_t{kvh} * hd;
   const PagedKv& kv = job.kv;
+  // Scores, four keys at a time (one reduction); a short group repeats its last key.
   // (No lambdas here: they would not inherit the function's target.)
-  for (int64_t j0 = lo, n; j0 <= p; j0 += n) {
+  for (int64_t j0 = jlo, n; j0 <= jhi; j0 += n) {
     const int64_t row = j0 % kv.block_tokens;
-    n = std::min<int64_t>(kv.block_tokens - row, p - j0 + 1);
+    n = std::min<int64_t>(kv.block_tokens - row, jhi - j0 + 1);
     const float* k = kv.k + kv.blocks[j0 / kv.block_tokens] * kv.block_stride + row * s.kv_stride + off;
     for (int64_t j = 0; j < n; j += 4) {
       const float* kr[4];
       for (int t = 0; t < 4; ++t) kr[t] = k + std::min<int64_t>(j + t, n - 1) * s.kv_stride;
-      __m512 a[4];
-      for (int t = 0; t < 4; ++t) {
-        a[t] = _mm512_mul_ps(q[0], _mm512_maskz_loadu_ps(mk[0], kr[t]));
-        for (int i = 1; i < NV; ++i) a[t] = _mm512_fmadd_ps(q[i], _mm512_maskz_loadu_ps(mk[i], kr[t] + 16 * i), a[t]);
-      }
-      alignas(16) float o4[4];
-      _mm_store_ps(o4, Reduce4x16(a[0], a[1], a[2], a[3]));
       const int64_t cnt = std::min<int64_t>(4, n - j);
-      for (int t = 0; t < cnt; ++t) scores[j0 - lo + j + t] = o4[t];
+      for (int qi = 0; qi < G; ++qi) {
+        if (qi >= g || j0 + j > p[qi] || j0 + j + cnt - 1 < lo[qi]) continue;
+        const float* qv = qs + qi * NV * 16;
+        __m512 a[4];
+        for (int t = 0; t < 4; ++t) {
+          a[t] = _mm512_mul_ps(_mm512_load_ps(qv), _mm512_maskz_loadu_ps(mk[0], kr[t]));
+          for (int i = 1; i < NV; ++i)
+            a[t] = _mm512_fmadd_ps(_mm512_load_ps(qv + 16 * i), _mm512_maskz_loadu_ps(mk[i], kr[t] + 16 * i), a[t]);
+        }
+        alignas(16) float o4[4];
+        _mm_store_ps(o4, Reduce4x16(a[0], a[1], a[2], a[3]));
+        for (int t = 0; t < cnt; ++t) {
+          const int64_t key = j0 + j + t;
+          if (key >= lo[qi] && key <= p[qi]) scores[qi][key - lo[qi]] = o4[t];
+        }
+      }
     }
   }
-  __m512 mxv = _mm512_set1_ps(-INFINITY);
-  int64_t j = 0;
-  for (; j + 16 <= n_keys; j += 16) mxv = _mm512_max_ps(mxv, _mm512_loadu_ps(scores + j));
-  if (j < n_keys)
-    mxv = _mm512_max_ps(mxv, _mm512_mask_loadu_ps(mxv, static_cast<__mmask16>((1u << (n_keys - j)) - 1), scores + j));
-  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mxv));
-  __m512 sumv = _mm512_setzero_ps();
-  for (j = 0; j < n_keys; j += 16) {
-    const __mmask16 mj = n_keys - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (n_keys - j)) - 1);
-    const __m512 e = _mm512_maskz_mov_ps(mj, Exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mj, scores + j), mx)));
-    _mm512_storeu_ps(scores + j, e);
-    sumv = _mm512_add_ps(sumv, e);
+  float inv[G];
+  for (int qi = 0; qi < G; ++qi) {
+    if (qi >= g) break;
+    float* sq = scores[qi];
+    const int64_t nk = n_keys[qi];
+    __m512 mxv = _mm512_set1_ps(-INFINITY);
+    int64_t j = 0;
+    for (; j + 16 <= nk; j += 16) mxv = _mm512_max_ps(mxv, _mm512_loadu_ps(sq + j));
+    if (j < nk)
+      mxv = _mm512_max_ps(mxv, _mm512_mask_loadu_ps(mxv, static_cast<__mmask16>((1u << (nk - j)) - 1), sq + j));
+    const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(mxv));
+    __m512 sumv = _mm512_setzero_ps();
+    for (j = 0; j < nk; j += 16) {
+      const __mmask16 mj = nk - j >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << (nk - j)) - 1);
+      const __m512 e = _mm512_maskz_mov_ps(mj, Exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mj, sq + j), mx)));
+      _mm512_storeu_ps(sq + j, e);
+      sumv = _mm512_add_ps(sumv, e);
+    }
+    inv[qi] = 1.0f / HSum16(sumv);
   }
-  const float inv = 1.0f / HSum16(sumv);
-  __m512 acc[NV];
-  for (auto& a : acc) a = _mm512_setzero_ps();
-  for (int64_t j0 = lo, n; j0 <= p; j0 += n) {
+  __m512 acc[G][NV];
+  for (auto& r : acc)
+    for (auto& a : r) a = _mm512_setzero_ps();
+  for (int64_t j0 = jlo, n; j0 <= jhi; j0 += n) {
     const int64_t row = j0 % kv.block_tokens;
-    n = std::min<int64_t>(kv.block_tokens - row, p - j0 + 1);
+    n = std::min<int64_t>(kv.block_tokens - row, jhi - j0 + 1);
     const float* v = kv.v + kv.blocks[j0 / kv.block_tokens] * kv.block_stride + row * s.kv_stride + off;
-    const float* e = scores + (j0 - lo);
     for (int64_t jj = 0; jj < n; ++jj, v += s.kv_stride) {
-      const __m512 wgt = _mm512_set1_ps(e[jj]);
-      for (int i = 0; i < NV; ++i) acc[i] = _mm512_fmadd_ps(wgt, _mm512_maskz_loadu_ps(mk[i], v + 16 * i), acc[i]);
+      const int64_t key = j0 + jj;
+      for (int qi = 0; qi < G; ++qi) {
+        if (qi >= g || key < lo[qi] || key > p[qi]) continue;
+        const __m512 wgt = _mm512_set1_ps(scores[qi][key - lo[qi]]);
+        for (int i = 0; i < NV; ++i)
+          acc[qi][i] = _mm512_fmadd_ps(wgt, _mm512_maskz_loadu_ps(mk[i], v + 16 * i), acc[qi][i]);
+      }
     }
   }
-  float* o = job.out + m * s.q_stride + int64_t{h} * hd;
-  for (int i = 0; i < NV; ++i) _mm512_mask_storeu_ps(o + 16 * i, mk[i], _mm512_mul_ps(acc[i], _mm512_set1_ps(inv)));
+  for (int qi = 0; qi < G && qi < g; ++qi) {
+    float* o = job.out + (m0 + qi) * s.q_stride + int64_t{h} * hd;
+    for (int i = 0; i < NV; ++i)
+      _mm512_mask_storeu_ps(o + 16 * i, mk[i], _mm512_mul_ps(acc[qi][i], _mm512_set1_ps(inv[qi])));
+  }
 }
 
-using AttendFn = void (*)(const AttnShape&, const AttentionJob&, int64_t, int, std::vector<float>&);
+// Queries m0 .. m0+g-1 of head h, one at a time.
+void AttendPortableGroup(const AttnShape& s, const AttentionJob& job, int64_t m0, int g, int h,
+                         std::vector<float>* sc) {
+  for (int i = 0; i < g; ++i) AttendPortable(s, job, m0 + i, h, sc[0]);
+}
 
-AttendFn AttendFor(int tier, int hd) {
-  if (tier < kAvx512 || hd > 256) return AttendPortable;
+using AttendFn = void (*)(const AttnShape&, const AttentionJob&, int64_t, int, int, std::vector<float>*);
+constexpr int kMaxGroup = 4;
+
+// The kernels for this head dim: `group` takes G queries at once (its
+// accumulators, G x NV vectors, stay within 16 registers), `one` a single
+// query (jobs of M = 1: decode). Per query both run the same instructions.
+struct AttendKernels {
+  AttendFn group, one;
+  int G;
+};
+
+AttendKernels AttendFor(int tier, int hd) {
+  if (tier < kAvx512 || hd > 256) return {AttendPortableGroup, AttendPortableGroup, 1};
   switch ((hd + 15) / 16) {
-    case 1: return Attend512<1>;
-    case 2: return Attend512<2>;
-    case 3: return Attend512<3>;
-    case 4: return Attend512<4>;
-    case 5: return Attend512<5>;
-    case 6: return Attend512<6>;
-    case 7: return Attend512<7>;
-    case 8: return Attend512<8>;
-    default: return Attend512<16>;
+    case 1: return {Attend512<1, 4>, Attend512<1, 1>, 4};
+    case 2: return {Attend512<2, 4>, Attend512<2, 1>, 4};
+    case 3: return {Attend512<3, 4>, Attend512<3, 1>, 4};
+    case 4: return {Attend512<4, 4>, Attend512<4, 1>, 4};
+    case 5: return {Attend512<5, 2>, Attend512<5, 1>, 2};
+    case 6: return {Attend512<6, 2>, Attend512<6, 1>, 2};
+    case 7: return {Attend512<7, 2>, Attend512<7, 1>, 2};
+    case 8: return {Attend512<8, 2>, Attend512<8, 1>, 2};
+    default: return {Attend512<16, 1>, Attend512<16, 1>, 1};
   }
 }
 
@@ -794,16 +1146,24 @@ AttendFn AttendFor(int tier, int hd) {
 void AttentionBatch(const AttentionJob* jobs, int count, int heads, int kv_heads, int hd, int window) {
   AttnShape s{heads, kv_heads, hd, window, int64_t{heads} * hd, int64_t{kv_heads} * hd,
               1.0f / std::sqrt(static_cast<float>(hd))};
-  const AttendFn attend = AttendFor(CurrentTier(), hd);
+  const AttendKernels kern = AttendFor(CurrentTier(), hd);
+  // One task per (job, head, group of G consecutive queries), head-major within a job.
+  auto group_of = [&](const AttentionJob& j) { return j.M > 1 ? kern.G : 1; };
   std::vector<int64_t> first(count + 1, 0);  // first task of each job
-  for (int i = 0; i < count; ++i) first[i + 1] = first[i] + jobs[i].M * heads;
+  for (int i = 0; i < count; ++i) {
+    const int G = group_of(jobs[i]);
+    first[i + 1] = first[i] + (jobs[i].M + G - 1) / G * heads;
+  }
   tbb::parallel_for(tbb::blocked_range<int64_t>(0, first[count]), [&](const tbb::blocked_range<int64_t>& r) {
-    thread_local std::vector<float> scores;  // grows once, no allocation per task
+    thread_local std::vector<float> scores[kMaxGroup];  // grow once, no allocation per task
     for (int64_t task = r.begin(); task < r.end(); ++task) {
       const int i = static_cast<int>(std::upper_bound(first.begin(), first.end(), task) - first.begin()) - 1;
-      // Head-major within a job: consecutive tasks share one head's K/V rows (in L2).
-      const int64_t local = task - first[i];
-      attend(s, jobs[i], local % jobs[i].M, static_cast<int>(local / jobs[i].M), scores);
+      const AttentionJob& job = jobs[i];
+      const int G = group_of(job);
+      const int64_t local = task - first[i], groups = (job.M + G - 1) / G;
+      const int64_t m0 = (local % groups) * G;
+      (G > 1 ? kern.group : kern.one)(s, job, m0, static_cast<int>(std::min<int64_t>(G, job.M - m0)),
+                                      static_cast<int>(local / groups), scores);
     }
   });
 }
@@ -823,6 +1183,24 @@ void Attention(const float* q, const float* k_cache, const float* v_cache, int64
   job.pos0 = pos0;
   job.out = out;
   AttentionBatch(&job, 1, heads, kv_heads, hd, window);
+}
+
+void RmsNorm(const float* x, const HostTensor& weight, int64_t M, int64_t D, double eps, float* out) {
+  std::vector<float> w(D);
+  ConvertElements(weight.dtype, weight.data, DType::kF32, w.data(), D);
+  if (CurrentTier() >= kAvx512) return RmsNorm512(x, w.data(), M, D, eps, out);
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xm = x + m * D;
+    double ss = 0;
+    for (int64_t i = 0; i < D; ++i) ss += static_cast<double>(xm[i]) * xm[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / D + eps));
+    for (int64_t i = 0; i < D; ++i) out[m * D + i] = w[i] * (xm[i] * inv);
+  }
+}
+
+void SwiGlu(float* a, const float* b, int64_t n) {
+  if (CurrentTier() >= kAvx512) return SwiGlu512(a, b, n);
+  for (int64_t i = 0; i < n; ++i) a[i] = a[i] / (1.0f + std::exp(-a[i])) * b[i];
 }
 
 }  // namespace strata

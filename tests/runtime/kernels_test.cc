@@ -70,7 +70,7 @@ std::vector<float> RandomVec(int64_t n, uint64_t seed) {
 // Every MatMul tier this CPU has, lowest first ("portable" always).
 std::vector<std::string> Tiers() {
   std::vector<std::string> out;
-  for (const char* t : {"portable", "avx2", "avx512", "avx512-bf16"}) {
+  for (const char* t : {"portable", "avx2", "avx512", "avx512-bf16", "amx-bf16"}) {
     out.push_back(t);
     if (CpuKernelsBest() == t) break;
   }
@@ -83,10 +83,10 @@ struct TierScope {
   ~TierScope() { SetCpuKernelsForTesting(""); }
 };
 
-// What the tier does to the activations before multiplying: avx512-bf16
-// rounds them to bf16 (round to nearest even) when the weights are BF16.
+// What the tier does to the activations before multiplying: avx512-bf16 and
+// amx-bf16 round them to bf16 (round to nearest even) when the weights are BF16.
 double ActivationAsUsed(const std::string& tier, DType w, float x) {
-  if (tier == "avx512-bf16" && w == DType::kBF16) return Bf16Value(FloatToBF16(x));
+  if ((tier == "avx512-bf16" || tier == "amx-bf16") && w == DType::kBF16) return Bf16Value(FloatToBF16(x));
   return x;
 }
 
@@ -222,11 +222,104 @@ TEST(Kernels, MatMulManyEqualsSeparateMatMulsBitForBit) {
   }
 }
 
+bool HasAmx() { return CpuKernelsBest() == "amx-bf16"; }
+
+// amx-bf16 on the shapes it takes (K % 32 == 0, N % 16 == 0): against the
+// double reference, M off the 16-token tiles, N off the 32-row panels, K past
+// its 1024 block, with and without bias.
+TEST(KernelsAmx, MatchesDoubleReference) {
+  if (!HasAmx()) GTEST_SKIP() << "no AMX on this CPU (best tier " << CpuKernelsBest() << ")";
+  TierScope scope("amx-bf16");
+  for (int64_t K : {32, 96, 512, 1056})
+    for (int64_t N : {16, 48, 64, 144})
+      for (int64_t M : {1, 2, 15, 16, 17, 33, 37, 100}) {
+        TestTensor w = MakeTensor(DType::kBF16, N, K, 500 + K + N);
+        TestTensor bias = MakeTensor(DType::kBF16, N, 1, 600 + N);
+        std::vector<float> x = RandomVec(M * K, 700 + M), y(M * N, -1);
+        const bool with_bias = (M + N / 16) % 2 == 0;
+        MatMul(w.t, x.data(), M, y.data(), with_bias ? &bias.t : nullptr);
+        CheckMatMul("amx-bf16", w, with_bias ? &bias : nullptr, x, M, N, K, y);
+      }
+}
+
+// The engine batches sequences: row m's bits must not depend on M, the row's
+// place in its 16-token tile, the units (M > 32 and K > 1024 carry the
+// accumulators between K blocks) nor the thread count; and M = 1 (decode)
+// takes the same path.
+TEST(KernelsAmx, RowBitsDoNotDependOnBatchPositionOrThreads) {
+  if (!HasAmx()) GTEST_SKIP() << "no AMX on this CPU";
+  TierScope scope("amx-bf16");
+  for (int64_t K : {int64_t{512}, int64_t{2080}}) {
+    const int64_t N = 208, M = 100;
+    TestTensor w = MakeTensor(DType::kBF16, N, K, 41 + K);
+    TestTensor bias = MakeTensor(DType::kF32, N, 1, 42);
+    std::vector<float> x = RandomVec(M * K, 43);
+    std::vector<float> full(M * N);
+    MatMul(w.t, x.data(), M, full.data(), &bias.t);
+    for (int threads : {1, 2}) {
+      tbb::global_control gc(tbb::global_control::max_allowed_parallelism, threads);
+      for (int64_t Mb : {1, 2, 5, 16, 17, 37, 100})
+        for (int64_t start : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{9}, M - Mb}) {
+          if (start + Mb > M) continue;
+          std::vector<float> y(Mb * N);
+          MatMul(w.t, x.data() + start * K, Mb, y.data(), &bias.t);
+          ASSERT_TRUE(SameBits(y.data(), full.data() + start * N, Mb * N))
+              << "K=" << K << " threads=" << threads << " M=" << Mb << " start=" << start;
+        }
+    }
+  }
+}
+
+// Shapes AMX does not take run the avx512-bf16 kernel: the same bits as that tier.
+TEST(KernelsAmx, UnsupportedShapesFallBackToAvx512Bf16) {
+  if (!HasAmx()) GTEST_SKIP() << "no AMX on this CPU";
+  for (auto [N, K] : {std::pair<int64_t, int64_t>{40, 512}, {64, 100}, {37, 83}, {64, 528}}) {
+    for (int64_t M : {1, 7, 40}) {
+      TestTensor w = MakeTensor(DType::kBF16, N, K, 800 + N + K);
+      TestTensor bias = MakeTensor(DType::kF32, N, 1, 801);
+      std::vector<float> x = RandomVec(M * K, 802 + M), ya(M * N), yb(M * N);
+      {
+        TierScope scope("amx-bf16");
+        MatMul(w.t, x.data(), M, ya.data(), &bias.t);
+      }
+      {
+        TierScope scope("avx512-bf16");
+        MatMul(w.t, x.data(), M, yb.data(), &bias.t);
+      }
+      EXPECT_TRUE(SameBits(ya.data(), yb.data(), ya.size())) << "N=" << N << " K=" << K << " M=" << M;
+    }
+  }
+}
+
+// q/k/v style: AMX and fallback products (and F32 weights) in one region, each
+// the same bits as alone.
+TEST(KernelsAmx, MatMulManyMixesAmxAndFallback) {
+  if (!HasAmx()) GTEST_SKIP() << "no AMX on this CPU";
+  TierScope scope("amx-bf16");
+  const int64_t K = 256;
+  TestTensor q = MakeTensor(DType::kBF16, 96, K, 51), k = MakeTensor(DType::kBF16, 20, K, 52),
+             v = MakeTensor(DType::kF32, 16, K, 53);
+  TestTensor qb = MakeTensor(DType::kF32, 96, 1, 54);
+  for (int64_t M : {1, 16, 37, 70}) {
+    std::vector<float> x = RandomVec(M * K, 55 + M);
+    std::vector<float> yq(M * 96), yk(M * 20), yv(M * 16), sq(M * 96), sk(M * 20), sv(M * 16);
+    MatMulOut outs[] = {{&q.t, yq.data(), &qb.t}, {&k.t, yk.data(), nullptr}, {&v.t, yv.data(), nullptr}};
+    MatMulMany(outs, 3, x.data(), M);
+    MatMul(q.t, x.data(), M, sq.data(), &qb.t);
+    MatMul(k.t, x.data(), M, sk.data());
+    MatMul(v.t, x.data(), M, sv.data());
+    EXPECT_TRUE(SameBits(yq.data(), sq.data(), yq.size())) << M;
+    EXPECT_TRUE(SameBits(yk.data(), sk.data(), yk.size())) << M;
+    EXPECT_TRUE(SameBits(yv.data(), sv.data(), yv.size())) << M;
+    CheckMatMul("amx-bf16", q, &qb, x, M, 96, K, yq);
+  }
+}
+
 TEST(Kernels, TierSelection) {
   const std::vector<std::string> tiers = Tiers();
   EXPECT_EQ(tiers.back(), CpuKernelsBest());
   // Asking for more than the CPU has gives the best it has; unknown names change nothing.
-  EXPECT_EQ(SetCpuKernelsForTesting("avx512-bf16"), CpuKernelsBest());
+  EXPECT_EQ(SetCpuKernelsForTesting("amx-bf16"), CpuKernelsBest());
   EXPECT_EQ(SetCpuKernelsForTesting("portable"), "portable");
   EXPECT_FALSE(CpuHasAvx2());
   EXPECT_EQ(SetCpuKernelsForTesting("no-such-tier"), "portable");
@@ -275,6 +368,40 @@ TEST(Kernels, SwiGlu) {
   SwiGlu(a.data(), b.data(), 3);
   const double in[] = {-2, 0, 1.5}, mul[] = {3, 4, -1};
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(a[i], in[i] / (1 + std::exp(-in[i])) * mul[i], 1e-6);
+}
+
+// Every tier: against the definition over a wide range (exp of large
+// arguments), and element/row results independent of n / M (same bits).
+TEST(Kernels, SwiGluAndRmsNormEveryTier) {
+  const int64_t n = 1000, D = 83, M = 7;
+  std::vector<float> a0 = RandomVec(n, 12), b = RandomVec(n, 13);
+  for (int64_t i = 0; i < n; ++i) a0[i] *= (i % 10 == 0) ? 60.0f : 4.0f;
+  TestTensor w = MakeTensor(DType::kBF16, D, 1, 14);
+  std::vector<float> x = RandomVec(M * D, 15);
+  for (const std::string& tier : Tiers()) {
+    TierScope scope(tier);
+    std::vector<float> a = a0;
+    SwiGlu(a.data(), b.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double ref = a0[i] / (1 + std::exp(-double(a0[i]))) * b[i];
+      ASSERT_NEAR(a[i], ref, 1e-6 * std::abs(ref) + 1e-30) << tier << " i=" << i << " a=" << a0[i];
+    }
+    for (int64_t off : {0, 1, 17}) {  // a suffix of the vector: the same bits per element
+      std::vector<float> s(a0.begin() + off, a0.begin() + off + 37);
+      SwiGlu(s.data(), b.data() + off, 37);
+      ASSERT_TRUE(SameBits(s.data(), a.data() + off, 37)) << tier << " off=" << off;
+    }
+    std::vector<float> out(M * D), one(D);
+    RmsNorm(x.data(), w.t, M, D, 1e-5, out.data());
+    for (int64_t m = 0; m < M; ++m) {
+      double ss = 0;
+      for (int64_t i = 0; i < D; ++i) ss += double(x[m * D + i]) * x[m * D + i];
+      const double r = 1 / std::sqrt(ss / D + 1e-5);
+      for (int64_t i = 0; i < D; ++i) ASSERT_NEAR(out[m * D + i], w.values[i] * x[m * D + i] * r, 1e-5) << tier;
+      RmsNorm(x.data() + m * D, w.t, 1, D, 1e-5, one.data());
+      ASSERT_TRUE(SameBits(one.data(), out.data() + m * D, D)) << tier << " m=" << m;
+    }
+  }
 }
 
 // Attention by the definition: softmax over visible keys, GQA head mapping h -> h / group.

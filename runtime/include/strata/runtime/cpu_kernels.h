@@ -1,12 +1,15 @@
 // CPU kernels of the forward pass: fp32 activations, weights in BF16/F16/F32
-// read in place. MatMul has four tiers, chosen once at start-up (the best the
-// CPU has; STRATA_CPU_KERNELS=portable|avx2|avx512|avx512-bf16 asks for a
-// lower one): avx512-bf16 (vdpbf16ps: BF16 weights as loaded, activations
-// rounded to bf16, fp32 accumulation; F32/F16 weights as avx512), avx512 and
-// avx2 (weights converted to fp32 in registers, fp32 FMA), portable. Parallel
-// with TBB; within a tier each output element is computed by one thread with
-// the same instructions in the same order whatever M, its place in the batch
-// and the thread count, so results are bit-identical across those.
+// read in place. MatMul has five tiers, chosen once at start-up (the best the
+// CPU has; STRATA_CPU_KERNELS=portable|avx2|avx512|avx512-bf16|amx-bf16 asks
+// for a lower one): amx-bf16 (AMX tiles, tdpbf16ps: BF16 weights as loaded as
+// the A operand, activations rounded to bf16 and packed per call, fp32
+// accumulation; for every M, including decode, on shapes with K % 32 == 0 and
+// N % 16 == 0, other shapes and dtypes as avx512-bf16), avx512-bf16
+// (vdpbf16ps, activations rounded to bf16; F32/F16 weights as avx512), avx512
+// and avx2 (weights converted to fp32 in registers, fp32 FMA), portable.
+// Parallel with TBB; within a tier each output element is computed by one
+// thread with the same instructions in the same order whatever M, its place
+// in the batch and the thread count, so results are bit-identical across those.
 // docs/runtime.md, "CPU kernels", has the tiling and the numerics.
 #pragma once
 
@@ -19,7 +22,7 @@ namespace strata {
 
 // True when the kernels in use need AVX2/FMA/F16C (tier avx2 or higher).
 bool CpuHasAvx2();
-// The kernels in use, for reports: "avx512-bf16", "avx512", "avx2", "portable".
+// The kernels in use, for reports: "amx-bf16", "avx512-bf16", "avx512", "avx2", "portable".
 std::string_view CpuKernelsName();
 // The best tier this CPU has (what runs unless STRATA_CPU_KERNELS asks lower).
 std::string_view CpuKernelsBest();
