@@ -246,9 +246,17 @@ TEST(KernelsAmx, MatchesDoubleReference) {
 // place in its 16-token tile, the units (M > 32 and K > 1024 carry the
 // accumulators between K blocks) nor the thread count; and M = 1 (decode)
 // takes the same path.
+// With batch invariance on (STRATA_BATCH_INVARIANT) for M = 1 as well.
+struct InvariantScope {
+  explicit InvariantScope(bool on) : was(BatchInvariant()) { SetBatchInvariant(on); }
+  ~InvariantScope() { SetBatchInvariant(was); }
+  bool was;
+};
+
 TEST(KernelsAmx, RowBitsDoNotDependOnBatchPositionOrThreads) {
   if (!HasAmx()) GTEST_SKIP() << "no AMX on this CPU";
   TierScope scope("amx-bf16");
+  InvariantScope inv(true);
   for (int64_t K : {int64_t{512}, int64_t{2080}}) {
     const int64_t N = 208, M = 100;
     TestTensor w = MakeTensor(DType::kBF16, N, K, 41 + K);
@@ -268,6 +276,35 @@ TEST(KernelsAmx, RowBitsDoNotDependOnBatchPositionOrThreads) {
         }
     }
   }
+}
+
+// By default one token (a lone decode step) takes the avx512-bf16 dot
+// products on amx-bf16 (they stream weights faster): exactly that tier's bits,
+// while two tokens or more are AMX's, whatever M.
+TEST(KernelsAmx, OneTokenTakesTheStreamingKernelUnlessInvariant) {
+  if (!HasAmx()) GTEST_SKIP() << "no AMX on this CPU";
+  const int64_t N = 64, K = 512;
+  TestTensor w = MakeTensor(DType::kBF16, N, K, 77);
+  std::vector<float> x = RandomVec(2 * K, 78), one(N), two(2 * N), ref(N), amx_one(N);
+  {
+    TierScope scope("avx512-bf16");
+    MatMul(w.t, x.data(), 1, ref.data());
+  }
+  TierScope scope("amx-bf16");
+  {
+    InvariantScope inv(false);
+    EXPECT_FALSE(BatchInvariant());
+    MatMul(w.t, x.data(), 1, one.data());
+    MatMul(w.t, x.data(), 2, two.data());
+  }
+  {
+    InvariantScope inv(true);
+    EXPECT_TRUE(BatchInvariant());
+    MatMul(w.t, x.data(), 1, amx_one.data());
+  }
+  EXPECT_TRUE(SameBits(one.data(), ref.data(), N));
+  EXPECT_TRUE(SameBits(amx_one.data(), two.data(), N));  // AMX: row 0 alone = row 0 of two
+  EXPECT_FALSE(SameBits(one.data(), two.data(), N));     // the two kernels round differently
 }
 
 // Shapes AMX does not take run the avx512-bf16 kernel: the same bits as that tier.

@@ -31,6 +31,16 @@ std::string_view CpuKernelsBest();
 // returns the tier now in use. Not to be called while kernels are running.
 std::string_view SetCpuKernelsForTesting(std::string_view name);
 
+// Batch invariance: whether output (m, n) of a product has the same bits
+// whatever M. Every tier has it, except that on amx-bf16 a product of one
+// token (a lone sequence's decode step) runs the avx512-bf16 dot products,
+// which stream weights faster than AMX's tile loads; products of two or more
+// tokens are bitwise independent of M there too. SetBatchInvariant(true), or
+// STRATA_BATCH_INVARIANT=1 in the environment, makes one token use AMX as
+// well (docs/runtime.md, "CPU kernels", has the cost).
+void SetBatchInvariant(bool on);
+bool BatchInvariant();
+
 // y[m, n] = sum_k w[n, k] * x[m, k] (+ bias[n]) for m < M.
 // w: (N, K) row-major of any compute float dtype; x: (M, K); y: (M, N).
 // bias: null or (N) tensor.
