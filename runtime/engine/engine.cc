@@ -169,11 +169,12 @@ void Engine::Step(const std::vector<Sequence*>& seqs) {
     s->pending_.clear();
     if (s->keep_all_) s->logits_.assign(s->all_logits_.end() - V, s->all_logits_.end());
     if (s->logits_.empty()) {
-      s->next_ = s->argmax_;
+      s->next_ = s->argmax_;  // greedy, taken by the backend
+    } else if (s->keep_last_ || s->keep_all_) {
+      std::vector<float> copy = s->logits_;  // the sampler edits what it is given; keep the raw logits
+      s->next_ = s->sampler_.Next(copy, s->tokens_);
     } else {
-      std::vector<float> scratch;
-      std::vector<float>& l = s->keep_last_ || s->keep_all_ ? (scratch = s->logits_) : s->logits_;
-      s->next_ = s->sampler_.Next(l, s->tokens_);
+      s->next_ = s->sampler_.Next(s->logits_, s->tokens_);
     }
   }
 }

@@ -333,6 +333,27 @@ TEST_F(EngineTest, ConversationAcrossTurnsEqualsOnePrefillOfItAll) {
   EXPECT_EQ(g4.prefill_tokens, 1);
 }
 
+// keep_logits gives the model's logits whatever the sampler does to its copy
+// (the repetition penalty edits the logits it samples from).
+TEST_F(EngineTest, KeptLogitsAreTheModelsNotTheSamplers) {
+  std::unique_ptr<Engine> e = Open("base");
+  SamplerOptions so;
+  so.temperature = 0.7;
+  so.repetition_penalty = 1.5;
+  so.seed = 3;
+  auto sampled = e->NewSequence(so), greedy = e->NewSequence();
+  sampled->keep_logits(true);
+  greedy->keep_logits(true);
+  const std::vector<int> p = Tokens(6, 8);  // each token of the prompt is penalized
+  sampled->Append(p);
+  greedy->Append(p);
+  e->Step({sampled.get(), greedy.get()});
+  EXPECT_LE(RelDiff(sampled->logits(), greedy->logits()), 1e-5);
+  std::vector<float> penalized = greedy->logits();
+  for (int t : p) penalized[t] = penalized[t] > 0 ? penalized[t] / 1.5f : penalized[t] * 1.5f;
+  EXPECT_GT(RelDiff(sampled->logits(), penalized), 1e-4);
+}
+
 TEST_F(EngineTest, UnknownDeviceIsRefused) {
   EngineOptions o;
   o.device = "tpu";

@@ -126,8 +126,9 @@ class Sequence {
   int64_t length() const { return static_cast<int64_t>(tokens_.size()); }
   // The token chosen after the last step (-1 before any step).
   int next() const { return next_; }
-  // The last step's logits of its last position (vocab floats), kept when
-  // the sampler needs them or keep_logits() is set; empty otherwise.
+  // With keep_logits(true): the last step's logits of its last position
+  // (vocab floats), as the model computed them. Otherwise unspecified (empty
+  // for greedy sampling, which the backend does itself).
   const std::vector<float>& logits() const { return logits_; }
   // Keep the last position's logits after each step (eval, --logits-out),
   // or with `all` every position's (all_logits()).
