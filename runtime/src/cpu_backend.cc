@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -136,20 +135,6 @@ void CpuBackend::Reserve(int64_t M) {
   capacity_ = M;
 }
 
-// Rotary embedding in HF's rotate-half layout of one token's heads, with the
-// token's cos/sin precomputed (the same arithmetic as Rope in cpu_kernels).
-void RopeRow(float* x, int n_heads, int head_dim, const float* cs, const float* sn) {
-  const int half = head_dim / 2;
-  for (int h = 0; h < n_heads; ++h) {
-    float* v = x + h * head_dim;
-    for (int i = 0; i < half; ++i) {
-      const float a = v[i], b = v[i + half];
-      v[i] = a * cs[i] - b * sn[i];
-      v[i + half] = b * cs[i] + a * sn[i];
-    }
-  }
-}
-
 void CpuBackend::Layer(size_t l, const std::vector<BatchItem>& items, const std::vector<int64_t>& pos, int64_t M) {
   const WeightSet& w = *m_.layers[l];
   const int slot = slot_[l];
@@ -161,8 +146,8 @@ void CpuBackend::Layer(size_t l, const std::vector<BatchItem>& items, const std:
                             {w[Role::kV], v_.data(), w[Role::kVBias]}};
   MatMulMany(qkv, 3, xn_.data(), M);
   for (int64_t t = 0; t < M; ++t) {
-    RopeRow(q_.data() + t * Q, c_.heads, c_.head_dim, cos_.data() + t * half, sin_.data() + t * half);
-    RopeRow(k_.data() + t * KVs_, c_.kv_heads, c_.head_dim, cos_.data() + t * half, sin_.data() + t * half);
+    RopeApply(q_.data() + t * Q, c_.heads, c_.head_dim, cos_.data() + t * half, sin_.data() + t * half);
+    RopeApply(k_.data() + t * KVs_, c_.kv_heads, c_.head_dim, cos_.data() + t * half, sin_.data() + t * half);
   }
   // K and V rows into each sequence's blocks; one attention job per item.
   jobs_.clear();
@@ -256,11 +241,7 @@ void CpuBackend::ForwardBatch(const std::vector<BatchItem>& items) {
     }
   const int half = c_.head_dim / 2;
   for (int64_t t = 0; t < M; ++t)
-    for (int i = 0; i < half; ++i) {
-      const double angle = static_cast<double>(tpos_[t]) * inv_freq_[i];
-      cos_[t * half + i] = static_cast<float>(std::cos(angle));
-      sin_[t * half + i] = static_cast<float>(std::sin(angle));
-    }
+    RopeAngles(tpos_[t], half, inv_freq_.data(), cos_.data() + t * half, sin_.data() + t * half);
   EmbeddingGather(*m_.embed, tok_.data(), M, x_.data());
   for (size_t l = 0; l < m_.layers.size(); ++l)
     if (slot_[l] >= 0) Layer(l, items, pos, M);  // an elided layer adds exactly nothing

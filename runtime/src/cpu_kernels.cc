@@ -883,18 +883,30 @@ void MatMul(const HostTensor& w, const float* x, int64_t M, float* y, const Host
   MatMulMany(&o, 1, x, M);
 }
 
-void Rope(float* x, int n_heads, int head_dim, int64_t pos, const double* inv_freq) {
-  const int half = head_dim / 2;
+void RopeAngles(int64_t pos, int half, const double* inv_freq, float* cs, float* sn) {
   for (int i = 0; i < half; ++i) {
     const double angle = static_cast<double>(pos) * inv_freq[i];
-    const float c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
-    for (int h = 0; h < n_heads; ++h) {
-      float* v = x + h * head_dim;
+    cs[i] = static_cast<float>(std::cos(angle));
+    sn[i] = static_cast<float>(std::sin(angle));
+  }
+}
+
+void RopeApply(float* x, int n_heads, int head_dim, const float* cs, const float* sn) {
+  const int half = head_dim / 2;
+  for (int h = 0; h < n_heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int i = 0; i < half; ++i) {
       const float a = v[i], b = v[i + half];
-      v[i] = a * c - b * s;
-      v[i + half] = b * c + a * s;
+      v[i] = a * cs[i] - b * sn[i];
+      v[i + half] = b * cs[i] + a * sn[i];
     }
   }
+}
+
+void Rope(float* x, int n_heads, int head_dim, int64_t pos, const double* inv_freq) {
+  std::vector<float> cs(head_dim / 2), sn(head_dim / 2);
+  RopeAngles(pos, head_dim / 2, inv_freq, cs.data(), sn.data());
+  RopeApply(x, n_heads, head_dim, cs.data(), sn.data());
 }
 
 void EmbeddingGather(const HostTensor& table, const int* tokens, int64_t M, float* out) {

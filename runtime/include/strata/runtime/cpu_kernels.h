@@ -59,8 +59,14 @@ void MatMulMany(const MatMulOut* outs, int count, const float* x, int64_t M);
 void RmsNorm(const float* x, const HostTensor& weight, int64_t M, int64_t D, double eps, float* out);
 
 // Rotary embedding in HF's rotate-half layout, in place: x (n_heads, head_dim)
-// for one token at `pos`; inv_freq has head_dim/2 entries.
+// for one token at `pos`; inv_freq has head_dim/2 entries. The same as
+// RopeAngles then RopeApply.
 void Rope(float* x, int n_heads, int head_dim, int64_t pos, const double* inv_freq);
+// The cos and sin of position `pos`'s RoPE angles (pos * inv_freq[i] in
+// double, rounded to float) for i < half: once per token, for all its heads.
+void RopeAngles(int64_t pos, int half, const double* inv_freq, float* cs, float* sn);
+// Rope of one token's heads with its angles from RopeAngles.
+void RopeApply(float* x, int n_heads, int head_dim, const float* cs, const float* sn);
 
 // a[i] = silu(a[i]) * b[i].
 void SwiGlu(float* a, const float* b, int64_t n);
