@@ -32,6 +32,36 @@ inline const char* kDusPlan =
     "merge_method: passthrough\n"
     "dtype: bfloat16\n";
 
+// Layers 0-3 of org/m, then layer 3 twice more with o_proj and down_proj
+// zeroed: block expansion to 6 layers (scale nodes over org/m's blobs).
+inline const char* kBlockExpansionPlan =
+    "slices:\n"
+    "  - sources:\n"
+    "    - model: org/m\n"
+    "      layer_range: [0, 4]\n"
+    "  - sources:\n"
+    "    - model: org/m\n"
+    "      layer_range: [3, 4]\n"
+    "      parameters:\n"
+    "        scale:\n"
+    "          - filter: o_proj\n"
+    "            value: 0.0\n"
+    "          - filter: down_proj\n"
+    "            value: 0.0\n"
+    "          - value: 1.0\n"
+    "  - sources:\n"
+    "    - model: org/m\n"
+    "      layer_range: [3, 4]\n"
+    "      parameters:\n"
+    "        scale:\n"
+    "          - filter: o_proj\n"
+    "            value: 0.0\n"
+    "          - filter: down_proj\n"
+    "            value: 0.0\n"
+    "          - value: 1.0\n"
+    "merge_method: passthrough\n"
+    "dtype: bfloat16\n";
+
 
 // A fresh directory under testing::TempDir(), removed with everything in it
 // when the test ends (pass or fail).

@@ -24,24 +24,6 @@ namespace {
 namespace fs = std::filesystem;
 using testutil::ScopedTempDir;
 
-// Layers 0-3 of org/m, then layer 3 twice more with o_proj and down_proj
-// zeroed: block expansion to 6 layers.
-std::string BlockExpansionPlan() {
-  std::string zeroed =
-      "  - sources:\n"
-      "    - model: org/m\n"
-      "      layer_range: [3, 4]\n"
-      "      parameters:\n"
-      "        scale:\n"
-      "          - filter: o_proj\n"
-      "            value: 0.0\n"
-      "          - filter: down_proj\n"
-      "            value: 0.0\n"
-      "          - value: 1.0\n";
-  return "slices:\n  - sources:\n    - model: org/m\n      layer_range: [0, 4]\n" + zeroed + zeroed +
-         "merge_method: passthrough\ndtype: bfloat16\n";
-}
-
 class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -57,7 +39,7 @@ class EngineTest : public ::testing::Test {
     const std::pair<const char*, std::string> plans[] = {
         {"base", "models:\n  - model: org/m\nmerge_method: passthrough\ndtype: bfloat16\n"},
         {"dus", testutil::kDusPlan},
-        {"bexp", BlockExpansionPlan()}};
+        {"bexp", testutil::kBlockExpansionPlan}};
     for (const auto& [name, plan] : plans) {
       CompileOptions o;
       o.name = name;

@@ -91,27 +91,6 @@ uint64_t ExpectedBytes(const std::vector<FileTensor>& ts, bool elide) {
   return n + (head ? head->bytes : embed->bytes) + embed->bytes / embed->rows;
 }
 
-// Source layers 0-3 of org/m, then layer 3 twice more with o_proj and
-// down_proj zeroed: block expansion to 6 layers.
-std::string BlockExpansionPlan() {
-  std::string zeroed =
-      "  - sources:\n"
-      "    - model: org/m\n"
-      "      layer_range: [3, 4]\n"
-      "      parameters:\n"
-      "        scale:\n"
-      "          - filter: o_proj\n"
-      "            value: 0.0\n"
-      "          - filter: down_proj\n"
-      "            value: 0.0\n"
-      "          - value: 1.0\n";
-  return "slices:\n"
-         "  - sources:\n"
-         "    - model: org/m\n"
-         "      layer_range: [0, 4]\n" +
-         zeroed + zeroed + "merge_method: passthrough\ndtype: bfloat16\n";
-}
-
 std::string WholeModelPlan(const std::string& id) {
   return "models:\n  - model: " + id + "\nmerge_method: passthrough\ndtype: bfloat16\n";
 }
@@ -180,7 +159,7 @@ TEST_F(DecodeBytesTest, DusCountsRepeatedLayersAtEveryDepth) {
 TEST_F(DecodeBytesTest, BlockExpansionElidedEqualsTheBase) {
   std::vector<FileTensor> base, ts;
   const uint64_t b = Measure("base", WholeModelPlan("org/m"), true, &base);
-  const uint64_t elided = Measure("bexp", BlockExpansionPlan(), true, &ts);
+  const uint64_t elided = Measure("bexp", testutil::kBlockExpansionPlan, true, &ts);
   EXPECT_EQ(elided, ExpectedBytes(ts, true));
   EXPECT_EQ(elided, b);
   // Not elided: the appended layers count all but their zero o_proj and down_proj.
