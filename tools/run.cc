@@ -59,15 +59,16 @@ struct TextOptions {
   bool has_prompt = false, chat = false;
 };
 
-// --vocab-gguf when given, else the tokenizer the variant carries.
-VariantTokenizer TokenizerFor(Store& store, const std::string& name, const std::string& vocab_gguf) {
+// --vocab-gguf when given, else the tokenizer variant `variant` (named `name`) carries.
+VariantTokenizer TokenizerFor(Store& store, const Hash& variant, const std::string& name,
+                              const std::string& vocab_gguf) {
   if (!vocab_gguf.empty()) {
     GgufFile f = GgufFile::Read(vocab_gguf);
     TokenizerConfig cfg;
     cfg.chat_template = f.FindString("tokenizer.chat_template").value_or("");
     return {Tokenizer::FromGguf(f), cfg, vocab_gguf};
   }
-  auto t = LoadVariantTokenizer(store, VariantFor(store, name, /*verbose=*/false));
+  auto t = LoadVariantTokenizer(store, variant);
   if (!t)
     throw Error("variant \"" + name + "\" has no tokenizer (neither tokenizer.json nor a GGUF vocabulary among "
                 "its files); pass --vocab-gguf FILE, or give token ids with --tokens");
@@ -171,7 +172,7 @@ void CheckRunContext(Store& store, const Hash& variant, int64_t prompt_tokens, i
 // Text in, text out: the prompt (or each chat turn) is encoded with the
 // variant's tokenizer and the reply streams to stdout as tokens arrive.
 int RunText(Store& store, const Hash& variant, const RunOptions& ro, const TextOptions& o, bool json) {
-  VariantTokenizer vt = TokenizerFor(store, ro.name, o.vocab_gguf);
+  VariantTokenizer vt = TokenizerFor(store, variant, ro.name, o.vocab_gguf);
   if (ro.verbose) fprintf(stderr, "tokenizer: %s, from %s\n", vt.tokenizer.description().c_str(), vt.source.c_str());
   const Tokenizer& tok = vt.tokenizer;
   const std::string text = o.prompt_file.empty() ? o.prompt : ReadFile(o.prompt_file);
