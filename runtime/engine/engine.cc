@@ -45,14 +45,35 @@ std::string DeviceProblem(const std::string& device) {
 #endif
 }
 
+WeightPool::WeightPool(const Store& store, const std::string& device, bool verify)
+    : store_(store), device_(device) {
+  if (std::string p = DeviceProblem(device); !p.empty()) throw Error(p);
+  // CUDA reads the weights from the store itself: the host keeps metadata only.
+  host_ = std::make_unique<WeightStore>(store, /*host_data=*/device != "cuda", verify);
+}
+
+WeightPool::~WeightPool() = default;
+
+uint64_t WeightPool::resident_bytes() const {
+  return host_->mapped_bytes() + host_->materialized_bytes();
+}
+
 std::unique_ptr<Engine> Engine::Open(const Store& store, const Hash& variant, const EngineOptions& o) {
+  return Open(store, variant, o, std::make_shared<WeightPool>(store, o.device, o.verify_load));
+}
+
+std::unique_ptr<Engine> Engine::Open(const Store& store, const Hash& variant, const EngineOptions& o,
+                                     std::shared_ptr<WeightPool> pool) {
   if (std::string p = DeviceProblem(o.device); !p.empty()) throw Error(p);
+  if (!pool) throw Error("internal: Engine::Open without a weight pool");
+  if (pool->device() != o.device)
+    throw Error("internal: an engine for " + o.device + " on a weight pool for " + pool->device());
+  if (&pool->store_ != &store) throw Error("internal: an engine on a weight pool of another store");
   const bool cuda = o.device == "cuda";
   auto t0 = Clock::now();
   std::unique_ptr<Engine> e(new Engine());
-  // CUDA reads the weights from the store itself: the host keeps metadata only.
-  e->weights_ = std::make_unique<WeightStore>(store, /*host_data=*/!cuda, o.verify_load);
-  e->model_ = std::make_unique<Model>(AssembleModel(store, *e->weights_, variant));
+  e->pool_ = std::move(pool);
+  e->model_ = std::make_unique<Model>(AssembleModel(store, *e->pool_->host_, variant));
   BackendOptions bo;
   bo.max_context = o.max_context;
   bo.elide = o.elide;
@@ -81,6 +102,8 @@ std::unique_ptr<Engine> Engine::Open(const Store& store, const Hash& variant, co
   info.elided_layers = e->backend_->elided_layers();
   info.decode_weight_bytes_per_token = DecodeWeightBytesPerToken(*e->model_, o.elide);
   info.load_s = Secs(t0, Clock::now());
+  const int64_t mpe = e->model_->config.max_position_embeddings;
+  e->max_context_ = o.max_context > 0 && (mpe <= 0 || o.max_context < mpe) ? o.max_context : mpe;
   return e;
 }
 
@@ -127,8 +150,8 @@ double Engine::MeasureReadBandwidth() const {
 
 EngineInfo Engine::info() const {
   EngineInfo i = info_;
-  i.weight_bytes_mapped = weights_->mapped_bytes();
-  i.weight_bytes_materialized = weights_->materialized_bytes();
+  i.weight_bytes_mapped = pool_->host_->mapped_bytes();
+  i.weight_bytes_materialized = pool_->host_->materialized_bytes();
   return i;
 }
 
@@ -148,7 +171,9 @@ void Engine::Step(const std::vector<Sequence*>& seqs) {
     it.seq = s->id_;
     it.tokens = s->pending_.data();
     it.n = static_cast<int64_t>(s->pending_.size());
-    if (s->keep_all_) {
+    if (s->skip_next_ && !s->keep_all_) {
+      it.output = BatchOutput::kNone;
+    } else if (s->keep_all_) {
       it.output = BatchOutput::kAllLogits;
       s->all_logits_.resize(static_cast<size_t>(it.n * V));
       it.logits = s->all_logits_.data();
@@ -168,7 +193,10 @@ void Engine::Step(const std::vector<Sequence*>& seqs) {
     s->tokens_.insert(s->tokens_.end(), s->pending_.begin(), s->pending_.end());
     s->pending_.clear();
     if (s->keep_all_) s->logits_.assign(s->all_logits_.end() - V, s->all_logits_.end());
-    if (s->logits_.empty()) {
+    if (s->skip_next_) {
+      s->skip_next_ = false;
+      s->next_ = -1;
+    } else if (s->logits_.empty()) {
       s->next_ = s->argmax_;  // greedy, taken by the backend
     } else if (s->keep_last_ || s->keep_all_) {
       std::vector<float> copy = s->logits_;  // the sampler edits what it is given; keep the raw logits
@@ -191,12 +219,21 @@ Sequence::~Sequence() {
 
 bool Sequence::NeedsLogits() const { return keep_last_ || !Greedy(sampler_options_); }
 
-void Sequence::Append(const std::vector<int>& tokens) { pending_.insert(pending_.end(), tokens.begin(), tokens.end()); }
+void Sequence::Append(const std::vector<int>& tokens) {
+  pending_.insert(pending_.end(), tokens.begin(), tokens.end());
+  skip_next_ = false;
+}
+
+void Sequence::Prefill(const std::vector<int>& tokens) {
+  pending_.insert(pending_.end(), tokens.begin(), tokens.end());
+  skip_next_ = true;
+}
 
 void Sequence::Truncate(int64_t n) {
   engine_.backend().TruncateSequence(id_, n);  // throws for n > length()
   tokens_.resize(static_cast<size_t>(n));
   pending_.clear();
+  skip_next_ = false;
 }
 
 int64_t Sequence::Continue(const std::vector<int>& prompt) {
@@ -205,6 +242,7 @@ int64_t Sequence::Continue(const std::vector<int>& prompt) {
   while (keep < limit && tokens_[keep] == prompt[keep]) ++keep;
   if (keep < tokens_.size()) Truncate(static_cast<int64_t>(keep));
   pending_.assign(prompt.begin() + static_cast<int64_t>(keep), prompt.end());
+  skip_next_ = false;
   return static_cast<int64_t>(keep);
 }
 

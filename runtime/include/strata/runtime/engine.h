@@ -56,6 +56,31 @@ struct EngineInfo {
 };
 
 class Sequence;
+class WeightStore;
+
+// The weights of every engine opened on it: each distinct tensor node of the
+// store once, however many variants use it (CPU: the mapped blobs and the
+// materialized nodes; CUDA: one device buffer per node). A server opens one
+// pool and every served variant on it, so a base, its DUS and its block
+// expansion cost the base's weights once. Engines keep their pool alive.
+// Not for concurrent Opens: engines are opened one after another.
+class WeightPool {
+ public:
+  // `device` and `verify` as EngineOptions::device and verify_load; every
+  // engine opened on this pool must ask for the same device.
+  WeightPool(const Store& store, const std::string& device, bool verify);
+  ~WeightPool();
+  const std::string& device() const { return device_; }
+  // Bytes resident for weights: CPU mapped + materialized; CUDA device bytes.
+  uint64_t resident_bytes() const;
+
+ private:
+  friend class Engine;
+  const Store& store_;
+  std::string device_;
+  std::unique_ptr<WeightStore> host_;
+  std::shared_ptr<void> device_pool_;  // cuda: the CudaWeightPool
+};
 
 class Engine {
  public:
@@ -63,6 +88,10 @@ class Engine {
   // the engine. Throws Error (a device this build or machine lacks, a
   // damaged variant, a corrupt blob, memory).
   static std::unique_ptr<Engine> Open(const Store& store, const Hash& variant, const EngineOptions& o);
+  // The same on a shared pool (o.device must be the pool's): tensors already
+  // in the pool are not loaded again.
+  static std::unique_ptr<Engine> Open(const Store& store, const Hash& variant, const EngineOptions& o,
+                                      std::shared_ptr<WeightPool> pool);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -72,6 +101,9 @@ class Engine {
   Backend& backend() { return *backend_; }
   EngineInfo info() const;
   KvStats kv_stats() const { return backend_->kv_stats(); }
+  // The most positions one sequence may reach (EngineOptions::max_context,
+  // else max_position_embeddings).
+  int64_t max_context() const { return max_context_; }
   // The backend's own figures for reports, as JSON (empty on the CPU; on
   // CUDA: device bytes, KV and scratch bytes, graph nodes, kernels per step...).
   Json DeviceStats() const;
@@ -92,10 +124,11 @@ class Engine {
  private:
   friend class Sequence;
   Engine() = default;
-  std::unique_ptr<class WeightStore> weights_;
+  std::shared_ptr<WeightPool> pool_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Backend> backend_;
   EngineInfo info_;
+  int64_t max_context_ = 0;
 };
 
 // Timings of Sequence::Generate.
@@ -120,6 +153,11 @@ class Sequence {
   // Queues tokens for the next Engine::Step (a prompt, more of it, or the
   // token to continue with).
   void Append(const std::vector<int>& tokens);
+  // Queues a prompt chunk whose following token is not wanted yet (chunked
+  // prefill, before the last chunk): the next Step computes no logits for
+  // this sequence and samples nothing (next() is -1 after it, and the
+  // sampler's random state does not advance).
+  void Prefill(const std::vector<int>& tokens);
   const std::vector<int>& pending() const { return pending_; }
   // Every token run so far: the KV cache holds exactly these positions.
   const std::vector<int>& tokens() const { return tokens_; }
@@ -166,6 +204,7 @@ class Sequence {
   std::vector<float> logits_, all_logits_;
   int next_ = -1, argmax_ = -1;
   bool keep_last_ = false, keep_all_ = false;
+  bool skip_next_ = false;  // Prefill: no logits, no sampling this step
 };
 
 }  // namespace strata
