@@ -8,6 +8,7 @@ pkgs=(
   libxxhash-dev libzstd-dev libtbb-dev libyaml-cpp-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-numpy python3-yaml time
+  python3-jinja2  # tests only: tests/ref/jinja_render.py, the reference renderer of chat templates
   clang libclang-rt-14-dev llvm-14  # tests/fuzz: libFuzzer + ASan/UBSan runtimes, llvm-symbolizer for reports
 )
 missing=()

@@ -147,7 +147,7 @@ void RunChat(TextGenerator& gen, ChatSession& chat, const ChatTemplate& ct, cons
   }
   if (json) throw UsageError("--json with --chat needs a single turn: give it --prompt");
   const bool tty = isatty(STDIN_FILENO);
-  if (tty) fprintf(stderr, "chat (%s format); end with Ctrl-D or /exit\n", std::string(ChatFormatName(ct.format)).c_str());
+  if (tty) fprintf(stderr, "chat (%s); end with Ctrl-D or /exit\n", ct.name.c_str());
   for (std::string line;;) {
     if (tty) fprintf(stderr, "> ");
     if (!std::getline(std::cin, line) || line == "/exit" || line == "/quit") break;
@@ -245,7 +245,7 @@ int RunRun(const std::vector<std::string>& args) {
   d.add_options()("prompt", po::value(&text.prompt), "prompt text, encoded with the variant's tokenizer; prints text")(
       "prompt-file", po::value(&text.prompt_file), "read the prompt text from this file")(
       "chat", po::bool_switch(&text.chat), "chat with the model's chat template (one turn with --prompt, else a REPL on stdin)")(
-      "chat-template", po::value(&text.chat_template), "llama2 | mistral | chatml | llama3 (default: from tokenizer_config.json)")(
+      "chat-template", po::value(&text.chat_template), "llama2 | mistral | chatml | llama3 | FILE.jinja (default: the model's chat_template)")(
       "system", po::value(&text.system), "with --chat: a system message")(
       "vocab-gguf", po::value(&text.vocab_gguf), "tokenize with this GGUF vocabulary instead of the variant's tokenizer");
   po::positional_options_description pos;

@@ -1,167 +1,139 @@
-// The four chat formats written out as the reference Jinja templates render
-// them (meta-llama/Llama-2-7b-chat-hf, mistralai/Mistral-7B-Instruct-v0.1/v0.2,
-// ChatML as Qwen2 and others ship it, meta-llama/Meta-Llama-3-8B-Instruct).
+// Chat templates: choosing one (built-in, file, or the model's), the context
+// transformers' apply_chat_template renders it with, stop tokens, and the
+// chat session the CLI runs.
 #include "strata/runtime/chat.h"
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
 
 #include "strata/formats/error.h"
 
 namespace strata {
 
+std::optional<std::string> BuiltinChatTemplateSource(const std::string& name, const std::string& model_template);
+
 namespace {
 
-// Python's str.strip() / Jinja's trim for the whitespace chat text contains.
-std::string Strip(std::string_view s) {
-  const char* ws = " \t\n\r\f\v";
-  size_t b = s.find_first_not_of(ws);
-  if (b == std::string_view::npos) return {};
-  return std::string(s.substr(b, s.find_last_not_of(ws) - b + 1));
+const char* kEndOfTurnTokens[] = {"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_turn|>", "<end_of_turn>",
+                                  "<|end|>", "<|END_OF_TURN_TOKEN|>", "<｜end▁of▁sentence｜>"};
+
+std::string Choices() { return BuiltinChatTemplateNames() + " or FILE.jinja"; }
+
+std::string ReadTemplateFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f)
+    throw Error("cannot read the chat template file " + path + ": " + std::strerror(errno) +
+                "; --chat-template takes " + Choices());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
 }
 
-// Splits off a leading system message; checks user/assistant alternate.
-std::vector<ChatMessage> Turns(const std::vector<ChatMessage>& messages, std::string* system, ChatFormat f) {
-  std::vector<ChatMessage> turns(messages.begin(), messages.end());
-  if (!turns.empty() && turns[0].role == "system") {
-    *system = turns[0].content;
-    turns.erase(turns.begin());
-  }
-  for (size_t i = 0; i < turns.size(); ++i) {
-    const char* want = i % 2 == 0 ? "user" : "assistant";
-    if (turns[i].role != want)
-      throw Error(std::string("the ") + std::string(ChatFormatName(f)) + " chat format needs one optional system "
-                  "message, then user and assistant turns alternating from user; message " + std::to_string(i + 1) +
-                  " is \"" + turns[i].role + "\"");
-  }
-  return turns;
-}
-
-std::string Llama2(const ChatTemplate& t, const std::vector<ChatMessage>& messages) {
-  std::string system, out;
-  bool has_system = !messages.empty() && messages[0].role == "system";
-  auto turns = Turns(messages, &system, t.format);
-  for (size_t i = 0; i < turns.size(); ++i) {
-    std::string content = turns[i].content;
-    if (i == 0 && has_system) content = std::string("<<SYS>>\n").append(system).append("\n<</SYS>>\n\n").append(content);
-    if (turns[i].role == "user") out += t.bos + "[INST] " + Strip(content) + " [/INST]";
-    else out.append(" ").append(Strip(content)).append(" ").append(t.eos);
-  }
-  return out;
-}
-
-// Mistral's template refuses system messages; strata folds one into the first
-// user turn, as Mistral's later templates do.
-std::string Mistral(const ChatTemplate& t, const std::vector<ChatMessage>& messages) {
-  std::string system, out = t.bos;
-  bool has_system = !messages.empty() && messages[0].role == "system";
-  auto turns = Turns(messages, &system, t.format);
-  for (size_t i = 0; i < turns.size(); ++i) {
-    std::string content = turns[i].content;
-    if (i == 0 && has_system) content = system + "\n\n" + content;
-    if (turns[i].role == "user") out += "[INST] " + content + " [/INST]";
-    else out += content + t.eos + (t.space_after_eos ? " " : "");
-  }
-  return out;
-}
-
-std::string ChatML(const ChatTemplate& t, const std::vector<ChatMessage>& messages) {
-  std::string out;
-  if (!t.default_system.empty() && (messages.empty() || messages[0].role != "system"))
-    out += "<|im_start|>system\n" + t.default_system + "<|im_end|>\n";
-  std::string system;
-  Turns(messages, &system, t.format);
-  for (const ChatMessage& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-  return out + "<|im_start|>assistant\n";
-}
-
-std::string Llama3(const ChatTemplate& t, const std::vector<ChatMessage>& messages) {
-  std::string system, out = t.bos;
-  Turns(messages, &system, t.format);
-  for (const ChatMessage& m : messages)
-    out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + Strip(m.content) + "<|eot_id|>";
-  return out + "<|start_header_id|>assistant<|end_header_id|>\n\n";
+bool LooksLikeFile(const std::string& name) {
+  if (name.find('/') != std::string::npos) return true;
+  if (name.size() > 6 && name.compare(name.size() - 6, 6, ".jinja") == 0) return true;
+  return std::ifstream(name).good();
 }
 
 }  // namespace
 
-std::string_view ChatFormatName(ChatFormat f) {
-  switch (f) {
-    case ChatFormat::kLlama2: return "llama2";
-    case ChatFormat::kMistral: return "mistral";
-    case ChatFormat::kChatML: return "chatml";
-    case ChatFormat::kLlama3: return "llama3";
-  }
-  return "?";
-}
-
-std::optional<ChatFormat> ChatFormatFromName(std::string_view name) {
-  for (ChatFormat f : {ChatFormat::kLlama2, ChatFormat::kMistral, ChatFormat::kChatML, ChatFormat::kLlama3})
-    if (ChatFormatName(f) == name) return f;
-  return std::nullopt;
-}
-
-std::optional<ChatFormat> DetectChatFormat(std::string_view tmpl) {
-  auto has = [&](std::string_view s) { return tmpl.find(s) != std::string_view::npos; };
-  if (has("<|start_header_id|>")) return ChatFormat::kLlama3;
-  if (has("<|im_start|>")) return ChatFormat::kChatML;
-  if (has("<<SYS>>")) return ChatFormat::kLlama2;
-  if (has("[INST]")) return ChatFormat::kMistral;
-  return std::nullopt;
-}
+std::string BuiltinChatTemplateNames() { return "llama2, mistral, chatml, llama3"; }
 
 ChatTemplate ResolveChatTemplate(const std::string& name, const std::string& chat_template, const std::string& bos,
                                  const std::string& eos) {
-  const std::string known = "llama2, mistral, chatml, llama3";
   ChatTemplate t;
   t.bos = bos;
   t.eos = eos;
   if (!name.empty()) {
-    auto f = ChatFormatFromName(name);
-    if (!f) throw Error("--chat-template \"" + name + "\" is not a chat format strata knows; choose one of " + known);
-    t.format = *f;
+    t.name = name;
+    if (std::optional<std::string> src = BuiltinChatTemplateSource(name, chat_template)) {
+      t.source = *src;
+    } else if (LooksLikeFile(name)) {
+      t.source = ReadTemplateFile(name);
+    } else {
+      throw Error("--chat-template \"" + name + "\" is neither a built-in chat template nor a file; choose one of " +
+                  Choices());
+    }
   } else if (chat_template.empty()) {
-    throw Error("the model has no chat template (no chat_template in tokenizer_config.json); choose a format with "
-                "--chat-template (" + known + ")");
+    throw Error("the model has no chat template (no chat_template in tokenizer_config.json); choose one with "
+                "--chat-template (" + Choices() + ")");
   } else {
-    auto f = DetectChatFormat(chat_template);
-    if (!f)
-      throw Error("the model's chat template is not one strata recognises (it implements " + known +
-                  " without a Jinja engine); if the model follows one of them, choose it with --chat-template");
-    t.format = *f;
+    t.name = "the model's chat_template";
+    t.source = chat_template;
   }
-  if (t.format == ChatFormat::kChatML && chat_template.find("You are a helpful assistant") != std::string::npos)
-    t.default_system = "You are a helpful assistant.";
-  t.space_after_eos = t.format == ChatFormat::kMistral && chat_template.find("eos_token + ' '") != std::string::npos;
+  try {
+    t.tmpl = jinja::Template::Parse(t.source);
+  } catch (const jinja::TemplateError& e) {
+    throw Error("the chat template (" + t.name + ") cannot be used: " + e.what() +
+                "; choose another with --chat-template (" + Choices() + ")");
+  }
   return t;
 }
 
-std::string FormatChat(const ChatTemplate& t, const std::vector<ChatMessage>& messages) {
-  switch (t.format) {
-    case ChatFormat::kLlama2: return Llama2(t, messages);
-    case ChatFormat::kMistral: return Mistral(t, messages);
-    case ChatFormat::kChatML: return ChatML(t, messages);
-    case ChatFormat::kLlama3: return Llama3(t, messages);
+nlohmann::ordered_json ChatContext(const ChatTemplate& t, const nlohmann::ordered_json& messages,
+                                   bool add_generation_prompt, const nlohmann::ordered_json& tools,
+                                   const nlohmann::ordered_json& extra) {
+  nlohmann::ordered_json ctx = nlohmann::ordered_json::object();
+  ctx["messages"] = messages;
+  ctx["tools"] = tools;
+  ctx["documents"] = nullptr;
+  ctx["add_generation_prompt"] = add_generation_prompt;
+  ctx["bos_token"] = t.bos;
+  ctx["eos_token"] = t.eos;
+  if (extra.is_null()) return ctx;
+  if (!extra.is_object()) throw Error("extra chat template variables must be a JSON object, not " + std::string(extra.type_name()));
+  for (auto it = extra.begin(); it != extra.end(); ++it) {
+    if (it.key() == "messages" || it.key() == "tools" || it.key() == "add_generation_prompt")
+      throw Error("the extra chat template variable \"" + it.key() + "\" would replace the chat's own; pass it as such");
+    ctx[it.key()] = it.value();
   }
-  return {};
+  return ctx;
 }
 
-std::vector<std::string> ChatStopTokens(const ChatTemplate& t) {
+std::string RenderChat(const ChatTemplate& t, const nlohmann::ordered_json& messages, bool add_generation_prompt,
+                       const nlohmann::ordered_json& tools, const nlohmann::ordered_json& extra) {
+  return t.tmpl.Render(ChatContext(t, messages, add_generation_prompt, tools, extra));
+}
+
+std::string RenderChat(const ChatTemplate& t, const Json& messages, bool add_generation_prompt, const Json& tools,
+                       const Json& extra) {
+  return RenderChat(t, nlohmann::ordered_json(messages), add_generation_prompt, nlohmann::ordered_json(tools),
+                    nlohmann::ordered_json(extra));
+}
+
+std::string FormatChat(const ChatTemplate& t, const std::vector<ChatMessage>& messages) {
+  nlohmann::ordered_json m = nlohmann::ordered_json::array();
+  for (const ChatMessage& msg : messages) m.push_back({{"role", msg.role}, {"content", msg.content}});
+  return RenderChat(t, m, true, nullptr, nullptr);
+}
+
+std::vector<std::string> ChatStopTokens(const ChatTemplate& t, const Tokenizer* vocab) {
   std::vector<std::string> out;
-  if (t.format == ChatFormat::kChatML) out.push_back("<|im_end|>");
-  if (t.format == ChatFormat::kLlama3) out.push_back("<|eot_id|>");
-  if (!t.eos.empty()) out.push_back(t.eos);
+  auto add = [&](const std::string& s) {
+    if (s.empty() || std::find(out.begin(), out.end(), s) != out.end()) return;
+    if (vocab && !vocab->TokenId(s)) return;
+    out.push_back(s);
+  };
+  add(t.eos);
+  for (const char* m : kEndOfTurnTokens)
+    if (t.source.find(m) != std::string::npos) add(m);
   return out;
 }
 
 ChatSession::ChatSession(const Tokenizer& tok, ChatTemplate t, const std::string& system) : tok_(tok), t_(std::move(t)) {
   if (!system.empty()) messages_.push_back({"system", system});
-  for (const std::string& s : ChatStopTokens(t_)) {
-    auto id = tok_.TokenId(s);
-    if (id) stop_ids_.push_back(*id);
-    else if (s != t_.eos)
-      throw Error("the " + std::string(ChatFormatName(t_.format)) + " chat format ends turns with " + s +
-                  ", which is not in this model's vocabulary; choose another format with --chat-template");
-  }
+  std::vector<std::string> markers;
+  for (const std::string& s : ChatStopTokens(t_))
+    if (s != t_.eos) markers.push_back(s);
+  for (const std::string& s : ChatStopTokens(t_, &tok_)) stop_ids_.push_back(*tok_.TokenId(s));
+  bool any_marker = std::any_of(markers.begin(), markers.end(), [&](const std::string& s) { return tok_.TokenId(s).has_value(); });
+  if (!markers.empty() && !any_marker)
+    throw Error("the chat template (" + t_.name + ") ends turns with " + markers[0] +
+                ", which is not in this model's vocabulary; choose another with --chat-template (" + Choices() + ")");
 }
 
 std::vector<int> ChatSession::EncodeHistory() const {

@@ -1,8 +1,12 @@
-// Chat formats against what transformers' apply_chat_template renders for the
+// Chat templates against what transformers' apply_chat_template renders for the
 // real templates (expected strings generated with add_generation_prompt=True),
-// template recognition, and a chat session over a fake model.
+// the built-in templates, choosing one, stop tokens, and a chat session over a
+// fake model.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
 
 #include "strata/formats/error.h"
 #include "strata/formats/gguf.h"
@@ -65,14 +69,13 @@ std::string Render(const char* tmpl, bool with_system, const std::string& bos = 
   return FormatChat(ResolveChatTemplate("", tmpl, bos, eos), Conversation(with_system));
 }
 
-TEST(Chat, DetectsTheFourFormats) {
-  EXPECT_EQ(DetectChatFormat(kChatML), ChatFormat::kChatML);
-  EXPECT_EQ(DetectChatFormat(kQwen2), ChatFormat::kChatML);
-  EXPECT_EQ(DetectChatFormat(kMistralV01), ChatFormat::kMistral);
-  EXPECT_EQ(DetectChatFormat(kMixtral), ChatFormat::kMistral);
-  EXPECT_EQ(DetectChatFormat(kLlama2), ChatFormat::kLlama2);
-  EXPECT_EQ(DetectChatFormat(kLlama3), ChatFormat::kLlama3);
-  EXPECT_EQ(DetectChatFormat("{{ messages | tojson }}"), std::nullopt);
+TEST(Chat, TheModelsTemplateIsUsedAsItIs) {
+  ChatTemplate t = ResolveChatTemplate("", kChatML, "<s>", "</s>");
+  EXPECT_EQ(t.name, "the model's chat_template");
+  EXPECT_EQ(t.source, kChatML);
+  // Any template the engine renders, not only the four of the old formats.
+  ChatTemplate j = ResolveChatTemplate("", "{{ messages | tojson }}", "", "");
+  EXPECT_EQ(FormatChat(j, {{"user", "Hi"}}), "[{\"role\": \"user\", \"content\": \"Hi\"}]");
 }
 
 TEST(Chat, ChatMLAsTransformersRendersIt) {
@@ -96,8 +99,67 @@ TEST(Chat, MistralAsTransformersRendersIt) {
   EXPECT_EQ(Render(kMixtral, false),
             "<s>[INST] Hello [/INST]Hi there</s>[INST] Who are you [/INST]   I am an assistant   </s>[INST] Another "
             "question [/INST]");
-  // Mistral's template has no system role; strata folds it into the first turn.
-  EXPECT_THAT(Render(kMixtral, true), HasSubstr("<s>[INST] You are a helpful assistant\n\nHello [/INST]"));
+  // Mistral's template has no system role: it raises, as it does in transformers.
+  try {
+    Render(kMixtral, true);
+    FAIL();
+  } catch (const jinja::TemplateError& e) {
+    EXPECT_STREQ(e.what(), "Conversation roles must alternate user/assistant/user/assistant/...");
+  }
+  // The built-in mistral template folds it into the first turn.
+  EXPECT_THAT(FormatChat(ResolveChatTemplate("mistral", "", "<s>", "</s>"), Conversation(true)),
+              HasSubstr("<s>[INST] You are a helpful assistant\n\nHello [/INST]"));
+}
+
+// The built-in templates render what the models' own templates render.
+TEST(Chat, BuiltinsRenderAsTheReferenceTemplates) {
+  auto builtin = [](const char* name, const char* model, bool sys, const std::string& bos = "<s>",
+                    const std::string& eos = "</s>") {
+    return FormatChat(ResolveChatTemplate(name, model, bos, eos), Conversation(sys));
+  };
+  EXPECT_EQ(builtin("chatml", "", true), Render(kChatML, true));
+  EXPECT_EQ(builtin("chatml", kQwen2, false), Render(kQwen2, false));
+  EXPECT_EQ(builtin("mistral", kMistralV01, false), Render(kMistralV01, false));
+  EXPECT_EQ(builtin("mistral", kMixtral, false), Render(kMixtral, false));
+  EXPECT_EQ(builtin("mistral", "", false), Render(kMixtral, false));
+  EXPECT_EQ(builtin("llama2", "", true), Render(kLlama2, true));
+  EXPECT_EQ(builtin("llama2", "", false), Render(kLlama2, false));
+  EXPECT_EQ(builtin("llama3", "", true, "<|begin_of_text|>", "<|end_of_text|>"),
+            Render(kLlama3, true, "<|begin_of_text|>", "<|end_of_text|>"));
+  // Turns out of order raise with what to do.
+  try {
+    FormatChat(ResolveChatTemplate("llama3", "", "", ""), {{"user", "a"}, {"user", "b"}});
+    FAIL();
+  } catch (const jinja::TemplateError& e) {
+    EXPECT_STREQ(e.what(), "the llama3 chat format needs one optional system message, then user and assistant turns "
+                           "alternating from user; message 2 is \"user\"");
+  }
+}
+
+TEST(Chat, RenderChatPassesToolsAndExtraVariables) {
+  ChatTemplate t = ResolveChatTemplate(
+      "", "{{ tools|tojson }}|{{ documents }}|{{ date }}|{{ add_generation_prompt }}|{{ bos_token }}{{ messages|length }}",
+      "<s>", "</s>");
+  nlohmann::ordered_json tools = nlohmann::ordered_json::parse(R"([{"type": "function", "function": {"name": "f"}}])");
+  nlohmann::ordered_json extra = {{"date", "today"}};
+  EXPECT_EQ(RenderChat(t, nlohmann::ordered_json::array(), false, tools, extra),
+            "[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]|None|today|False|<s>0");
+  // transformers passes tools=None when there are none.
+  EXPECT_EQ(RenderChat(t, Json::array(), true, Json(), Json()), "null|None||True|<s>0");
+  EXPECT_THROW(RenderChat(t, Json::array(), true, Json(), Json{{"messages", 1}}), Error);
+  ChatTemplate raising = ResolveChatTemplate("", "{{ raise_exception('no tools here') }}", "", "");
+  EXPECT_THROW(RenderChat(raising, Json::array(), true, Json(), Json()), jinja::TemplateError);
+}
+
+TEST(Chat, StopTokensAreEosAndTheTemplatesEndOfTurnTokens) {
+  EXPECT_EQ(ChatStopTokens(ResolveChatTemplate("chatml", "", "", "<|endoftext|>")),
+            (std::vector<std::string>{"<|endoftext|>", "<|im_end|>"}));
+  EXPECT_EQ(ChatStopTokens(ResolveChatTemplate("llama3", "", "<|begin_of_text|>", "<|end_of_text|>")),
+            (std::vector<std::string>{"<|end_of_text|>", "<|eot_id|>"}));
+  EXPECT_EQ(ChatStopTokens(ResolveChatTemplate("llama2", "", "<s>", "</s>")), (std::vector<std::string>{"</s>"}));
+  EXPECT_EQ(ChatStopTokens(ResolveChatTemplate("", "{{ '<start_of_turn>' }}x<end_of_turn>", "<bos>", "<eos>")),
+            (std::vector<std::string>{"<eos>", "<end_of_turn>"}));
+  EXPECT_EQ(ChatStopTokens(ResolveChatTemplate("", "<|im_end|>", "", "<|im_end|>")), (std::vector<std::string>{"<|im_end|>"}));
 }
 
 TEST(Chat, Llama2AsTransformersRendersIt) {
@@ -118,20 +180,47 @@ TEST(Chat, Llama3AsTheTemplateRendersIt) {
 }
 
 TEST(Chat, ChoosingAndFailing) {
-  EXPECT_EQ(ResolveChatTemplate("llama3", "", "", "").format, ChatFormat::kLlama3);
-  EXPECT_EQ(ResolveChatTemplate("chatml", kLlama2, "", "").format, ChatFormat::kChatML);  // the flag wins
+  EXPECT_EQ(ResolveChatTemplate("llama3", "", "", "").name, "llama3");
+  EXPECT_EQ(ResolveChatTemplate("chatml", kLlama2, "", "").name, "chatml");  // the flag wins
+  EXPECT_THAT(ResolveChatTemplate("chatml", kLlama2, "", "").source, HasSubstr("<|im_start|>"));
   try {
-    ResolveChatTemplate("", "{{ messages | tojson }}", "", "");
+    ResolveChatTemplate("", "{% if %}", "", "");
     FAIL();
   } catch (const Error& e) {
-    EXPECT_THAT(e.what(), HasSubstr("not one strata recognises"));
+    EXPECT_THAT(e.what(), HasSubstr("the chat template (the model's chat_template) cannot be used: line 1:"));
     EXPECT_THAT(e.what(), HasSubstr("--chat-template"));
   }
-  EXPECT_THROW(ResolveChatTemplate("", "", "", ""), Error);
-  EXPECT_THROW(ResolveChatTemplate("vicuna", kLlama2, "", ""), Error);
+  try {
+    ResolveChatTemplate("", "", "", "");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("no chat template"));
+    EXPECT_THAT(e.what(), HasSubstr("--chat-template (llama2, mistral, chatml, llama3 or FILE.jinja)"));
+  }
+  try {
+    ResolveChatTemplate("vicuna", kLlama2, "", "");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("\"vicuna\" is neither a built-in chat template nor a file"));
+  }
+  EXPECT_THROW(ResolveChatTemplate("/nonexistent/t.jinja", "", "", ""), Error);
   ChatTemplate t = ResolveChatTemplate("llama2", "", "<s>", "</s>");
   EXPECT_THROW(FormatChat(t, {{"assistant", "hi"}}), Error);
   EXPECT_THROW(FormatChat(t, {{"user", "a"}, {"user", "b"}}), Error);
+}
+
+TEST(Chat, TemplateFromAFile) {
+  std::string path = (std::filesystem::temp_directory_path() / "strata_chat_test_template.jinja").string();
+  {
+    std::FILE* f = std::fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}", f);
+    std::fclose(f);
+  }
+  ChatTemplate t = ResolveChatTemplate(path, kLlama2, "", "");
+  std::filesystem::remove(path);
+  EXPECT_EQ(t.name, path);
+  EXPECT_EQ(FormatChat(t, {{"user", "Hi"}, {"assistant", "Yo"}}), "<user>Hi\n<assistant>Yo\n");
 }
 
 TEST(Chat, SessionStreamsAndStopsAtEndOfTurn) {
