@@ -74,6 +74,7 @@ Scheduler::Scheduler(std::vector<Engine*> engines, const SchedulerOptions& o) : 
   budget_bytes_ = opts_.kv_budget_bytes ? std::min(opts_.kv_budget_bytes, sum) : sum;
   queues_.resize(engines_.size());
   reserved_blocks_.assign(engines_.size(), 0);
+  kv_snapshot_ = kv0_;
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -295,10 +296,6 @@ bool Scheduler::RunStep() {
 }
 
 void Scheduler::Loop() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    kv_snapshot_ = kv0_;
-  }
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
