@@ -50,6 +50,19 @@
 
 namespace strata {
 
+// The pool behind the opaque public handle.
+class CudaWeightPool {
+ public:
+  explicit CudaWeightPool(const Store& store) : store_(store), weights_(store) {}
+  const Store& store() const { return store_; }
+  cuda::DeviceWeights& weights() { return weights_; }
+  const cuda::DeviceWeights& weights() const { return weights_; }
+
+ private:
+  const Store& store_;
+  cuda::DeviceWeights weights_;
+};
+
 namespace cuda {
 namespace {
 
@@ -134,7 +147,8 @@ struct MetaLayout {
 
 class CudaBackendImpl final : public CudaBackend {
  public:
-  CudaBackendImpl(const Model& m, const BackendOptions& opts, const Store& store, const CudaLoadOptions& load);
+  CudaBackendImpl(const Model& m, const BackendOptions& opts, std::shared_ptr<CudaWeightPool> pool,
+                  const CudaLoadOptions& load);
   ~CudaBackendImpl() override;
   int CreateSequence() override { return kv_->Create(); }
   void ReleaseSequence(int seq) override { kv_->Release(seq); }
@@ -167,9 +181,11 @@ class CudaBackendImpl final : public CudaBackend {
   template <typename T>
   T* MetaHost(size_t off) const { return reinterpret_cast<T*>(static_cast<char*>(meta_host_.p) + off); }
 
-  // Handles first: destroyed last, after every buffer below.
+  // Handles first: destroyed last, after every buffer below. The pool next
+  // (shared: freed only with its last holder, after this backend's buffers).
   Stream stream_;
   CublasHandle cublas_;
+  std::shared_ptr<CudaWeightPool> pool_;
   const Model& m_;
   const ModelConfig& c_;
   BackendOptions opts_;
@@ -177,7 +193,7 @@ class CudaBackendImpl final : public CudaBackend {
   int hd_, half_;
   int sm_count_ = 1, elided_ = 0;
   int64_t capacity_ = 0, logits_capacity_ = 0, argmax_capacity_ = 0;
-  std::unique_ptr<DeviceWeights> w_;
+  std::unique_ptr<ModelBindings> w_;  // this model's views into pool_
   DeviceBuffer inv_freq_, logits_;
   // Batch scratch for `capacity_` tokens.
   DeviceBuffer rope_table_, x_, xn_, qkv_, att_, gu_, h_, conv_, logits_all_, argmax_;
@@ -203,9 +219,9 @@ class CudaBackendImpl final : public CudaBackend {
   int64_t conv_n_ = 0;
 };
 
-CudaBackendImpl::CudaBackendImpl(const Model& m, const BackendOptions& opts, const Store& store,
+CudaBackendImpl::CudaBackendImpl(const Model& m, const BackendOptions& opts, std::shared_ptr<CudaWeightPool> pool,
                                  const CudaLoadOptions& load)
-    : CudaBackend(m.config), m_(m), c_(m.config), opts_(opts) {
+    : CudaBackend(m.config), pool_(std::move(pool)), m_(m), c_(m.config), opts_(opts) {
   RequireCudaDevice();
   H_ = c_.hidden;
   Q_ = int64_t{c_.heads} * c_.head_dim;
@@ -256,7 +272,7 @@ CudaBackendImpl::CudaBackendImpl(const Model& m, const BackendOptions& opts, con
   dl.fuse = load.fuse;
   if (load.staging_slots) dl.staging_slots = load.staging_slots;
   if (load.staging_slot_bytes) dl.staging_slot_bytes = load.staging_slot_bytes;
-  w_ = std::make_unique<DeviceWeights>(store, m, dl, stream_.s);
+  w_ = std::make_unique<ModelBindings>(pool_->weights().Add(m, dl, stream_.s));
 
   const std::vector<double> inv = RopeInvFreq(c_);
   inv_freq_ = DeviceBuffer(sizeof(double) * inv.size(), "RoPE frequencies");
@@ -606,6 +622,7 @@ CudaStats CudaBackendImpl::stats() const {
   CudaStats st;
   const DeviceWeightStats& ws = w_->stats();
   st.weight_bytes = ws.tensor_bytes;
+  st.weight_bytes_uploaded = ws.uploaded_bytes;
   st.weight_bytes_read = ws.blob_bytes_read;
   st.kv_cache_bytes = kv_pool_.size();
   for (const DeviceBuffer* b : {&rope_table_, &x_, &xn_, &qkv_, &att_, &gu_, &h_, &conv_, &logits_all_, &argmax_,
@@ -615,6 +632,7 @@ CudaStats CudaBackendImpl::stats() const {
   st.device_bytes_peak = DeviceBytesPeak();
   st.staging_bytes = ws.pinned_bytes;
   st.distinct_tensors = ws.distinct_tensors;
+  st.tensors_uploaded = ws.uploaded_tensors;
   st.fused_qkv = ws.fused_qkv;
   st.fused_gate_up = ws.fused_gate_up;
   st.load_s = ws.seconds;
@@ -683,9 +701,24 @@ double MeasureDeviceReadBandwidth(uint64_t bytes, int reps) {
   return cuda::ReadBandwidth(bytes, reps);
 }
 
+std::shared_ptr<CudaWeightPool> MakeCudaWeightPool(const Store& store) {
+  RequireCudaDevice();
+  return std::make_shared<CudaWeightPool>(store);
+}
+
+uint64_t CudaWeightPoolBytes(const CudaWeightPool& pool) { return pool.weights().bytes(); }
+
+int CudaWeightPoolTensors(const CudaWeightPool& pool) { return pool.weights().tensors(); }
+
 std::unique_ptr<CudaBackend> MakeCudaBackend(const Model& model, const BackendOptions& opts, const Store& store,
-                                             const CudaLoadOptions& load) {
-  return std::make_unique<cuda::CudaBackendImpl>(model, opts, store, load);
+                                             const CudaLoadOptions& load, std::shared_ptr<CudaWeightPool> pool) {
+  if (!pool) {
+    pool = MakeCudaWeightPool(store);
+  } else if (&pool->store() != &store) {
+    throw Error("internal: a CUDA weight pool serves the backends of one store; this one was made for " +
+                pool->store().root() + ", not " + store.root());
+  }
+  return std::make_unique<cuda::CudaBackendImpl>(model, opts, std::move(pool), load);
 }
 
 }  // namespace strata

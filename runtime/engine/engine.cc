@@ -50,11 +50,17 @@ WeightPool::WeightPool(const Store& store, const std::string& device, bool verif
   if (std::string p = DeviceProblem(device); !p.empty()) throw Error(p);
   // CUDA reads the weights from the store itself: the host keeps metadata only.
   host_ = std::make_unique<WeightStore>(store, /*host_data=*/device != "cuda", verify);
+#ifdef STRATA_HAVE_CUDA
+  if (device == "cuda") device_pool_ = MakeCudaWeightPool(store);
+#endif
 }
 
 WeightPool::~WeightPool() = default;
 
 uint64_t WeightPool::resident_bytes() const {
+#ifdef STRATA_HAVE_CUDA
+  if (device_pool_) return CudaWeightPoolBytes(*std::static_pointer_cast<CudaWeightPool>(device_pool_));
+#endif
   return host_->mapped_bytes() + host_->materialized_bytes();
 }
 
@@ -88,7 +94,7 @@ std::unique_ptr<Engine> Engine::Open(const Store& store, const Hash& variant, co
     lo.on_start = o.on_load_start;
     lo.bytes_done = o.load_bytes_done;
     lo.graphs = o.cuda_graphs;
-    auto cb = MakeCudaBackend(*e->model_, bo, store, lo);
+    auto cb = MakeCudaBackend(*e->model_, bo, store, lo, std::static_pointer_cast<CudaWeightPool>(e->pool_->device_pool_));
     info.weight_bytes_device = cb->stats().weight_bytes;
     info.device_name = CudaDeviceSummary();
     e->backend_ = std::move(cb);
@@ -124,6 +130,7 @@ Json Engine::DeviceStats() const {
     const CudaStats st = cb->stats();
     j = Json{{"weight_bytes", st.weight_bytes},
              {"weight_bytes_read", st.weight_bytes_read},
+             {"weight_bytes_uploaded", st.weight_bytes_uploaded},
              {"kv_cache_bytes", st.kv_cache_bytes},
              {"scratch_bytes", st.scratch_bytes},
              {"device_bytes", st.device_bytes},

@@ -4,7 +4,8 @@
 // embeddings, F32 weights and dtype/scale chains. Logits: rel err <= 2e-2
 // (max |gpu - cpu| / max |cpu|); greedy tokens identical wherever the CPU's
 // top-2 margin exceeds that tolerance. Also: weights resident once per
-// distinct tensor node, bit for bit what the host materializes.
+// distinct tensor node, bit for bit what the host materializes, and one
+// weight pool shared by the backends of several variants (the union once).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -262,7 +263,8 @@ TEST_F(CudaBackendTest, ResidentBytesEqualHostBytes) {
       o.on_start = [&](uint64_t t) { total = t; };
       o.bytes_done = &done;
       {
-        cuda::DeviceWeights dw(*store_, m, o, stream);
+        cuda::DeviceWeights dw(*store_);
+        const cuda::ModelBindings b = dw.Add(m, o, stream);
         EXPECT_EQ(done.load(), total) << variant;
         uint64_t sum = 0;
         for (const auto& [h, t] : DistinctTensors(m)) {
@@ -273,10 +275,13 @@ TEST_F(CudaBackendTest, ResidentBytesEqualHostBytes) {
           EXPECT_EQ(0, std::memcmp(got.data(), t->data, got.size())) << variant << " tensor node " << h.Hex();
           sum += Bytes(t);
         }
-        EXPECT_EQ(dw.stats().tensor_bytes, sum);
-        EXPECT_LE(dw.stats().pinned_bytes, 2u * 4096u);
+        EXPECT_EQ(b.stats().tensor_bytes, sum);
+        EXPECT_EQ(b.stats().uploaded_bytes, sum);  // a fresh pool: everything is new
+        EXPECT_EQ(dw.bytes(), sum);
+        EXPECT_EQ(total, sum);
+        EXPECT_LE(b.stats().pinned_bytes, 2u * 4096u);
         if (!fuse) {
-          EXPECT_EQ(dw.stats().fused_qkv + dw.stats().fused_gate_up, 0);
+          EXPECT_EQ(b.stats().fused_qkv + b.stats().fused_gate_up, 0);
         }
       }
       CUDA_CHECK(cudaStreamDestroy(stream));
@@ -763,6 +768,258 @@ TEST_F(CudaBackendTest, DecodeGraphAcrossBlockBoundaries) {
     traces.push_back(trace);
   }
   EXPECT_EQ(traces[0], traces[1]) << "graph replay vs launches one by one";
+}
+
+// ---------------------------------------------------------------- one weight pool, several variants
+
+// Distinct tensor node -> device bytes, from the models' HostTensors: the
+// expected residency, computed independently of the pool.
+std::map<Hash, uint64_t> NodeBytes(const std::vector<const Model*>& models) {
+  std::map<Hash, uint64_t> out;
+  for (const Model* m : models)
+    for (const auto& [h, t] : DistinctTensors(*m)) out[h] = Bytes(t);
+  return out;
+}
+
+uint64_t Sum(const std::map<Hash, uint64_t>& nodes) {
+  uint64_t s = 0;
+  for (const auto& [h, b] : nodes) s += b;
+  return s;
+}
+
+// Of `m`'s nodes, those not in `before`.
+std::map<Hash, uint64_t> NewNodes(const Model& m, const std::map<Hash, uint64_t>& before) {
+  std::map<Hash, uint64_t> out;
+  for (const auto& [h, b] : NodeBytes({&m}))
+    if (!before.count(h)) out[h] = b;
+  return out;
+}
+
+// The weight set of `m` with layer node `layer`.
+const WeightSet* SetOf(const Model& m, const Hash& layer) { return m.weight_sets.at(layer).get(); }
+
+class CudaWeightPoolTest : public CudaBackendTest {
+ protected:
+  // org/m (4 layers); "base" is it whole, "dus" layers 0-2 + 1-3 (every layer
+  // node the base's), "bx" the base + layer 3 twice with o/down zeroed (new:
+  // the zeroed tensors only).
+  void SetUp() override {
+    CudaBackendTest::SetUp();
+    if (IsSkipped()) return;
+    Synth("org/m", "mistral", DType::kBF16, false, 4);
+    CompileText("base", "models:\n  - model: org/m\nmerge_method: passthrough\n");
+    CompileText("dus", testutil::kDusPlan);
+    CompileText("bx", testutil::kBlockExpansionPlan);
+  }
+};
+
+// DeviceWeights as a pool: each Add allocates and uploads only the nodes not
+// yet resident (progress and stats count those), the pool holds the union
+// once, bit for bit what the host materializes, and shared nodes bind to the
+// same device memory. Fused layouts: a later model with the same q/k/v
+// (gate/up) nodes binds the fused view; one whose nodes are resident but not
+// back to back (an earlier model loaded them unfused) takes the unfused path,
+// and a node inside a fused allocation serves as a standalone tensor. A
+// failed Add leaves the pool as it was.
+TEST_F(CudaWeightPoolTest, DeviceWeightsAddUploadsOnlyNewNodes) {
+  WeightStore weights(*store_);
+  const Model base = AssembleModel(*store_, weights, store_->ResolveRef("base"));
+  const Model dus = AssembleModel(*store_, weights, store_->ResolveRef("dus"));
+  const Model bx = AssembleModel(*store_, weights, store_->ResolveRef("bx"));
+  ASSERT_EQ(dus.layers.size(), 6u);
+  ASSERT_EQ(bx.layers.size(), 6u);
+  cudaStream_t stream;
+  CUDA_CHECK(cudaStreamCreate(&stream));
+  {
+    cuda::DeviceWeights pool(*store_);
+    std::map<Hash, uint64_t> resident;
+    std::vector<cuda::ModelBindings> bound;
+    for (const Model* m : {&base, &dus, &bx}) {
+      const std::map<Hash, uint64_t> fresh = NewNodes(*m, resident);
+      cuda::DeviceLoadOptions o;
+      o.staging_slots = 2;
+      o.staging_slot_bytes = 4096;
+      std::atomic<uint64_t> done{0};
+      uint64_t total = ~uint64_t{0};
+      o.on_start = [&](uint64_t t) { total = t; };
+      o.bytes_done = &done;
+      bound.push_back(pool.Add(*m, o, stream));
+      const cuda::DeviceWeightStats& st = bound.back().stats();
+      resident.merge(NodeBytes({m}));
+      EXPECT_EQ(total, Sum(fresh));
+      EXPECT_EQ(done.load(), Sum(fresh));
+      EXPECT_EQ(st.uploaded_bytes, Sum(fresh));
+      EXPECT_EQ(st.uploaded_tensors, static_cast<int>(fresh.size()));
+      EXPECT_EQ(st.tensor_bytes, Sum(NodeBytes({m})));
+      EXPECT_EQ(pool.bytes(), Sum(resident));
+      EXPECT_EQ(pool.tensors(), static_cast<int>(resident.size()));
+    }
+    EXPECT_EQ(bound[1].stats().uploaded_bytes, 0u) << "the DUS's layers are the base's";
+    EXPECT_GT(bound[2].stats().uploaded_bytes, 0u) << "block expansion's zeroed o/down are new";
+    EXPECT_LT(bound[2].stats().uploaded_bytes, bound[2].stats().tensor_bytes);
+    for (const Model* m : {&base, &dus, &bx})
+      for (const auto& [h, t] : DistinctTensors(*m)) {
+        const cuda::DeviceTensor* d = pool.Find(h);
+        ASSERT_NE(d, nullptr) << h.Hex();
+        std::vector<uint8_t> got(Bytes(t));
+        CUDA_CHECK(cudaMemcpy(got.data(), d->data, got.size(), cudaMemcpyDeviceToHost));
+        EXPECT_EQ(0, std::memcmp(got.data(), t->data, got.size())) << "tensor node " << h.Hex();
+      }
+    // Every base layer fused (nothing shared within it); the DUS binds the
+    // base's fused views; bx's copies of layer 3 bind layer 3's.
+    EXPECT_EQ(bound[0].stats().fused_qkv, 4);
+    EXPECT_EQ(bound[1].stats().fused_qkv, 4);
+    EXPECT_EQ(bound[2].stats().fused_qkv, 4);
+    EXPECT_EQ(bound[2].stats().fused_gate_up, 4);
+    for (size_t i : {1u, 2u}) {
+      const Model& m = i == 1 ? dus : bx;
+      for (const WeightSet* ws : m.layers) {
+        const cuda::DeviceLayer& l = bound[i].Layer(ws);
+        ASSERT_TRUE(l.qkv && l.gate_up) << "layer " << ws->layer.Hex();
+        const Hash& q = (*ws)[Role::kQ]->node;
+        for (const auto& [h, bws] : base.weight_sets)
+          if ((*bws)[Role::kQ]->node == q) {
+            EXPECT_EQ(l.qkv.data, bound[0].Layer(bws.get()).qkv.data);
+            EXPECT_EQ(l.q.data, bound[0].Layer(bws.get()).q.data);
+          }
+      }
+    }
+    // The base again, unfused: nothing new; q/k/v are the standalone tensors
+    // inside the fused allocation.
+    cuda::DeviceLoadOptions unfused;
+    unfused.fuse = false;
+    const cuda::ModelBindings again = pool.Add(base, unfused, stream);
+    EXPECT_EQ(again.stats().uploaded_bytes, 0u);
+    EXPECT_EQ(again.stats().fused_qkv + again.stats().fused_gate_up, 0);
+    for (const WeightSet* ws : base.layers) {
+      const cuda::DeviceLayer& l = again.Layer(ws);
+      const cuda::DeviceLayer& f = bound[0].Layer(ws);
+      EXPECT_FALSE(l.qkv);
+      EXPECT_EQ(l.q.data, f.qkv.data);
+      EXPECT_EQ(l.k.data, static_cast<const char*>(f.qkv.data) + l.q.nbytes());
+      EXPECT_EQ(l.up.data, static_cast<const char*>(f.gate_up.data) + l.gate.nbytes());
+    }
+    EXPECT_EQ(pool.bytes(), Sum(resident));
+
+    // A load that fails (a blob of a new model missing) leaves the pool as it
+    // was, and it keeps serving.
+    SynthSpec spec;
+    spec.arch = "llama";
+    spec.preset = "tiny";
+    spec.layers = 2;
+    spec.seed = 7;  // values of its own: no node in common with org/m
+    SynthToHfCache(spec, cache_, "org/other");
+    CompileText("other", "models:\n  - model: org/other\nmerge_method: passthrough\n");
+    WeightStore meta(*store_, /*host_data=*/false);
+    const Model other = AssembleModel(*store_, meta, store_->ResolveRef("other"));
+    TensorReader reader(*store_);
+    const Hash victim = other.lm_head->node;  // random values: org/other's own
+    const Hash q0 = (*other.layers[0])[Role::kQ]->node;
+    ASSERT_EQ(pool.Find(victim), nullptr);
+    ASSERT_EQ(pool.Find(q0), nullptr);
+    ASSERT_EQ(reader.Node(victim).op, TensorNode::Op::kBlob);
+    ASSERT_TRUE(fs::remove(store_->BlobPath(reader.Node(victim).blob)));
+    EXPECT_THROW(pool.Add(other, {}, stream), Error);
+    EXPECT_EQ(pool.bytes(), Sum(resident));
+    EXPECT_EQ(pool.tensors(), static_cast<int>(resident.size()));
+    EXPECT_EQ(pool.Find(victim), nullptr);
+    EXPECT_EQ(pool.Find(q0), nullptr);
+    EXPECT_EQ(pool.Add(dus, {}, stream).stats().uploaded_bytes, 0u);
+  }
+  {
+    // Unfused first: a later fused load of the same nodes cannot make them
+    // contiguous without a second copy, so it binds them unfused.
+    cuda::DeviceWeights pool(*store_);
+    cuda::DeviceLoadOptions unfused;
+    unfused.fuse = false;
+    const cuda::ModelBindings a = pool.Add(base, unfused, stream);
+    const cuda::ModelBindings b = pool.Add(dus, {}, stream);
+    EXPECT_EQ(b.stats().uploaded_bytes, 0u);
+    EXPECT_EQ(b.stats().fused_qkv + b.stats().fused_gate_up, 0);
+    for (const WeightSet* ws : dus.layers) {
+      EXPECT_FALSE(b.Layer(ws).qkv);
+      EXPECT_EQ(b.Layer(ws).q.data, a.Layer(SetOf(base, ws->layer)).q.data);
+    }
+    EXPECT_EQ(pool.bytes(), Sum(NodeBytes({&base})));
+  }
+  CUDA_CHECK(cudaStreamDestroy(stream));
+}
+
+// Logits of a short run on `b` (from a reset state): a prompt's every row, a
+// decode step's logits and a greedy token.
+std::vector<float> Trace(Backend& b, int64_t V) {
+  b.Reset();
+  std::vector<float> all, last(V);
+  b.Forward({3, 1, 4, 1, 5, 9, 2, 6}, last.data(), &all);
+  b.Forward({Argmax(last.data(), V)}, last.data(), nullptr);
+  all.insert(all.end(), last.begin(), last.end());
+  all.push_back(static_cast<float>(b.ForwardArgmax({Argmax(last.data(), V)})));
+  return all;
+}
+
+// Three backends on one pool: the pool holds the union's distinct bytes once,
+// each backend uploads (and reports progress for) only what the pool lacked,
+// reports its own variant's distinct bytes as weight_bytes, and gives bit for
+// bit the logits of a backend with a private pool. The backends keep the pool
+// alive: with the caller's handle and the uploading backend gone, the others
+// still run.
+TEST_F(CudaWeightPoolTest, BackendsShareOnePool) {
+  WeightStore weights(*store_, /*host_data=*/false);  // metadata only, as `strata serve`
+  const Model base = AssembleModel(*store_, weights, store_->ResolveRef("base"));
+  const Model dus = AssembleModel(*store_, weights, store_->ResolveRef("dus"));
+  const Model bx = AssembleModel(*store_, weights, store_->ResolveRef("bx"));
+  const std::vector<const Model*> models = {&base, &dus, &bx};
+  const int64_t V = base.config.vocab;
+  BackendOptions bo;
+  bo.max_context = 16;
+  std::vector<std::vector<float>> alone;
+  for (const Model* m : models) {
+    auto b = MakeCudaBackend(*m, bo, *store_);
+    EXPECT_EQ(b->stats().weight_bytes_uploaded, b->stats().weight_bytes);
+    alone.push_back(Trace(*b, V));
+  }
+
+  std::shared_ptr<CudaWeightPool> pool = MakeCudaWeightPool(*store_);
+  EXPECT_EQ(CudaWeightPoolBytes(*pool), 0u);
+  std::vector<std::unique_ptr<CudaBackend>> shared;
+  std::map<Hash, uint64_t> resident;
+  for (const Model* m : models) {
+    const std::map<Hash, uint64_t> fresh = NewNodes(*m, resident);
+    CudaLoadOptions lo;
+    std::atomic<uint64_t> done{0};
+    uint64_t total = ~uint64_t{0};
+    lo.on_start = [&](uint64_t t) { total = t; };
+    lo.bytes_done = &done;
+    shared.push_back(MakeCudaBackend(*m, bo, *store_, lo, pool));
+    resident.merge(NodeBytes({m}));
+    const CudaStats st = shared.back()->stats();
+    EXPECT_EQ(st.weight_bytes, Sum(NodeBytes({m})));
+    EXPECT_EQ(st.weight_bytes_uploaded, Sum(fresh));
+    EXPECT_EQ(st.tensors_uploaded, static_cast<int>(fresh.size()));
+    EXPECT_EQ(total, Sum(fresh));
+    EXPECT_EQ(done.load(), Sum(fresh));
+    EXPECT_EQ(CudaWeightPoolBytes(*pool), Sum(resident));
+    EXPECT_EQ(CudaWeightPoolTensors(*pool), static_cast<int>(resident.size()));
+  }
+  EXPECT_EQ(CudaWeightPoolBytes(*pool), Sum(NodeBytes(models)));
+  EXPECT_EQ(shared[1]->stats().weight_bytes_uploaded, 0u);
+  EXPECT_EQ(shared[1]->stats().weight_bytes_read, 0u);
+  EXPECT_GT(shared[2]->stats().weight_bytes_uploaded, 0u);
+  EXPECT_LT(shared[2]->stats().weight_bytes_uploaded, shared[2]->stats().weight_bytes);
+  for (size_t i = 0; i < models.size(); ++i) {
+    EXPECT_EQ(shared[i]->stats().fused_qkv, 4) << i;  // the private pool's layout
+    EXPECT_EQ(Trace(*shared[i], V), alone[i]) << "variant " << i << " on the shared pool";
+  }
+
+  {
+    Store other(tmp_ / "other");
+    EXPECT_THROW(MakeCudaBackend(base, bo, other, {}, pool), Error);
+  }
+  pool.reset();
+  shared[0].reset();  // the backend that uploaded the DUS's every weight
+  EXPECT_EQ(Trace(*shared[1], V), alone[1]) << "the DUS after the base's backend is gone";
+  shared[1].reset();
+  EXPECT_EQ(Trace(*shared[2], V), alone[2]) << "block expansion, the last backend on the pool";
 }
 
 }  // namespace
