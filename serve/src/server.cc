@@ -10,6 +10,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <deque>
 #include <iostream>
@@ -526,8 +527,11 @@ void Server::Impl::Load() {
   st.ctx = ctx;
   // The KV budget: --kv-memory, else room for max_batch sequences of the
   // full context of the largest model (CPU: address space only until used).
+  // Tests of the loading phase (GET /health answering 503) slow it down.
+  const char* delay = std::getenv("STRATA_SERVE_TEST_LOAD_DELAY_S");
   for (size_t i = 0; i < names.size(); ++i) {
     if (stop_requested.load()) return;
+    if (delay) std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int64_t>(std::atof(delay) * 1000)));
     {
       std::lock_guard<std::mutex> lock(st.status_mu);
       st.status = "loading " + names[i] + " (" + std::to_string(i + 1) + " of " + std::to_string(names.size()) + ")";
