@@ -109,7 +109,7 @@ class Job : public std::enable_shared_from_this<Job> {
       r_->StartStream();
       if (req_.kind == ApiKind::kChat)
         for (const Choice& c : choices)
-          r_->Event(Chunk(c, OJson{{"role", "assistant"}, {"content", ""}}, nullptr, OJson()).dump());
+          r_->Event(Chunk(c, OJson{{"role", "assistant"}, {"content", ""}}, nullptr, OJson()).dump(-1, ' ', false, OJson::error_handler_t::replace));
     }
     for (std::string& e : pending_) r_->Event(e);
     pending_.clear();
@@ -166,7 +166,7 @@ class Job : public std::enable_shared_from_this<Job> {
       lp = lp_cmpl;
       lp["text_offset"] = OJson::array({offset});
     }
-    Send(Chunk(c, req_.kind == ApiKind::kChat ? OJson{{"content", piece}} : OJson(piece), nullptr, lp).dump());
+    Send(Chunk(c, req_.kind == ApiKind::kChat ? OJson{{"content", piece}} : OJson(piece), nullptr, lp).dump(-1, ' ', false, OJson::error_handler_t::replace));
   }
 
   bool OnToken(Choice& c, const TokenEvent& ev) {
@@ -253,7 +253,7 @@ class Job : public std::enable_shared_from_this<Job> {
     if (aborted_) return;
     if (req_.stream && c.finish) {
       OJson lp;
-      Send(Chunk(c, req_.kind == ApiKind::kChat ? OJson::object() : OJson(""), c.finish, lp).dump());
+      Send(Chunk(c, req_.kind == ApiKind::kChat ? OJson::object() : OJson(""), c.finish, lp).dump(-1, ' ', false, OJson::error_handler_t::replace));
     }
     if (++done_ < static_cast<int>(choices.size())) return;
     finished_ = true;
@@ -270,7 +270,7 @@ class Job : public std::enable_shared_from_this<Job> {
   void Finish() {
     r_->Note(m_.name, prompt_tokens_, completion_tokens_, ttft_s_);
     if (req_.stream) {
-      if (error_) r_->Event(OJson::parse(error_->Body()).dump());
+      if (error_) r_->Event(error_->Body());
       else if (req_.include_usage)
         r_->Event(OJson{{"id", id_},
                         {"object", req_.kind == ApiKind::kChat ? "chat.completion.chunk" : "text_completion"},
@@ -278,7 +278,7 @@ class Job : public std::enable_shared_from_this<Job> {
                         {"model", m_.name},
                         {"choices", OJson::array()},
                         {"usage", Usage()}}
-                      .dump());
+                      .dump(-1, ' ', false, OJson::error_handler_t::replace));
       r_->EndStream();
       return;
     }

@@ -9,7 +9,7 @@ namespace strata::serve {
 std::string ApiError::Body() const {
   OJson e = {{"message", message}, {"type", type}, {"param", param.empty() ? OJson() : OJson(param)},
              {"code", code.empty() ? OJson() : OJson(code)}};
-  return OJson{{"error", e}}.dump();
+  return OJson{{"error", e}}.dump(-1, ' ', false, OJson::error_handler_t::replace);
 }
 
 namespace {

@@ -43,7 +43,7 @@ std::string ServerState::Status() const {
 void SendJson(const std::shared_ptr<Responder>& r, int status, const OJson& body) {
   Reply rep;
   rep.status = status;
-  rep.body = body.dump();
+  rep.body = body.dump(-1, ' ', false, OJson::error_handler_t::replace);
   r->Send(std::move(rep));
 }
 
