@@ -454,6 +454,8 @@ void Server::Impl::Accept() {
       beast::error_code e;
       s.close(e);
     } else {
+      beast::error_code e;
+      s.set_option(tcp::no_delay(true), e);  // each event leaves at once (no Nagle wait)
       std::make_shared<Session>(std::move(s), *this)->Start();
     }
     Accept();
