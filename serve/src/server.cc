@@ -329,8 +329,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // While a generation runs, a read that notices the client leaving. Bytes
   // that arrive (a pipelined request) are kept for the next read.
   void DetectClose() {
-    detecting_ = true;
     if (buf_.size() > (1u << 20)) return;  // enough is buffered; the next read takes it
+    detecting_ = true;
     stream_.socket().async_read_some(buf_.prepare(4096), beast::bind_front_handler(&Session::OnDetect, shared_from_this()));
   }
 
@@ -351,6 +351,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void PeerGone() {
     peer_gone_ = true;
+    if (streaming_ && !exchange_ended_) status_ = 499;  // the log says the client left, not the 200 it never got whole
     if (!exchange_ended_) Cancelled();
     else Close();
   }
