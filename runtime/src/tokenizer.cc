@@ -181,6 +181,10 @@ std::string_view Tokenizer::TokenText(int id) const {
   return id >= 0 && id < static_cast<int>(impl_->tokens.size()) ? std::string_view(impl_->tokens[id]) : std::string_view();
 }
 
+std::string_view Tokenizer::TokenBytes(int id) const {
+  return id >= 0 && id < static_cast<int>(impl_->pieces.size()) ? std::string_view(impl_->pieces[id]) : std::string_view();
+}
+
 std::string StreamDecoder::Push(int id) {
   const Tokenizer::Impl& im = *tok_.impl_;
   if (id < 0 || id >= static_cast<int>(im.pieces.size())) return {};

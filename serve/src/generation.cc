@@ -23,6 +23,26 @@ std::string RandomId(const char* prefix) {
   return s;
 }
 
+// A token's bytes as the API's "token" string: as they are when they are
+// valid UTF-8, else (a byte-fallback token holding part of a character)
+// every byte past ASCII written \xNN, as OpenAI writes such tokens.
+std::string TokenString(const std::string& b) {
+  bool valid = true;
+  try {
+    (void)OJson(b).dump();
+  } catch (const std::exception&) {
+    valid = false;
+  }
+  if (valid) return b;
+  std::string out;
+  char buf[8];
+  for (unsigned char c : b) {
+    if (c < 0x80) out += static_cast<char>(c);
+    else snprintf(buf, sizeof buf, "\\x%02x", c), out += buf;
+  }
+  return out;
+}
+
 OJson Bytes(const std::string& s) {
   OJson a = OJson::array();
   for (unsigned char c : s) a.push_back(static_cast<int>(c));
@@ -178,18 +198,18 @@ class Job : public std::enable_shared_from_this<Job> {
     if (c.completion_tokens == 1) ttft_s_ = Secs(t0_, now);
     OJson lp_chat, lp_cmpl;
     if (req_.logprobs >= 0) {
-      const std::string t = tok().Decode({ev.token}, /*skip_special=*/false);
+      const std::string tb(tok().TokenBytes(ev.token)), t = TokenString(tb);
       if (req_.kind == ApiKind::kChat) {
         OJson top = OJson::array();
         for (const TokenLogprob& a : ev.top) {
-          const std::string at = tok().Decode({a.token}, false);
-          top.push_back({{"token", at}, {"logprob", a.logprob}, {"bytes", Bytes(at)}});
+          const std::string ab(tok().TokenBytes(a.token));
+          top.push_back({{"token", TokenString(ab)}, {"logprob", a.logprob}, {"bytes", Bytes(ab)}});
         }
-        lp_chat = {{"token", t}, {"logprob", ev.logprob}, {"bytes", Bytes(t)}, {"top_logprobs", top}};
+        lp_chat = {{"token", t}, {"logprob", ev.logprob}, {"bytes", Bytes(tb)}, {"top_logprobs", top}};
         c.chat_logprobs.push_back(lp_chat);
       } else {
         OJson top = OJson::object();
-        for (const TokenLogprob& a : ev.top) top[tok().Decode({a.token}, false)] = a.logprob;
+        for (const TokenLogprob& a : ev.top) top[TokenString(std::string(tok().TokenBytes(a.token)))] = a.logprob;
         c.tokens.push_back(t);
         c.token_logprobs.push_back(ev.logprob);
         c.top_logprobs.push_back(top);

@@ -56,6 +56,10 @@ class Tokenizer {
   std::optional<int> TokenId(std::string_view token) const;
   // The text of token `id` as the vocabulary spells it; empty when out of range.
   std::string_view TokenText(int id) const;
+  // The bytes token `id` decodes to anywhere but first in a text (its leading
+  // space kept; a byte-fallback token's one byte, possibly part of a UTF-8
+  // character); empty when out of range. For per-token reports (logprobs).
+  std::string_view TokenBytes(int id) const;
   // A short description for messages: "byte-level BPE (GPT-2 split)", ...
   const std::string& description() const;
 
