@@ -2,6 +2,7 @@
 #include "strata/serve/metrics.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 namespace strata::serve {
 
@@ -24,9 +25,15 @@ const char* Help(const std::string& name) {
   return "strata metric";
 }
 
+// The shortest of %.15g..%.17g that reads back as `v`: le="0.1", not
+// le="0.10000000000000001" (Prometheus' clients write bounds so, and a series
+// is named by its label text).
 std::string Num(double v) {
   char buf[64];
-  snprintf(buf, sizeof buf, "%.17g", v);
+  for (int digits = 15; digits <= 17; ++digits) {
+    snprintf(buf, sizeof buf, "%.*g", digits, v);
+    if (strtod(buf, nullptr) == v) break;
+  }
   return buf;
 }
 

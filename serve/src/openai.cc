@@ -1,6 +1,7 @@
 // Request parsing and error bodies of the OpenAI API (openai.h).
 #include "strata/serve/openai.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -32,10 +33,11 @@ const char* TypeName(const OJson& v) {
   Bad(param, std::string("expected ") + want + ", got " + TypeName(v));
 }
 
-bool Bool(const OJson& body, const char* k, bool dflt) {
+// `param` names the field in errors when it is nested (stream_options.include_usage).
+bool Bool(const OJson& body, const char* k, bool dflt, const char* param = nullptr) {
   auto it = body.find(k);
   if (it == body.end() || it->is_null()) return dflt;
-  if (!it->is_boolean()) WrongType(k, *it, "a boolean");
+  if (!it->is_boolean()) WrongType(param ? param : k, *it, "a boolean");
   return it->get<bool>();
 }
 
@@ -156,9 +158,38 @@ void ParseMessages(const OJson& body, ParsedRequest& r) {
   }
 }
 
+// Nesting is limited before parsing: copying a value (the messages, tools),
+// dumping it (a template's tojson) and comparing it recurse once per level,
+// and a body within --max-body could nest millions deep.
+constexpr int kMaxNesting = 128;
+
+// The deepest nesting of arrays and objects in JSON text; brackets inside
+// strings do not count.
+int Nesting(std::string_view t) {
+  int depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const char c = t[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 }  // namespace
 
 ParsedRequest ParseRequest(std::string_view text, ApiKind kind) {
+  if (const int n = Nesting(text); n > kMaxNesting)
+    throw ApiError(400, "the request body nests arrays and objects " + std::to_string(n) + " deep; at most " +
+                            std::to_string(kMaxNesting) + " levels are allowed");
   OJson body;
   try {
     body = OJson::parse(text.begin(), text.end());
@@ -228,7 +259,7 @@ ParsedRequest ParseRequest(std::string_view text, ApiKind kind) {
   if (auto so = body.find("stream_options"); so != body.end() && !so->is_null()) {
     if (!so->is_object()) WrongType("stream_options", *so, "an object");
     if (!r.stream) Bad("stream_options", "is only allowed with \"stream\": true");
-    r.include_usage = Bool(*so, "include_usage", false);
+    r.include_usage = Bool(*so, "include_usage", false, "stream_options.include_usage");
   }
   r.ignore_eos = Bool(body, "ignore_eos", false);
   if (kind == ApiKind::kChat) {

@@ -585,6 +585,68 @@ def tokenizer_seeds():
         "eos_token": "</s>", "chat_template": [{"name": "default", "template": "{{ messages }}"}]}))
 
 
+# ---- serve_request (OpenAI request bodies) ------------------------------------------
+
+def serve_request_seeds():
+    """Bodies of /v1/completions and /v1/chat/completions (the target parses each as both)."""
+    t = "serve_request"
+    chat = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Hi"}]
+    write(t, "chat_minimal.json", compact({"model": "base", "messages": [{"role": "user", "content": "Hi"}]}))
+    write(t, "chat_full.json", pretty({
+        "model": "base", "messages": chat, "max_completion_tokens": 32, "temperature": 0.7, "top_p": 0.9,
+        "top_k": 40, "repetition_penalty": 1.1, "seed": 42, "stop": ["\n\n", "User:"], "n": 1, "logprobs": True,
+        "top_logprobs": 5, "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": False,
+        "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {}, "response_format": {"type": "text"},
+        "user": "u-1", "metadata": {"k": "v"}}))
+    write(t, "chat_parts.json", compact({"model": "base", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Hello, "}, {"type": "text", "text": "w\u00f6rld \U0001F600"}]}]}))
+    write(t, "chat_tools.json", pretty({
+        "model": "base", "messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
+                "name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "18C"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"zip": {"type": "string"}, "city": {"type": "string"}},
+            "required": ["city"]}}}]}))
+    write(t, "completion_minimal.json", compact({"model": "base", "prompt": "Once upon a time"}))
+    write(t, "completion_full.json", pretty({
+        "model": "base", "prompt": "The capital of France is", "max_tokens": 16, "temperature": 0, "top_p": 1,
+        "seed": -1, "stop": "\n", "logprobs": 3, "echo": False, "stream": False, "best_of": 1, "suffix": None}))
+    write(t, "completion_prompts.json", compact({"model": "base", "prompt": ["a", "b", ""], "max_tokens": 1.0}))
+    write(t, "completion_ids.json", compact({"model": "base", "prompt": [1, 15043, 2147483647]}))
+    write(t, "completion_id_lists.json", compact({"model": "base", "prompt": [[1, 2], [3]], "max_tokens": 4,
+                                                 "max_completion_tokens": 4}))
+    # Refused: each a 400 naming its field.
+    bad = {
+        "bad_temperature.json": {"model": "m", "prompt": "x", "temperature": 2.5},
+        "bad_temperature_type.json": {"model": "m", "prompt": "x", "temperature": "hot"},
+        "bad_top_p_zero.json": {"model": "m", "prompt": "x", "top_p": 0},
+        "bad_n.json": {"model": "m", "messages": chat, "n": 2},
+        "bad_max_tokens_zero.json": {"model": "m", "prompt": "x", "max_tokens": 0},
+        "bad_max_tokens_differ.json": {"model": "m", "messages": chat, "max_tokens": 5, "max_completion_tokens": 6},
+        "bad_top_logprobs.json": {"model": "m", "messages": chat, "logprobs": True, "top_logprobs": 21},
+        "bad_stop_empty.json": {"model": "m", "prompt": "x", "stop": ["a", ""]},
+        "bad_stream_options.json": {"model": "m", "messages": chat, "stream_options": {"include_usage": True}},
+        "bad_prompt_mixed.json": {"model": "m", "prompt": ["a", [1, 2]]},
+        "bad_prompt_empty.json": {"model": "m", "prompt": []},
+        "bad_prompt_id.json": {"model": "m", "prompt": [[-1]]},
+        "bad_role.json": {"model": "m", "messages": [{"content": "hi"}]},
+        "bad_image_part.json": {"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
+        "bad_presence_penalty.json": {"model": "m", "prompt": "x", "presence_penalty": 0.5},
+        "bad_logit_bias.json": {"model": "m", "prompt": "x", "logit_bias": {"50256": -100}},
+        "bad_echo.json": {"model": "m", "prompt": "x", "echo": True},
+        "bad_model_type.json": {"model": 7, "prompt": "x"},
+    }
+    for name, body in bad.items():
+        write(t, name, compact(body))
+    write(t, "bad_truncated.json", pretty({"model": "m", "messages": chat})[:40])
+    write(t, "bad_not_object.json", '["model","m"]')
+    write(t, "bad_utf8.json", b'{"model":"m","prompt":"\xff\xfe"}')
+    write(t, "bad_deep.json", '{"model":"m","messages":[{"role":"user","content":"x","x":' + "[" * 200 + "]" * 200 + "}]}")
+
+
 def main():
     if os.path.isdir(CORPUS):
         shutil.rmtree(CORPUS)
@@ -595,6 +657,7 @@ def main():
     node_seeds()
     gguf_seeds()
     tokenizer_seeds()
+    serve_request_seeds()
     total = 0
     for d in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, d))

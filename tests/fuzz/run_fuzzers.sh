@@ -16,7 +16,7 @@
 #       keeps fuzzing past findings (libFuzzer -fork=1 -ignore_crashes=1 ...).
 #   run_fuzzers.sh --build-only
 #
-# TARGET: safetensors model_config plan node gguf tokenizer (default: all).
+# TARGET: safetensors model_config plan node gguf tokenizer serve_request (default: all).
 # Exit status: 0 clean, 1 a target found something (or a regression fails) or the
 # build failed, 2 bad usage, 77 skipped: no clang/libFuzzer (an error instead when
 # CI=true). Env: STRATA_FUZZ_CC/STRATA_FUZZ_CXX (default clang/clang++; CC and CXX
@@ -27,7 +27,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 build="${STRATA_FUZZ_BUILD:-$root/build-fuzz}"
-all_targets=(safetensors model_config plan node gguf tokenizer)
+all_targets=(safetensors model_config plan node gguf tokenizer serve_request)
 
 mode=ci runs=20000 seconds="" keep_going=0 build_only=0 targets=()
 while [ $# -gt 0 ]; do
