@@ -299,7 +299,7 @@ class Job : public std::enable_shared_from_this<Job> {
                         {"choices", OJson::array()},
                         {"usage", Usage()}}
                       .dump(-1, ' ', false, OJson::error_handler_t::replace));
-      r_->EndStream();
+      r_->EndStream(error_ ? error_->status : 200);
       return;
     }
     if (error_) {

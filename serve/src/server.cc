@@ -187,8 +187,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (exchange_ended_ || !streaming_) return;
     Chunk("data: " + json + "\n\n");
   }
-  void EndStream() {
+  void EndStream(int log_status) {
     if (exchange_ended_ || !streaming_) return;
+    if (!peer_gone_) status_ = log_status;
     Chunk("data: [DONE]\n\n");
     Queue("0\r\n\r\n");
     EndExchange();
@@ -387,7 +388,7 @@ class SessionResponder : public Responder {
   void Send(Reply r) override { Post([r = std::move(r)](Session& s) mutable { s.Send(std::move(r)); }); }
   void StartStream() override { Post([](Session& s) { s.StartStream(); }); }
   void Event(const std::string& json) override { Post([json](Session& s) { s.Event(json); }); }
-  void EndStream() override { Post([](Session& s) { s.EndStream(); }); }
+  void EndStream(int log_status) override { Post([log_status](Session& s) { s.EndStream(log_status); }); }
   void OnCancel(std::function<void()> f) override {
     Post([f = std::move(f)](Session& s) mutable { s.OnCancel(std::move(f)); });
   }

@@ -77,7 +77,10 @@ class Responder {
   virtual void Send(Reply r) = 0;
   virtual void StartStream() = 0;                  // 200 text/event-stream, chunked
   virtual void Event(const std::string& json) = 0;  // "data: JSON\n\n"
-  virtual void EndStream() = 0;                    // "data: [DONE]\n\n", then the exchange ends
+  // "data: [DONE]\n\n", then the exchange ends; `log_status` is the status its
+  // log line and metrics give (the stream began as 200; an error event may
+  // have ended it: 503, 504, 500).
+  virtual void EndStream(int log_status = 200) = 0;
   // `f` runs (once, on an I/O thread) when the client closes the connection
   // before the exchange ended; also starts watching for it.
   virtual void OnCancel(std::function<void()> f) = 0;
