@@ -61,7 +61,7 @@ options (the environment variable in brackets sets the default):
   --mem-requests N      requests per model in the memory scenario (default 4; 7B: 2) [MEM_REQUESTS]
   --only WHAT           throughput | memory (default: both) [ONLY]
   --servers LIST        strata,llama (default both) [SERVERS]
-  --port N              port of the servers (default 8190) [PORT]
+  --port N              first port of the servers; each run takes the next (default 8190) [PORT]
   --ready-timeout S     seconds for /health to answer 200 (default 300; 7B: 1800) [READY_TIMEOUT]
   --strata-args ARGS    extra strata serve arguments (word-split) [STRATA_ARGS]
   --llama-args ARGS     extra llama-server arguments (word-split), e.g. "--poll 0" [LLAMA_ARGS]
@@ -180,6 +180,7 @@ posint() { [[ $2 =~ ^[1-9][0-9]*$ ]] || die "$1 must be a positive integer, got 
 posint --requests-per-client "$RPC"; posint --min-requests "$MIN_REQUESTS"
 posint --max-tokens "$MAX_TOKENS"; posint --prompt-tokens "$PROMPT_TOKENS"
 posint --threads "$THREADS"; posint --ctx "$CTX"; posint --port "$PORT"
+BASE_PORT=$PORT RUN_INDEX=0  # next_port moves PORT on by one per run
 posint --mem-concurrency "$MEM_CONCURRENCY"; posint --mem-requests "$MEM_REQUESTS"
 posint --ready-timeout "$READY_TIMEOUT"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "--warmup must be a number"
@@ -268,6 +269,11 @@ trap 'cleanup; exit 130' INT TERM
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN {printf "%d", b - a}'; }
 health() { curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$PORT/health" || true; }
 
+# Each run on a port of its own (called before its command line is built): the last run's
+# connections may hold its port in TIME_WAIT for a minute, which blocks a new bind when
+# the old server did not set SO_REUSEADDR on them (llama-server's).
+next_port() { PORT=$((BASE_PORT + RUN_INDEX)); RUN_INDEX=$((RUN_INDEX + 1)); }
+
 start_server() {  # start_server TAG CMD... : starts, waits for /health 200, or dies
   local tag=$1; shift
   cleanup
@@ -355,6 +361,7 @@ run_strata() {  # run_strata SECTION TAG CLIENTS REQUESTS SEQS MODEL...
   local section=$1 tag=$2 clients=$3 requests=$4 seqs=$5; shift 5
   local models; models=$(IFS=,; echo "$*")
   # shellcheck disable=SC2046
+  next_port
   start_server "$tag" $(strata_cmd "$seqs" "$@")
   run_load "$tag" "$clients" "$requests" "$models"
   cleanup
@@ -363,6 +370,7 @@ run_strata() {  # run_strata SECTION TAG CLIENTS REQUESTS SEQS MODEL...
 run_llama() {  # run_llama SECTION TAG CLIENTS REQUESTS SEQS MODEL
   local section=$1 tag=$2 clients=$3 requests=$4 seqs=$5 model=$6
   # shellcheck disable=SC2046
+  next_port
   start_server "$tag" $(llama_cmd "$seqs" "$model")
   run_load "$tag" "$clients" "$requests" "$model" --no-cache-prompt
   cleanup
