@@ -19,6 +19,7 @@
 
 #include "state.h"
 #include "strata/formats/error.h"
+#include "strata/formats/variant.h"
 #include "strata/formats/variant_check.h"
 
 namespace strata::serve {
@@ -531,6 +532,7 @@ void Server::Impl::Load() {
   st.ctx = ctx;
   // The KV budget: --kv-memory, else room for max_batch sequences of the
   // full context of the largest model (CPU: address space only until used).
+  std::map<std::pair<Hash, Hash>, VariantTokenizer> tokenizers;
   // Tests of the loading phase (GET /health answering 503) slow it down.
   const char* delay = std::getenv("STRATA_SERVE_TEST_LOAD_DELAY_S");
   for (size_t i = 0; i < names.size(); ++i) {
@@ -550,7 +552,22 @@ void Server::Impl::Load() {
     eo.kv_budget_bytes = o.kv_memory ? (o.device == "cuda" ? o.kv_memory / names.size() : o.kv_memory) : 0;
     eo.kv_positions = o.kv_memory ? 0 : static_cast<int64_t>(o.max_batch) * ctx;
     m->engine = Engine::Open(store, m->variant, eo, st.pool);
-    m->tok = LoadVariantTokenizer(store, m->variant);
+    // Variants compiled from one base carry the same tokenizer files (the same
+    // blobs): they share one Tokenizer (its tables are shared, read-only).
+    {
+      const Variant v = LoadVariant(store, m->variant);
+      auto blob = [&](const char* f) {
+        auto it = v.files.find(f);
+        return it == v.files.end() ? Hash{} : it->second;
+      };
+      const std::pair<Hash, Hash> key{blob("tokenizer.json"), blob("tokenizer_config.json")};
+      if (auto it = tokenizers.find(key); key.first != Hash{} && it != tokenizers.end()) {
+        m->tok = it->second;
+      } else {
+        m->tok = LoadVariantTokenizer(store, m->variant);
+        if (m->tok && key.first != Hash{}) tokenizers.emplace(key, *m->tok);
+      }
+    }
     const ModelConfig& c = m->engine->config();
     for (int id : c.eos_token_ids) m->stop_ids.push_back(id);
     if (m->tok) {

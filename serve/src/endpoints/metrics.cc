@@ -30,17 +30,21 @@ Endpoint MetricsEndpoint() {
       const SchedulerStats s = st.scheduler->stats();
       g += Gauge("strata_queue_depth", "requests waiting for admission", {{"", s.queued}});
       g += Gauge("strata_active_sequences", "sequences in the running batch", {{"", s.active}});
-      std::vector<std::pair<std::string, double>> used, free_, seqs;
+      std::vector<std::pair<std::string, double>> used, free_, peak, peak_bytes, seqs;
       uint64_t distinct = 0;
       for (size_t i = 0; i < st.models.size(); ++i) {
         const std::string l = Metrics::Label("model", st.models[i]->name);
         used.emplace_back(l, static_cast<double>(s.models[i].kv.used_blocks));
         free_.emplace_back(l, static_cast<double>(s.models[i].kv.free_blocks()));
+        peak.emplace_back(l, static_cast<double>(s.models[i].kv.peak_used_blocks));
+        peak_bytes.emplace_back(l, static_cast<double>(s.models[i].kv.peak_used_blocks) * s.models[i].kv.block_bytes);
         seqs.emplace_back(l, s.models[i].active);
         distinct += st.models[i]->distinct_bytes;
       }
       g += Gauge("strata_kv_blocks_used", "KV cache blocks held by sequences", used);
       g += Gauge("strata_kv_blocks_free", "KV cache blocks free in the model's pool", free_);
+      g += Gauge("strata_kv_blocks_peak", "the most KV blocks the model's sequences held at once", peak);
+      g += Gauge("strata_kv_peak_bytes", "bytes of those blocks: the KV memory the model has touched (CPU)", peak_bytes);
       g += Gauge("strata_model_active_sequences", "running sequences by model", seqs);
       g += Gauge("strata_kv_reserved_bytes", "KV bytes reserved by admitted requests", {{"", static_cast<double>(s.kv_reserved_bytes)}});
       g += Gauge("strata_kv_budget_bytes", "the KV budget (--kv-memory)", {{"", static_cast<double>(s.kv_budget_bytes)}});
