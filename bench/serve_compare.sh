@@ -314,6 +314,11 @@ read_mem() {  # read_mem TAG : the running server's memory, kB, as JSON
   { awk '/^(VmRSS|VmHWM):/ {gsub(":","",$1); printf "\"%s\": %s, ", $1, $2}' "/proc/$pid/status"
     awk '/^(Rss|Pss|Pss_Anon|Pss_File|Pss_Shmem):/ {gsub(":","",$1); printf "\"%s\": %s, ", $1, $2}' \
         "/proc/$pid/smaps_rollup" 2>/dev/null || true
+    # strata: the KV memory its models touched and its weight pool (/metrics), kB
+    curl -s -m 5 "http://127.0.0.1:$PORT/metrics" 2>/dev/null | awk '
+      /^strata_kv_peak_bytes/ {kv += $2; seen = 1}
+      /^strata_weight_resident_bytes/ {w = $2}
+      END {if (seen) printf "\"KvPeak\": %d, \"Weights\": %d, ", kv / 1024, w / 1024}' || true
   } | sed 's/^/{/; s/, $/}/' > "$RAW_DIR/$tag.mem.json"
   echo >> "$RAW_DIR/$tag.mem.json"
 }
@@ -530,8 +535,8 @@ if mem:
     L.append("%s clients, %s requests per model (rotating across the process's models), then the "
              "memory of the server; MiB." % (params["MEM_CONCURRENCY"], params["MEM_REQUESTS"]))
     L.append("")
-    L.append("| server | models | processes | VmRSS | VmHWM | Rss | Pss | Pss anon | tok/s | errors |")
-    L.append("|---|---|---|---|---|---|---|---|---|---|")
+    L.append("| server | models | processes | VmRSS | VmHWM | Rss | Pss | Pss anon | weight pool | KV touched | tok/s | errors |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     sums = {}
     llama_rows, missing = [], []
     for section, server, clients, models, tag in mem:
@@ -539,9 +544,11 @@ if mem:
             missing.append(models)
             continue
         s, m = load(tag, "load"), load(tag, "mem")
-        row = "| %s | %s | 1 | %s | %s | %s | %s | %s | %s | %s |" % (
+        row = "| %s | %s | 1 | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name[server], models.replace(",", ", "), mib(m.get("VmRSS")), mib(m.get("VmHWM")),
             mib(m.get("Rss")), mib(m.get("Pss")), mib(m.get("Pss_Anon")),
+            mib(m.get("Weights")) if m.get("Weights") is not None else "-",
+            mib(m.get("KvPeak")) if m.get("KvPeak") is not None else "-",
             f1(s.get("tokens_per_s")), s.get("errors", "-"))
         L.append(row)
         if server == "llama":
@@ -550,11 +557,13 @@ if mem:
                 if m.get(k) is not None:
                     sums[k] = sums.get(k, 0) + m[k]
     if len(llama_rows) > 1:
-        L.append("| llama-server, sum | %s | %d | %s | %s | %s | %s | %s | | |" % (
+        L.append("| llama-server, sum | %s | %d | %s | %s | %s | %s | %s | | | | |" % (
             ", ".join(llama_rows), len(llama_rows), mib(sums.get("VmRSS")),
             mib(sums.get("VmHWM")), mib(sums.get("Rss")), mib(sums.get("Pss")),
             mib(sums.get("Pss_Anon"))))
     L.append("")
+    L.append("- strata's weight pool and KV touched come from its /metrics "
+             "(strata_weight_resident_bytes; the sum of strata_kv_peak_bytes over its models)")
     if params.get("HAVE_BE") != "1" and params.get("BE_VARIANT") != "none" and \
             any(r[1] == "strata" for r in mem):
         L.append("- the block-expansion variant %s is not in the store: strata served the "
