@@ -2,8 +2,6 @@
 // requests (with body and header limits), each connection is a session on a
 // strand, and answers are written as they come: one body, or server-sent
 // events in chunked transfer. Loading, shutdown and the request log are here.
-#include <sys/resource.h>
-
 #include <utility>  // before Asio: Boost 1.74 uses std::exchange without including it
 
 #include <boost/asio.hpp>
@@ -13,8 +11,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <deque>
-#include <iostream>
-#include <set>
 #include <thread>
 
 #include "state.h"
