@@ -1,8 +1,7 @@
-// Element types and the float conversions that match PyTorch bit for bit.
+// Element types, and element-wise conversion and scaling through float that
+// match PyTorch bit for bit (the scalar conversions are in dtype_convert.h).
 #include "strata/formats/dtype.h"
 
-#include <bit>
-#include <cmath>
 #include <cstring>
 
 namespace strata {
@@ -70,59 +69,6 @@ bool IsComputeFloat(DType t) {
 }
 
 int SafetensorsDTypeRank(DType t) { return static_cast<int>(t); }
-
-float BF16ToFloat(uint16_t v) {
-  return std::bit_cast<float>(static_cast<uint32_t>(v) << 16);
-}
-
-uint16_t FloatToBF16(float f) {
-  uint32_t u = std::bit_cast<uint32_t>(f);
-  if (std::isnan(f)) return 0x7FC0;  // c10 returns the canonical quiet NaN
-  uint32_t rounding_bias = ((u >> 16) & 1) + 0x7FFF;
-  return static_cast<uint16_t>((u + rounding_bias) >> 16);
-}
-
-float F16ToFloat(uint16_t h) {
-  uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
-  uint32_t exp = (h >> 10) & 0x1F;
-  uint32_t mant = h & 0x3FF;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalize
-      int e = -1;
-      do {
-        ++e;
-        mant <<= 1;
-      } while ((mant & 0x400) == 0);
-      bits = sign | ((127 - 15 - e) << 23) | ((mant & 0x3FF) << 13);
-    }
-  } else if (exp == 0x1F) {
-    bits = sign | 0x7F800000 | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  return std::bit_cast<float>(bits);
-}
-
-uint16_t FloatToF16(float f) {
-  // Round to nearest even, overflow to inf, NaN to the quiet NaN with its sign,
-  // as c10's fp16_ieee_from_fp32_value does.
-  uint32_t x = std::bit_cast<uint32_t>(f);
-  uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
-  uint32_t abs = x & 0x7FFFFFFF;
-  if (abs >= 0x47800000u) return sign | (abs > 0x7F800000u ? 0x7E00 : 0x7C00);
-  if (abs < 0x38800000u) {  // the result is subnormal or zero
-    // Adding 0.5f aligns the 10 mantissa bits at the bottom; float addition
-    // rounds to nearest even for us.
-    float a = std::bit_cast<float>(abs) + 0.5f;
-    return sign | static_cast<uint16_t>(std::bit_cast<uint32_t>(a) - 0x3F000000u);
-  }
-  uint32_t mant_odd = (abs >> 13) & 1;
-  abs += (static_cast<uint32_t>(15 - 127) << 23) + 0xFFFu + mant_odd;
-  return sign | static_cast<uint16_t>(abs >> 13);
-}
 
 namespace {
 

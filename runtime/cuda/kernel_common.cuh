@@ -1,6 +1,6 @@
 // Device-side helpers shared by the .cu files (never included by host-only
 // code): element loads and stores in the weight dtypes with PyTorch's exact
-// rounding, warp reductions, launch arithmetic.
+// rounding (formats/dtype_convert.h), warp reductions, launch arithmetic.
 //
 // Kernels launch with STRATA_LAUNCH and declare dynamic shared memory
 // (128-byte aligned) with STRATA_DYNAMIC_SHARED, the two CUDA spellings plain
@@ -37,55 +37,11 @@ inline unsigned GridFor(int64_t n, int threads, int64_t max_blocks = 65535 * 8) 
   return static_cast<unsigned>(b);
 }
 
-__device__ __forceinline__ float Bf16ToFloat(uint16_t v) { return __uint_as_float(static_cast<uint32_t>(v) << 16); }
-
-// c10::BFloat16(float): round to nearest even; NaN becomes 0x7FC0.
-__device__ __forceinline__ uint16_t FloatToBf16(float f) {
-  const uint32_t u = __float_as_uint(f);
-  if (f != f) return 0x7FC0;
-  const uint32_t rounding_bias = ((u >> 16) & 1u) + 0x7FFFu;
-  return static_cast<uint16_t>((u + rounding_bias) >> 16);
-}
-
-// IEEE half -> float, exact (formats/dtype.cc F16ToFloat).
-__device__ __forceinline__ float F16ToFloat(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1Fu;
-  uint32_t mant = h & 0x3FFu;
-  uint32_t bits;
-  if (exp == 0) {
-    if (mant == 0) {
-      bits = sign;
-    } else {  // subnormal: normalize
-      int e = -1;
-      do {
-        ++e;
-        mant <<= 1;
-      } while ((mant & 0x400u) == 0);
-      bits = sign | (static_cast<uint32_t>(127 - 15 - e) << 23) | ((mant & 0x3FFu) << 13);
-    }
-  } else if (exp == 0x1F) {
-    bits = sign | 0x7F800000u | (mant << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-  }
-  return __uint_as_float(bits);
-}
-
-// c10's fp16_ieee_from_fp32_value (formats/dtype.cc FloatToF16), bit for bit.
-__device__ __forceinline__ uint16_t FloatToF16(float f) {
-  uint32_t x = __float_as_uint(f);
-  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
-  uint32_t abs = x & 0x7FFFFFFFu;
-  if (abs >= 0x47800000u) return sign | (abs > 0x7F800000u ? 0x7E00 : 0x7C00);
-  if (abs < 0x38800000u) {
-    const float a = __fadd_rn(__uint_as_float(abs), 0.5f);  // rounds to nearest even
-    return sign | static_cast<uint16_t>(__float_as_uint(a) - 0x3F000000u);
-  }
-  const uint32_t mant_odd = (abs >> 13) & 1u;
-  abs += (static_cast<uint32_t>(15 - 127) << 23) + 0xFFFu + mant_odd;
-  return sign | static_cast<uint16_t>(abs >> 13);
-}
+// BF16ToFloat, FloatToBF16, F16ToFloat and FloatToF16 are strata::'s from
+// formats/dtype_convert.h (through dtype.h): one __host__ __device__ copy for
+// the host, the device and the emulator. These two are the kernels' spelling.
+__device__ __forceinline__ float Bf16ToFloat(uint16_t v) { return BF16ToFloat(v); }
+__device__ __forceinline__ uint16_t FloatToBf16(float f) { return FloatToBF16(f); }
 
 // NaN bits as an x86 host produces them (GPU arithmetic returns a canonical
 // NaN instead), so device results match formats/dtype.cc bit for bit even

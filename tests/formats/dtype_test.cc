@@ -1,5 +1,6 @@
 // dtype names, sizes, safetensors ranks, and the BF16/F16 conversions checked
-// against values worked out by hand from IEEE round-to-nearest-even.
+// against values worked out by hand from IEEE round-to-nearest-even and,
+// exhaustively, against the host and device copies they replaced.
 #include "strata/formats/dtype.h"
 
 #include <gtest/gtest.h>
@@ -121,6 +122,133 @@ TEST(DType, F16RoundTripsEveryValue) {
     ASSERT_EQ(FloatToF16(F16ToFloat(h)), h) << std::hex << v;
   }
 }
+
+// dtype_convert.h is the one copy of the conversions: formats/ calls it on the
+// host, nvcc compiles it for the device, and the kernel emulator (tests/emu)
+// compiles the .cu files, and so it, with this same host compiler. Its device
+// pass differs only in the bit-cast and add intrinsics (__float_as_uint,
+// __uint_as_float, __fadd_rn), which are exact. So this one exhaustive host
+// test of it, together with the emulator's kernel tests (gpu_emu_test), which
+// check the kernels' loads and stores against the host, is the whole check;
+// there is no second implementation left to compare.
+//
+// The references are the two copies the header replaced, frozen: the host's
+// formats/dtype.cc (std::bit_cast, std::isnan, +) and the device's
+// kernel_common.cuh (NaN as f != f, __fadd_rn as the emulator spells it).
+namespace frozen {
+
+float HostBF16ToFloat(uint16_t v) { return std::bit_cast<float>(static_cast<uint32_t>(v) << 16); }
+
+uint16_t HostFloatToBF16(float f) {
+  uint32_t u = std::bit_cast<uint32_t>(f);
+  if (std::isnan(f)) return 0x7FC0;
+  uint32_t rounding_bias = ((u >> 16) & 1) + 0x7FFF;
+  return static_cast<uint16_t>((u + rounding_bias) >> 16);
+}
+
+uint16_t DeviceFloatToBF16(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  if (f != f) return 0x7FC0;
+  const uint32_t rounding_bias = ((u >> 16) & 1u) + 0x7FFFu;
+  return static_cast<uint16_t>((u + rounding_bias) >> 16);
+}
+
+// Host and device held the same text here, but for the bit cast.
+float HostF16ToFloat(uint16_t h) {
+  uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1F;
+  uint32_t mant = h & 0x3FF;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {
+      int e = -1;
+      do {
+        ++e;
+        mant <<= 1;
+      } while ((mant & 0x400) == 0);
+      bits = sign | ((127 - 15 - e) << 23) | ((mant & 0x3FF) << 13);
+    }
+  } else if (exp == 0x1F) {
+    bits = sign | 0x7F800000 | (mant << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+  }
+  return std::bit_cast<float>(bits);
+}
+
+// Host and device differed only in `+` versus __fadd_rn (the emulator's is `+`).
+uint16_t HostFloatToF16(float f) {
+  uint32_t x = std::bit_cast<uint32_t>(f);
+  uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  uint32_t abs = x & 0x7FFFFFFF;
+  if (abs >= 0x47800000u) return sign | (abs > 0x7F800000u ? 0x7E00 : 0x7C00);
+  if (abs < 0x38800000u) {
+    float a = std::bit_cast<float>(abs) + 0.5f;
+    return sign | static_cast<uint16_t>(std::bit_cast<uint32_t>(a) - 0x3F000000u);
+  }
+  uint32_t mant_odd = (abs >> 13) & 1;
+  abs += (static_cast<uint32_t>(15 - 127) << 23) + 0xFFFu + mant_odd;
+  return sign | static_cast<uint16_t>(abs >> 13);
+}
+
+}  // namespace frozen
+
+uint32_t Bits(float f) { return std::bit_cast<uint32_t>(f); }
+
+TEST(DType, ToFloatMatchesFrozenCopiesOnEvery16BitPattern) {
+  for (uint32_t v = 0; v <= 0xFFFF; ++v) {
+    const auto b = static_cast<uint16_t>(v);
+    ASSERT_EQ(Bits(BF16ToFloat(b)), Bits(frozen::HostBF16ToFloat(b))) << std::hex << v;
+    ASSERT_EQ(Bits(F16ToFloat(b)), Bits(frozen::HostF16ToFloat(b))) << std::hex << v;
+  }
+}
+
+// Every sign, exponent and top 7 mantissa bits (so every NaN class, inf, zero,
+// float subnormals and the whole f16 subnormal range), each with low 16 bits
+// around the bf16 tie (0x8000) and the f16 ties (1 << k for k = 12..15; higher
+// ties sit in the top half, met by low bits 0), plus random bit patterns.
+std::vector<uint32_t> ConversionProbes() {
+  std::vector<uint32_t> lows = {0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFE, 0xFFFF};
+  for (int k = 12; k <= 15; ++k)
+    for (int d : {-1, 0, 1}) lows.push_back(static_cast<uint32_t>((1 << k) + d));
+  std::vector<uint32_t> probes;
+  for (uint32_t hi = 0; hi <= 0xFFFF; ++hi)
+    for (uint32_t lo : lows) probes.push_back(hi << 16 | lo);
+  uint64_t state = 0x9E3779B97F4A7C15ull;  // splitmix64: fixed, so failures repeat
+  for (int i = 0; i < (1 << 22); ++i) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    probes.push_back(static_cast<uint32_t>(z ^ (z >> 31)));
+  }
+  return probes;
+}
+
+TEST(DType, FromFloatMatchesFrozenCopiesOnManyFloats) {
+  for (uint32_t u : ConversionProbes()) {
+    const float f = std::bit_cast<float>(u);
+    const uint16_t bf = FloatToBF16(f);
+    ASSERT_EQ(bf, frozen::HostFloatToBF16(f)) << std::hex << u;
+    ASSERT_EQ(bf, frozen::DeviceFloatToBF16(f)) << std::hex << u;
+    ASSERT_EQ(FloatToF16(f), frozen::HostFloatToF16(f)) << std::hex << u;
+  }
+}
+
+#ifdef __FLT16_MANT_DIG__
+// An independent oracle for F16: the compiler's own float -> _Float16
+// (round to nearest even). It keeps NaN payloads where c10 does not, so NaN
+// is left to the frozen copies above.
+TEST(DType, FloatToF16MatchesCompilerFloat16) {
+  for (uint32_t u : ConversionProbes()) {
+    const float f = std::bit_cast<float>(u);
+    if (std::isnan(f)) continue;
+    const auto want = std::bit_cast<uint16_t>(static_cast<_Float16>(f));
+    ASSERT_EQ(FloatToF16(f), want) << std::hex << u;
+  }
+}
+#endif
 
 TEST(DType, ScaleByZeroKeepsSignAndNaN) {
   std::vector<float> f = {-1.5f, 2.0f, kNaN, -0.0f};

@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "strata/formats/dtype_convert.h"
+
 namespace strata {
 
 enum class DType : uint8_t {
@@ -31,12 +33,8 @@ bool IsComputeFloat(DType t);
 // safetensors orders a file's tensors by this rank, largest first, then by name.
 int SafetensorsDTypeRank(DType t);
 
-// Conversions with round-to-nearest-even, overflow to inf, NaN kept NaN,
-// exactly as PyTorch's c10::BFloat16 / c10::Half constructors from float.
-float BF16ToFloat(uint16_t v);
-uint16_t FloatToBF16(float f);
-float F16ToFloat(uint16_t v);
-uint16_t FloatToF16(float f);
+// BF16ToFloat, FloatToBF16, F16ToFloat and FloatToF16 (PyTorch's rounding,
+// shared with the CUDA kernels) are in dtype_convert.h, included above.
 
 // Converts `n` elements at `src` (type `from`) into `dst` (type `to`), going
 // through float like torch's Tensor.to() does for F16/BF16/F32 (F64 goes
