@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 
@@ -22,7 +23,9 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static  // one block runs at a time: a block's shared variables
+// One block runs at a time, so a block's __shared__ variables are statics; all of
+// them sit in one linker section, which the emulator poisons before each block.
+#define __shared__ __attribute__((section("strata_emu_shared"))) static
 #define __align__(n) alignas(n)
 // (__restrict__ is a GNU keyword already.)
 
@@ -46,21 +49,59 @@ enum cudaError_t {
   cudaErrorMemoryAllocation = 2,
   cudaErrorInsufficientDriver = 35,
   cudaErrorNoDevice = 100,
+  cudaErrorInvalidDevice = 101,
   cudaErrorStreamCaptureUnsupported = 900,
 };
 enum cudaStreamCaptureMode { cudaStreamCaptureModeGlobal, cudaStreamCaptureModeThreadLocal, cudaStreamCaptureModeRelaxed };
 inline constexpr unsigned cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2, cudaHostAllocDefault = 0;
+// The fields the emulator answers (cuda_emu.cc fills them from its H200
+// table); a backend that reads any other field does not compile here.
 struct cudaDeviceProp {
   char name[256];
-  int major, minor, multiProcessorCount;
-  size_t totalGlobalMem;
+  size_t totalGlobalMem, sharedMemPerBlock, totalConstMem, sharedMemPerMultiprocessor, sharedMemPerBlockOptin,
+      reservedSharedMemPerBlock;
+  int regsPerBlock, warpSize, maxThreadsPerBlock, maxThreadsDim[3], maxGridSize[3], clockRate, major, minor,
+      multiProcessorCount, integrated, canMapHostMemory, concurrentKernels, ECCEnabled, asyncEngineCount,
+      unifiedAddressing, memoryClockRate, memoryBusWidth, l2CacheSize, maxThreadsPerMultiProcessor,
+      regsPerMultiprocessor, managedMemory, cooperativeLaunch, maxBlocksPerMultiProcessor;
 };
 enum cudaMemcpyKind { cudaMemcpyHostToHost, cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost, cudaMemcpyDeviceToDevice };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+// The CUDA runtime's numbering (driver_types.h). Only attributes in the
+// emulator's H200 table are named here; cudaDeviceGetAttribute aborts on any other.
 enum cudaDeviceAttr {
+  cudaDevAttrMaxThreadsPerBlock = 1,
+  cudaDevAttrMaxBlockDimX = 2,
+  cudaDevAttrMaxBlockDimY = 3,
+  cudaDevAttrMaxBlockDimZ = 4,
+  cudaDevAttrMaxGridDimX = 5,
+  cudaDevAttrMaxGridDimY = 6,
+  cudaDevAttrMaxGridDimZ = 7,
+  cudaDevAttrMaxSharedMemoryPerBlock = 8,
+  cudaDevAttrTotalConstantMemory = 9,
+  cudaDevAttrWarpSize = 10,
+  cudaDevAttrMaxRegistersPerBlock = 12,
+  cudaDevAttrClockRate = 13,
   cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrIntegrated = 18,
+  cudaDevAttrCanMapHostMemory = 19,
+  cudaDevAttrConcurrentKernels = 31,
+  cudaDevAttrEccEnabled = 32,
+  cudaDevAttrMemoryClockRate = 36,
+  cudaDevAttrGlobalMemoryBusWidth = 37,
+  cudaDevAttrL2CacheSize = 38,
+  cudaDevAttrMaxThreadsPerMultiProcessor = 39,
+  cudaDevAttrAsyncEngineCount = 40,
+  cudaDevAttrUnifiedAddressing = 41,
   cudaDevAttrComputeCapabilityMajor = 75,
-  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97
+  cudaDevAttrComputeCapabilityMinor = 76,
+  cudaDevAttrMaxSharedMemoryPerMultiprocessor = 81,
+  cudaDevAttrMaxRegistersPerMultiprocessor = 82,
+  cudaDevAttrManagedMemory = 83,
+  cudaDevAttrCooperativeLaunch = 95,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
+  cudaDevAttrMaxBlocksPerMultiprocessor = 106,
+  cudaDevAttrReservedSharedMemoryPerBlock = 111,
 };
 
 namespace strata::emu {
@@ -74,9 +115,19 @@ void* DynamicShared();
 void SyncThreads();
 // The value of `v` in lane `src` of the calling warp (all 32 lanes must call).
 uint64_t WarpExchange(uint64_t v, int src_lane_or_xor, bool is_xor);
-// Runs `body` as every thread of every block: blocks one after another, the
-// threads of a block as cooperative fibers switching at barriers.
-void RunGrid(dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
+// Runs `body` as every thread of every block of `kernel` (named in
+// messages): blocks one after another, the threads of a block as cooperative
+// fibers switching at barriers, in the order the schedule says.
+void RunGrid(const void* kernel, dim3 grid, dim3 block, size_t smem, const std::function<void()>& body);
+// Sets the schedule of every later launch (README.md, "Schedules"): "forward",
+// "reverse", "shuffle:SEED", or several of them comma-separated ("all" is
+// forward,reverse,shuffle:1,shuffle:2), where each launch runs once per
+// schedule from the same device memory and must leave it bit-identical.
+// Without a call, STRATA_EMU_SCHEDULE says, else "forward". Aborts on a bad spec.
+void SetSchedule(const std::string& spec);
+const std::string& ScheduleSpec();  // the schedule in force, as given
+// Dynamic shared memory `kernel` may launch with (cudaFuncSetAttribute).
+cudaError_t SetMaxDynamicShared(const void* kernel, int bytes);
 void SetLastError(cudaError_t e);
 cudaError_t TakeLastError();
 
@@ -95,7 +146,7 @@ struct Launcher {
     // Arguments by value, as a launch (and a captured graph node) keeps them.
     Enqueue([k = kernel, g = grid, b = block, sm = smem, args = std::tuple<std::decay_t<P>...>(static_cast<P>(a)...)] {
       std::function<void()> body = [&] { std::apply(k, args); };
-      RunGrid(g, b, sm, body);
+      RunGrid(reinterpret_cast<const void*>(k), g, b, sm, body);
     });
   }
 };
@@ -175,7 +226,11 @@ const char* cudaGetErrorString(cudaError_t);
 cudaError_t cudaGetDevice(int* d);
 cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr a, int dev);
 template <typename F>
-cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int) { return cudaSuccess; }
+cudaError_t cudaFuncSetAttribute(F* kernel, cudaFuncAttribute a, int v) {
+  return a == cudaFuncAttributeMaxDynamicSharedMemorySize
+             ? ::strata::emu::SetMaxDynamicShared(reinterpret_cast<const void*>(kernel), v)
+             : cudaErrorInvalidValue;
+}
 cudaError_t cudaGetDeviceCount(int* n);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int dev);
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes);
