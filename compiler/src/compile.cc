@@ -185,6 +185,8 @@ void Compiler::PlanTensors() {
     }
   }
   total_layers_ = out_layer;
+  if (total_layers_ == 0)
+    throw Error("every slice of the plan is empty (layer_range [n, n]): the model would have no layers");
   for (const NonLayerTensor& w : arch.post) non_layer(w, slices_.back(), false);
 }
 

@@ -284,9 +284,12 @@ PlanSource Parser::ParseSource(const YAML::Node& n, const std::string& what, Pla
     Fail(r, "layer_range must be a list of two integers [begin, end), e.g. [0, 24]");
   src.begin = Int(r[0], "layer_range begin");
   src.end = Int(r[1], "layer_range end");
-  if (src.begin < 0 || src.end <= src.begin)
+  // [n, n] is legal, as in mergekit: it adds no layers, and as the last slice
+  // it still says where the final norm and lm_head come from.
+  if (src.begin < 0 || src.end < src.begin)
     Fail(r, "layer_range [" + std::to_string(src.begin) + ", " + std::to_string(src.end) +
-                "] is empty or negative; it is half-open [begin, end) with 0 <= begin < end");
+                "] is reversed or negative; it is half-open [begin, end) with 0 <= begin <= end "
+                "([n, n] adds no layers)");
   src.params = ParseParams(n["parameters"], "parameters", plan);
   return src;
 }

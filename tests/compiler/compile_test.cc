@@ -728,6 +728,49 @@ TEST_F(CompileTest, IdenticalModelsShareBlobsAndLayers) {
   EXPECT_EQ(FilesUnder(StorePath("blobs")).size(), 39u + 2);
 }
 
+TEST_F(CompileTest, ZeroLengthLastSliceAddsNoLayersButGivesTheFinalNormAndLmHead) {
+  // As in mergekit: [4, 4] of org/b adds no layers, and as the last slice it
+  // decides where model.norm and lm_head come from.
+  Synth("org/a");
+  Synth("org/b", "mistral", 4, std::nullopt, false, /*seed=*/7);
+  CompileStats st = Run(PlanFile("a-then-b-head",
+                                 "slices:\n"
+                                 "  - sources:\n"
+                                 "    - model: org/a\n"
+                                 "      layer_range: [0, 4]\n"
+                                 "  - sources:\n"
+                                 "    - model: org/b\n"
+                                 "      layer_range: [4, 4]\n"
+                                 "merge_method: passthrough\n"));
+  EXPECT_EQ(st.layers, 4);
+  EXPECT_EQ(st.source_tensors, 37u + 2u);  // a: embed + 4 layers x 9; b: norm + lm_head
+  CompileStats sb = Run(PlanFile("b", OneSlice("org/b", 0, 4, "merge_method: passthrough\n")));
+  CompileStats sa = Run(PlanFile("a", OneSlice("org/a", 0, 4, "merge_method: passthrough\n")));
+  const Variant mixed = LoadVariant(*store_, st.variant);
+  const Variant b = LoadVariant(*store_, sb.variant), a = LoadVariant(*store_, sa.variant);
+  ASSERT_EQ(mixed.post.size(), b.post.size());
+  for (size_t i = 0; i < b.post.size(); ++i) {
+    EXPECT_EQ(mixed.post[i].name, b.post[i].name);
+    EXPECT_EQ(mixed.post[i].node, b.post[i].node) << b.post[i].name;
+    EXPECT_NE(mixed.post[i].node, a.post[i].node) << a.post[i].name;  // the seeds differ
+  }
+  ASSERT_EQ(mixed.layers.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(mixed.layers[i].layer, a.layers[i].layer);
+  EXPECT_EQ(mixed.pre[0].node, a.pre[0].node);
+}
+
+TEST_F(CompileTest, APlanOfOnlyEmptySlicesIsRefused) {
+  Synth("org/a");
+  std::string msg;
+  try {
+    Run(PlanFile("none", OneSlice("org/a", 2, 2, "merge_method: passthrough\n")), "none");
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  EXPECT_NE(msg.find("no layers"), std::string::npos) << msg;
+  EXPECT_FALSE(store_->GetRef("none").has_value());
+}
+
 TEST_F(CompileTest, Float32ThenBfloat16RoundTripsSource) {
   // bf16 -> f32 is exact and f32 -> bf16 of such a value is exact again, so
   // dtype float32 + out_dtype bfloat16 exports the source bytes.
