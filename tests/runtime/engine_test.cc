@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "../compiler/test_util.h"
+#include "tiny_variants.h"
 #include "strata/compiler/compile.h"
 #include "strata/compiler/synth.h"
 #include "strata/formats/error.h"
@@ -28,23 +29,7 @@ class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new ScopedTempDir();
-    const std::string cache = *tmp_ / "hf";
-    fs::create_directories(cache);
-    testutil::ScopedEnv env("HF_HUB_CACHE", cache);
-    SynthSpec s;
-    s.preset = "tiny";  // mistral: hidden 64, 4 heads, 2 kv heads, vocab 256
-    s.layers = 4;
-    SynthToHfCache(s, cache, "org/m");
-    store_ = new Store(*tmp_ / "store");
-    const std::pair<const char*, std::string> plans[] = {
-        {"base", "models:\n  - model: org/m\nmerge_method: passthrough\ndtype: bfloat16\n"},
-        {"dus", testutil::kDusPlan},
-        {"bexp", testutil::kBlockExpansionPlan}};
-    for (const auto& [name, plan] : plans) {
-      CompileOptions o;
-      o.name = name;
-      Compile(*store_, ParsePlan(plan, std::string(name) + ".yml"), o);
-    }
+    store_ = testutil::MakeTinyVariantStore(tmp_->path());
   }
   static void TearDownTestSuite() {
     delete store_;
