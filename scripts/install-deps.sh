@@ -10,6 +10,7 @@ pkgs=(
   python3 python3-numpy python3-yaml time
   python3-jinja2  # tests only: tests/ref/jinja_render.py, the reference renderer of chat templates
   curl  # tests only: tests/e2e/serve_*.sh talk to strata serve over HTTP
+  bible-kjv  # tests only: the fixture's corpus (King James Bible), for the tokenizer round trip
   clang libclang-rt-14-dev llvm-14  # tests/fuzz: libFuzzer + ASan/UBSan runtimes, llvm-symbolizer for reports
 )
 missing=()
