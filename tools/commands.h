@@ -50,6 +50,7 @@ int RunDu(const std::vector<std::string>& args);
 int RunRun(const std::vector<std::string>& args);
 int RunDemo(const std::vector<std::string>& args);
 int RunBench(const std::vector<std::string>& args);  // bench.cc
+int RunEval(const std::vector<std::string>& args);   // eval.cc
 int RunServe(const std::vector<std::string>& args);  // serve.cc
 int RunDiff(const std::vector<std::string>& args);  // diff_commands.cc
 // Store maintenance (store_commands.cc).

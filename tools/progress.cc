@@ -18,6 +18,10 @@ std::string HumanBytes(uint64_t n) {
   return buf;
 }
 
+std::string ProgressBar::Amount(uint64_t n) const {
+  return unit_.empty() ? HumanBytes(n) : std::to_string(n) + " " + unit_;
+}
+
 void ProgressBar::Start(uint64_t total) {
   total_ = total;
   start_ = std::chrono::steady_clock::now();
@@ -53,8 +57,8 @@ void ProgressBar::Draw(bool final) {
     int s = static_cast<int>(static_cast<double>(total_ - done) / rate);
     snprintf(eta, sizeof eta, " ETA %dm%02ds", s / 60, s % 60);
   }
-  fprintf(stderr, "\r%s [%s] %s / %s  %s/s%s   ", label_.c_str(), bar.c_str(), HumanBytes(done).c_str(),
-          HumanBytes(total_).c_str(), HumanBytes(static_cast<uint64_t>(rate)).c_str(), eta);
+  fprintf(stderr, "\r%s [%s] %s / %s  %s/s%s   ", label_.c_str(), bar.c_str(), Amount(done).c_str(),
+          Amount(total_).c_str(), Amount(static_cast<uint64_t>(rate)).c_str(), eta);
   fflush(stderr);
 }
 

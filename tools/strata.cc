@@ -33,6 +33,7 @@ const std::vector<Command>& Commands() {
       {"synth", "write a deterministic synthetic HF checkpoint of a supported architecture", RunSynth, true},
       {"run", "run a variant (or an HF directory) from the store, on the CPU or a CUDA GPU", RunRun},
       {"serve", "serve the store's variants over an OpenAI-compatible HTTP API, one weight pool, continuous batching", RunServe},
+      {"eval", "perplexity of variants on a text, as llama-perplexity computes it: one table, --json, --svg", RunEval},
       {"bench", "load time, prefill and decode tokens/s, peak memory of a variant (cpu or cuda)", RunBench},
       {"ls", "list the variants in the store", RunLs},
       {"show", "show a variant's layers: hash, source model and layer, transforms", RunShow},
