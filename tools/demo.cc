@@ -1,4 +1,4 @@
-// `strata demo`: everything end to end on synthetic models, nothing downloaded.
+// `strata demo`: everything end to end on the trained fixture, nothing downloaded.
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -13,6 +13,7 @@
 #include "strata/compiler/compile.h"
 #include "strata/compiler/synth.h"
 #include "strata/formats/error.h"
+#include "strata/formats/file.h"
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
@@ -39,21 +40,29 @@ SynthSpec StandIn(const std::string& id, uint64_t seed) {
   return s;
 }
 
-// Text end to end: a tiny model carrying the real Llama-2 vocabulary from
-// ../shared/vocab (when present beside the project), prompted with text. Its
-// weights are random, so the continuation is noise; the tokens are real.
-void DemoText(const std::string& tmp, const std::string& store_dir) {
-  const std::string vocab = std::string(STRATA_EXAMPLES_DIR) + "/../../shared/vocab/ggml-vocab-llama-spm.gguf";
-  if (!fs::exists(vocab)) return;
-  SynthSpec s = StandIn("demo/text", 99);
-  s.layers = 2;
-  s.tokenizer = "llama-spm";
-  s.vocab_gguf = vocab;
-  SynthToDir(s, tmp + "/text-model");
-  printf("\n== strata run %s/text-model --prompt \"Hello world\" -n 12 (Llama-2 vocabulary, random weights)\n   ",
-         tmp.c_str());
-  fflush(stdout);
-  RunRun({tmp + "/text-model", "--prompt", "Hello world", "-n", "12", "--store", store_dir});
+// The trained fixture (tests/fixtures/kjv): a 32-layer Mistral-architecture
+// model trained on the King James Bible (scripts/fixture/train_fixture.py).
+// Empty when this build's source tree is gone and none lies beside the binary.
+std::string FixtureDir() {
+  std::vector<fs::path> tries = {fs::path(STRATA_FIXTURE_DIR)};
+  fs::path exe = fs::read_symlink("/proc/self/exe");
+  tries.push_back(exe.parent_path() / "fixtures/kjv");
+  for (const fs::path& p : tries)
+    if (fs::exists(p / "model.safetensors") && fs::exists(p / "tokenizer.json")) return p.string();
+  return "";
+}
+
+// An HF cache entry for `id` whose snapshot is the fixture (symlinks, as HF
+// keeps its blobs), so a plan naming `id` applies to the fixture verbatim.
+void LinkFixture(const std::string& fixture, const std::string& hf, const std::string& id) {
+  std::string name;
+  for (char c : id) name += c == '/' ? std::string("--") : std::string(1, c);
+  const std::string dir = hf + "/models--" + name;
+  fs::create_directories(dir + "/refs");
+  fs::create_directories(dir + "/snapshots/fixture");
+  WriteFileAtomically(dir + "/refs/main", "fixture", dir + "/refs");
+  for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+    fs::create_symlink(fs::absolute(fixture) / f, dir + "/snapshots/fixture/" + f);
 }
 
 }  // namespace
@@ -66,9 +75,11 @@ int RunDemo(const std::vector<std::string>& args) {
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(d).run(), vm);
   if (vm.count("help")) {
-    std::cout << "usage: strata demo [--keep]\n\nSynthesizes tiny stand-ins for the models the example plans "
-                 "name, into a temporary HF cache,\ncompiles every example plan into a temporary store, and "
-                 "shows what was stored.\n\n" << d << "\n";
+    std::cout << "usage: strata demo [--keep]\n\nPoints every model the example plans name at the trained fixture "
+                 "(a 32-layer Mistral-\narchitecture model trained on the King James Bible, tests/fixtures/kjv) in a "
+                 "temporary HF\ncache, compiles every example plan into a temporary store, shows what was stored, "
+                 "lets\neach variant write text and scores each on the fixture's held-out text (strata eval).\n"
+                 "Without the fixture it synthesizes random stand-ins instead.\n\n" << d << "\n";
     return 0;
   }
   po::notify(vm);
@@ -93,15 +104,29 @@ int RunDemo(const std::vector<std::string>& args) {
   for (const auto& p : plans)
     for (const auto& id : LoadPlan(p).ReferencedModels()) ids.insert(id);
 
-  printf("== synthesizing %zu tiny stand-in models into %s\n", ids.size(), hf.c_str());
-  uint64_t seed = 1;
-  for (const std::string& id : ids) {
-    SynthResult r = SynthToHfCache(StandIn(id, seed++), hf, id);
-    printf("   %-40s %s, %llu parameters\n", id.c_str(), HumanBytes(r.bytes).c_str(),
-           static_cast<unsigned long long>(r.parameters));
+  const std::string fixture = FixtureDir();
+  Store store(store_dir);
+  if (!fixture.empty()) {
+    printf("== the trained fixture: %s\n   a 32-layer Mistral-architecture model (3.9M parameters) trained on the King "
+           "James Bible;\n   every model id the example plans name points to it (HF cache %s)\n",
+           fixture.c_str(), hf.c_str());
+    for (const std::string& id : ids) LinkFixture(fixture, hf, id);
+    CompileOptions co;
+    co.name = "kjv";
+    Compile(store, ParsePlan("models:\n  - model: \"" + fs::absolute(fixture).string() + "\"\nmerge_method: passthrough\n",
+                             fixture),
+            co);
+  } else {
+    printf("== synthesizing %zu tiny stand-in models into %s (no trained fixture beside this build)\n", ids.size(),
+           hf.c_str());
+    uint64_t seed = 1;
+    for (const std::string& id : ids) {
+      SynthResult r = SynthToHfCache(StandIn(id, seed++), hf, id);
+      printf("   %-40s %s, %llu parameters\n", id.c_str(), HumanBytes(r.bytes).c_str(),
+             static_cast<unsigned long long>(r.parameters));
+    }
   }
   printf("\n== compiling %zu example plans into %s\n", plans.size(), store_dir.c_str());
-  Store store(store_dir);
   for (const std::string& p : plans) {
     CompileStats s = Compile(store, LoadPlan(p), {});
     printf("   %-28s %2d layers (%2d distinct)  read %-9s new blobs %-4llu (%s)\n", s.name.c_str(), s.layers,
@@ -117,23 +142,38 @@ int RunDemo(const std::vector<std::string>& args) {
   printf("\n== strata show block-expansion-40\n");
   fflush(stdout);
   RunShow({"block-expansion-40", "--store", store_dir});
-  printf("\n== strata run: 16 greedy tokens from each variant on the CPU\n");
-  for (const std::string& p : plans) {
-    std::string name = fs::path(p).stem().string();
-    EngineOptions eo;
-    eo.max_context = 4 + 16;
-    std::unique_ptr<Engine> engine = OpenEngine(store, VariantFor(store, name, false), eo);
-    const GenerateStats r = engine->NewSequence()->Generate({1, 7, 42, 3}, 16);
-    std::string toks;
-    for (size_t i = 0; i < 6 && i < r.tokens.size(); ++i) toks += std::to_string(r.tokens[i]) + ",";
-    const EngineInfo info = engine->info();
-    printf("   %-28s %2d layers (%d elided), decode %7.1f tok/s  -> %s...\n", name.c_str(), info.layers,
-           info.elided_layers, r.decode_tokens_per_s(), toks.c_str());
-  }
   printf("\n== strata diff solar-dus idus-8layer --short\n");
   fflush(stdout);
   RunDiff({"solar-dus", "idus-8layer", "--short", "--store", store_dir});
-  DemoText(tmp, store_dir);
+  std::vector<std::string> names;
+  for (const std::string& p : plans) names.push_back(fs::path(p).stem().string());
+  if (fixture.empty()) {
+    printf("\n== strata run: 16 greedy tokens from each variant on the CPU (random weights: the tokens are noise)\n");
+    for (const std::string& name : names) {
+      EngineOptions eo;
+      eo.max_context = 4 + 16;
+      std::unique_ptr<Engine> engine = OpenEngine(store, VariantFor(store, name, false), eo);
+      const GenerateStats r = engine->NewSequence()->Generate({1, 7, 42, 3}, 16);
+      std::string toks;
+      for (size_t i = 0; i < 6 && i < r.tokens.size(); ++i) toks += std::to_string(r.tokens[i]) + ",";
+      printf("   %-28s decode %7.1f tok/s  -> %s...\n", name.c_str(), r.decode_tokens_per_s(), toks.c_str());
+    }
+  } else {
+    const char* prompt = "And the LORD spake unto Moses, saying,";
+    printf("\n== strata run NAME --prompt \"%s\" -n 40 --temperature 0.7 --seed 1\n", prompt);
+    names.insert(names.begin(), "kjv");
+    for (const std::string& name : names) {
+      printf("\n-- %s:\n%s", name.c_str(), prompt);
+      fflush(stdout);
+      RunRun({name, "--prompt", prompt, "-n", "40", "--temperature", "0.7", "--seed", "1", "--store", store_dir});
+    }
+    const std::string heldout = fixture + "/heldout.txt";
+    printf("\n== strata eval kjv <each example plan> --file %s --chunks 16\n", heldout.c_str());
+    fflush(stdout);
+    std::vector<std::string> ev = names;
+    for (const char* a : {"--file", heldout.c_str(), "--chunks", "16", "--store", store_dir.c_str()}) ev.push_back(a);
+    RunEval(ev);
+  }
   if (keep) printf("\nkept: HF_HUB_CACHE=%s, store %s\n", hf.c_str(), store_dir.c_str());
   return 0;
 }
