@@ -83,8 +83,9 @@ int RunDemo(const std::vector<std::string>& args) {
     return 0;
   }
   po::notify(vm);
-  char tmpl[] = "/tmp/strata-demo-XXXXXX";
-  if (!mkdtemp(tmpl)) ThrowErrno("cannot create a temporary directory", errno);
+  const char* tmpdir = getenv("TMPDIR");
+  std::string tmpl = std::string(tmpdir && *tmpdir ? tmpdir : "/tmp") + "/strata-demo-XXXXXX";
+  if (!mkdtemp(tmpl.data())) ThrowErrno("cannot create a temporary directory in " + tmpl, errno);
   const std::string tmp = tmpl, hf = tmp + "/hf", store_dir = tmp + "/store";
   struct Cleanup {
     std::string dir;
