@@ -38,7 +38,7 @@ link_fixture_cache "$FIX" "$HF_HUB_CACHE" "${ids[@]}"
 
 printf 'models:\n  - model: "%s"\nmerge_method: passthrough\n' "$FIX" >"$T/kjv.yml"
 echo "\$ strata compile kjv.yml --name kjv   # models: [tests/fixtures/kjv]"
-"$STRATA" compile "$T/kjv.yml" --name kjv | tail -n 1
+"$STRATA" compile "$T/kjv.yml" --name kjv | grep -E "stored" | tail -n 1
 names=(kjv)
 for p in block-expansion-40 solar-dus idus-8layer idus-1layer mistral-instruct-v0.3-dus; do
   echo "\$ strata compile examples/$p.yml"

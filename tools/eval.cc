@@ -108,8 +108,13 @@ std::string Chart(const std::vector<Row>& rows, const std::string& file, int ctx
          "\" height=\"" + Fixed(bar_h, 1) + "\" fill=\"" + fill + "\"/>\n";
     s += "<line x1=\"" + Fixed(X(p - e), 1) + "\" y1=\"" + Fixed(y + bar_h / 2, 1) + "\" x2=\"" + Fixed(X(p + e), 1) +
          "\" y2=\"" + Fixed(y + bar_h / 2, 1) + "\" stroke=\"#222\" stroke-width=\"1.5\"/>\n";
+    std::string label = Fixed(p, 3);
+    if (i > 0)
+      label += w.r.nll_sum == rows[0].r.nll_sum ? "  (same)"
+                                                : "  (" + std::string(p >= rows[0].r.ppl() ? "+" : "") +
+                                                      Fixed(100.0 * (p / rows[0].r.ppl() - 1), 2) + "%)";
     s += "<text x=\"" + Fixed(X(p + e) + 6, 1) + "\" y=\"" + Fixed(y + bar_h * 0.7, 1) + "\" font-size=\"12\">" +
-         Fixed(p, 3) + "</text>\n";
+         XmlEscape(label) + "</text>\n";
     s += "<text x=\"" + Fixed(left + width + 20, 1) + "\" y=\"" + Fixed(y + bar_h * 0.7, 1) + "\" font-size=\"12\">" +
          Fixed(w.r.bits_per_byte(), 4) + "</text>\n";
   }
