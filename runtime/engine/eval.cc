@@ -44,7 +44,9 @@ std::string PerplexityProblem(int64_t n_tokens, int ctx, int64_t max_context) {
 EngineOptions PerplexityEngineOptions(EngineOptions base, const PerplexityOptions& o) {
   base.max_context = o.ctx;
   base.kv_budget_bytes = 0;
-  base.kv_positions = static_cast<int64_t>(o.ctx) * std::max(1, o.parallel);
+  // Each sequence holds whole blocks: room for ctx rounded up to a block, per chunk.
+  const int64_t block = base.kv_block_tokens > 0 ? base.kv_block_tokens : kDefaultKvBlockTokens;
+  base.kv_positions = (o.ctx + block - 1) / block * block * std::max(1, o.parallel);
   return base;
 }
 
