@@ -33,7 +33,7 @@ trap 'rm -rf "$T"' EXIT
 export HF_HUB_CACHE=$T/hf STRATA_STORE=$T/store
 # shellcheck source=../tests/e2e/fixture_common.bash
 source "$ROOT/tests/e2e/fixture_common.bash"
-mapfile -t ids < <(plan_model_ids "$STRATA" "$ROOT"/examples/*.yml)
+mapfile -t ids < <(plan_model_ids "$ROOT"/examples/*.yml)
 link_fixture_cache "$FIX" "$HF_HUB_CACHE" "${ids[@]}"
 
 printf 'models:\n  - model: "%s"\nmerge_method: passthrough\n' "$FIX" >"$T/kjv.yml"

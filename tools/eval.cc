@@ -30,8 +30,7 @@ namespace {
 
 struct Row {
   std::string name;
-  int layers = 0, distinct_layers = 0, elided_layers = 0;
-  double load_s = 0;
+  EngineInfo info;
   std::string tokenizer;
   PerplexityResult r;
 };
@@ -125,9 +124,9 @@ std::string Chart(const std::vector<Row>& rows, const std::string& file, int ctx
 Json RowJson(const Row& w) {
   const PerplexityResult& r = w.r;
   return Json{{"variant", w.name},
-              {"layers", w.layers},
-              {"distinct_layers", w.distinct_layers},
-              {"elided_layers", w.elided_layers},
+              {"layers", w.info.layers},
+              {"distinct_layers", w.info.distinct_layers},
+              {"elided_layers", w.info.elided_layers},
               {"tokenizer", w.tokenizer},
               {"ctx", r.ctx},
               {"text_tokens", r.text_tokens},
@@ -140,7 +139,7 @@ Json RowJson(const Row& w) {
               {"nll_per_token", r.nll_per_token()},
               {"nll_per_byte", r.nll_per_byte()},
               {"bits_per_byte", r.bits_per_byte()},
-              {"load_s", w.load_s},
+              {"load_s", w.info.load_s},
               {"seconds", r.seconds},
               {"scored_tokens_per_s", r.scored_tokens_per_s()},
               {"tokens_per_s", r.tokens_per_s()}};
@@ -162,7 +161,7 @@ void PrintTable(const std::vector<Row>& rows, const std::string& file, uint64_t 
                                         Fixed(100.0 * (r.ppl() / rows[0].r.ppl() - 1), 2) + "%";
     if (i > 0 && r.nll_sum == rows[0].r.nll_sum && r.scored_tokens == rows[0].r.scored_tokens) vs = "same";
     printf("%-*s  %6d  %-22s  %9s  %9.5f  %9.5f  %6lld  %7lld  %9.0f\n", static_cast<int>(nw), w.name.c_str(),
-           w.layers, ppl.c_str(), vs.c_str(), r.nll_per_token(), r.bits_per_byte(),
+           w.info.layers, ppl.c_str(), vs.c_str(), r.nll_per_token(), r.bits_per_byte(),
            static_cast<long long>(r.chunks), static_cast<long long>(r.scored_tokens), r.scored_tokens_per_s());
   }
   printf("\nPPL is exp(mean NLL per scored token), +/- one standard error; bits/byte: the scored tokens' NLL over "
@@ -248,20 +247,14 @@ int RunEval(const std::vector<std::string>& args) {
   std::string device_name;
   for (Job& j : jobs) {
     std::unique_ptr<Engine> engine = Engine::Open(store, j.variant, eo, pool);
-    const EngineInfo info = engine->info();
-    device_name = info.device_name;
-    const int64_t n_chunk_all = static_cast<int64_t>(j.tokens.size()) / po_.ctx;
-    const int64_t n_chunk = po_.chunks > 0 ? std::min(n_chunk_all, po_.chunks) : n_chunk_all;
+    Row w;
+    w.name = j.name;
+    w.info = engine->info();
+    device_name = w.info.device_name;
     ProgressBar bar(j.name, ShowProgress(quiet || json), "chunks");
     PerplexityOptions o = po_;
     o.on_progress = [&](int64_t done, int64_t) { bar.counter()->store(static_cast<uint64_t>(done)); };
-    bar.Start(static_cast<uint64_t>(n_chunk));
-    Row w;
-    w.name = j.name;
-    w.layers = info.layers;
-    w.distinct_layers = info.distinct_layers;
-    w.elided_layers = info.elided_layers;
-    w.load_s = info.load_s;
+    bar.Start(static_cast<uint64_t>(PerplexityChunks(static_cast<int64_t>(j.tokens.size()), po_)));
     w.tokenizer = j.tok.tokenizer.description();
     w.r = Perplexity(*engine, j.tok.tokenizer, j.tokens, o);
     bar.Finish();

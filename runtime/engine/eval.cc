@@ -41,6 +41,11 @@ std::string PerplexityProblem(int64_t n_tokens, int ctx, int64_t max_context) {
   return "";
 }
 
+int64_t PerplexityChunks(int64_t n_tokens, const PerplexityOptions& o) {
+  const int64_t n = o.ctx > 0 ? n_tokens / o.ctx : 0;
+  return o.chunks > 0 ? std::min(n, o.chunks) : n;
+}
+
 EngineOptions PerplexityEngineOptions(EngineOptions base, const PerplexityOptions& o) {
   base.max_context = o.ctx;
   base.kv_budget_bytes = 0;
@@ -71,8 +76,7 @@ PerplexityResult Perplexity(Engine& engine, const Tokenizer& t, const std::vecto
     throw Error(p);
   const int ctx = o.ctx, first = ctx / 2, parallel = std::max(1, o.parallel);
   const int64_t V = engine.config().vocab;
-  int64_t n_chunk = static_cast<int64_t>(tokens.size()) / ctx;
-  if (o.chunks > 0) n_chunk = std::min(n_chunk, o.chunks);
+  const int64_t n_chunk = PerplexityChunks(static_cast<int64_t>(tokens.size()), o);
   const int bos = t.add_bos() ? t.bos_id() : -1;
 
   PerplexityResult r;

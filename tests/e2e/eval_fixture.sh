@@ -82,7 +82,7 @@ else
 fi
 
 # --- the example plans over the fixture ----------------------------------------------
-mapfile -t ids < <(plan_model_ids "$STRATA" "$ROOT"/examples/*.yml)
+mapfile -t ids < <(plan_model_ids "$ROOT"/examples/*.yml)
 link_fixture_cache "$FIX" "$HF_HUB_CACHE" "${ids[@]}"
 for p in "$ROOT"/examples/*.yml; do
   "$STRATA" compile "$p" >"$T/compile.log" 2>&1 || bad "compile $(basename "$p")" "$T/compile.log"

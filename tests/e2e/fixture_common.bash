@@ -19,10 +19,9 @@ link_fixture_cache() {
   done
 }
 
-# plan_model_ids STRATA_BIN PLAN...: the model ids the plans name, one per line.
+# plan_model_ids PLAN...: the model ids the plans name, one per line.
 plan_model_ids() {
   local py=${STRATA_PYTHON3:-/usr/bin/python3} root
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-  shift
   "$py" "$root/tests/ref/mergekit_ref.py" models "$@"
 }

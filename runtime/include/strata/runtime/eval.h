@@ -56,6 +56,9 @@ std::vector<int> PerplexityTokens(const Tokenizer& t, std::string_view text);
 // fewer than 2 * ctx tokens (llama-perplexity's minimum).
 std::string PerplexityProblem(int64_t n_tokens, int ctx, int64_t max_context);
 
+// The chunks Perplexity() scores: floor(n_tokens / ctx), at most o.chunks.
+int64_t PerplexityChunks(int64_t n_tokens, const PerplexityOptions& o);
+
 // EngineOptions for Perplexity(): one sequence reaches ctx positions, and
 // `parallel` of them fit in the KV cache at once.
 EngineOptions PerplexityEngineOptions(EngineOptions base, const PerplexityOptions& o);
