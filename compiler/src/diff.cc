@@ -263,8 +263,9 @@ class Differ {
         const TensorNode& n = reader_.Node(cur);
         Json op{{"op", OpName(n.op)}, {"dtype", DTypeName(n.dtype)}};
         if (n.op == TensorNode::Op::kScale) op["factor"] = n.factor;
+    if (n.op == TensorNode::Op::kQuant) op["quant"] = QuantTypeInfo(n.quant).name;
         ops.push_back(op);
-        if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kZeros) break;
+        if (n.leaf()) break;
         cur = n.src;
       }
       if (ops.size() > 1) out.push_back(Json{{"tensor", role}, {"ops", ops}});

@@ -99,11 +99,12 @@ std::vector<Shard> AssignShards(TensorReader& reader, const std::vector<NamedTen
   std::vector<Shard> shards(1);
   for (const NamedTensor& t : tensors) {
     const TensorNode& n = reader.Node(t.node);
-    if (!shards.back().specs.empty() && shards.back().bytes + n.nbytes() > max_bytes)
+    const uint64_t bytes = n.numel() * DTypeSize(n.dtype);  // a quantized tensor is written dequantized
+    if (!shards.back().specs.empty() && shards.back().bytes + bytes > max_bytes)
       shards.emplace_back();
     shards.back().specs.push_back({t.name, n.dtype, n.shape});
     shards.back().nodes.push_back(t.node);
-    shards.back().bytes += n.nbytes();
+    shards.back().bytes += bytes;
   }
   return shards;
 }

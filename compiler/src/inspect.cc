@@ -18,8 +18,9 @@ Json Ops(TensorReader& r, const Hash& h) {
     const TensorNode& n = r.Node(cur);
     Json op{{"op", OpName(n.op)}, {"dtype", DTypeName(n.dtype)}};
     if (n.op == TensorNode::Op::kScale) op["factor"] = n.factor;
+    if (n.op == TensorNode::Op::kQuant) op["quant"] = QuantTypeInfo(n.quant).name;
     ops.push_back(op);
-    if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kZeros) return ops;
+    if (n.leaf()) return ops;
     cur = n.src;
   }
 }

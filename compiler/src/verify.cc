@@ -308,13 +308,13 @@ void Verifier::CheckChains() {
       auto t = tensors_.find(cur);
       if (t == tensors_.end()) break;  // missing or damaged: reported already
       chain.push_back(cur);
-      if (t->second.op == TensorNode::Op::kBlob || t->second.op == TensorNode::Op::kZeros) break;
+      if (t->second.leaf()) break;
       cur = t->second.src;
     }
     for (size_t i = chain.size(); i-- > 0;) {
       const Hash& h = chain[i];
       const TensorNode& n = tensors_.at(h);
-      below = n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kZeros ? 0 : below + 1;
+      below = n.leaf() ? 0 : below + 1;
       depth[h] = below;
       const std::string path = store_.NodePath(h), key = Key("node", h.Hex());
       if (below == kMaxTensorChain + 1)

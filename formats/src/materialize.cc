@@ -48,7 +48,7 @@ const TensorNode& TensorReader::Node(const Hash& h) {
     }
     chain.emplace_back(cur, ParseTensorNode(store_.GetNode(cur), cur));
     const TensorNode& n = chain.back().second;
-    if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kZeros) break;
+    if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kZeros || n.op == TensorNode::Op::kQuant) break;
     if (static_cast<int>(chain.size()) > kMaxTensorChain)
       throw Error("tensor node " + h.Hex() + " is a chain of more than " + std::to_string(kMaxTensorChain) +
                   " scale/cast nodes, past strata's limit; the store was crafted or damaged: run `strata verify`");
@@ -193,14 +193,43 @@ void TensorReader::Read(const Hash& h, uint64_t begin, uint64_t count, void* out
       ConvertElements(from, buf.data(), n.dtype, out, count);
       return;
     }
+    case TensorNode::Op::kQuant:
+      ReadQuant(n, begin, count, out);
+      return;
   }
+}
+
+// Dequantizes the rows that elements [begin, begin+count) lie in, one row at
+// a time, into the node's dtype.
+void TensorReader::ReadQuant(const TensorNode& n, uint64_t begin, uint64_t count, void* out) {
+  const int64_t cols = n.shape[1];
+  const uint64_t row_bytes = QuantRowBytes(n.quant, cols);
+  const size_t es = DTypeSize(n.dtype);
+  std::vector<char> row(row_bytes);
+  std::vector<float> f(static_cast<size_t>(cols));
+  int fd = BlobFd(n.blob, n.nbytes());
+  try {
+    for (uint64_t done = 0; done < count;) {
+      const uint64_t e = begin + done, r = e / cols, c = e % cols;
+      const uint64_t take = std::min<uint64_t>(count - done, cols - c);
+      PreadExact(fd, row.data(), row_bytes, r * row_bytes, store_.BlobPath(n.blob));
+      Hashed(n.blob, r * row_bytes, row.data(), row_bytes, n.nbytes());
+      DequantizeRange(n.quant, row.data(), cols, static_cast<int64_t>(c), static_cast<int64_t>(take), f.data());
+      ConvertElements(DType::kF32, f.data(), n.dtype, static_cast<char*>(out) + done * es, take);
+      done += take;
+    }
+  } catch (...) {
+    CloseFd(fd);
+    throw;
+  }
+  CloseFd(fd);
 }
 
 void TensorReader::CollectBlobs(const Hash& h, std::map<Hash, uint64_t>& blobs) {
   for (Hash cur = h;;) {
     const TensorNode& n = Node(cur);
     if (n.op == TensorNode::Op::kZeros) return;
-    if (n.op == TensorNode::Op::kBlob) {
+    if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kQuant) {
       blobs[n.blob] = n.nbytes();
       return;
     }
@@ -231,9 +260,12 @@ void TensorReader::AppendTo(const Hash& h, SafetensorsWriter& w, std::atomic<uin
   // Through memory in chunks: derived nodes are computed, and a verified blob
   // is hashed on the way (its last chunk is checked before it is written).
   const size_t es = DTypeSize(n.dtype);
-  std::vector<char> buf(std::min(n.numel(), kChunkElements) * es);
+  const uint64_t chunk = n.op == TensorNode::Op::kQuant
+                             ? std::max<uint64_t>(1, kChunkElements / n.shape[1]) * n.shape[1]  // whole rows
+                             : kChunkElements;
+  std::vector<char> buf(std::min(n.numel(), chunk) * es);
   for (uint64_t done = 0; done < n.numel();) {
-    uint64_t k = std::min(n.numel() - done, kChunkElements);
+    uint64_t k = std::min(n.numel() - done, chunk);
     Read(h, done, k, buf.data());
     w.Append(buf.data(), k * es);
     done += k;

@@ -61,10 +61,11 @@ Store::Store(std::string root, bool create) : root_(std::move(root)) {
     if (!std::string_view(text).starts_with(kMarker))
       throw Error(marker + ": not a strata store marker");
     int version = std::atoi(text.c_str() + kMarker.size());
-    if (version != kStoreFormatVersion)
+    version_ = version;
+    if (version < 1 || version > kStoreFormatVersion)
       throw Error(root_ + ": store format version " + std::to_string(version) +
                   " was written by a " + (version > kStoreFormatVersion ? "newer" : "different") +
-                  " strata; this one reads version " + std::to_string(kStoreFormatVersion) +
+                  " strata; this one reads versions 1 to " + std::to_string(kStoreFormatVersion) +
                   ". Upgrade strata or use another --store.");
   } else {
     if (!create) throw Error(root_ + ": no strata store here (no STORE file); compile a plan into it first");
@@ -73,8 +74,7 @@ Store::Store(std::string root, bool create) : root_(std::move(root)) {
     MakeDirs(root_);
     for (const char* d : {"blobs", "nodes", "refs", "cache/sources", "tmp"}) MakeDirs(root_ + "/" + d);
     try {
-      WriteFileAtomically(marker, std::string(kMarker) + std::to_string(kStoreFormatVersion) + "\n",
-                          root_ + "/tmp");
+      WriteFileAtomically(marker, std::string(kMarker) + "1\n", root_ + "/tmp");
     } catch (const Error&) {
       if (!FileExists(marker)) throw;  // a concurrent creator wrote the same marker first
     }
@@ -278,6 +278,39 @@ void Store::RecordSources(
     std::string key = std::to_string(range.first) + ":" + std::to_string(range.second);
     j["tensors"][key] = r.zeros ? Json{{"zeros", true}} : Json{{"blob", r.blob.Hex()}};
   }
+  MakeDirs(fs::path(path).parent_path().string());
+  WriteFileAtomically(path, j.dump(), TmpDir());
+}
+
+void Store::RequireVersion(int version) {
+  if (version_ >= version) return;
+  WriteFileAtomically(root_ + "/STORE", std::string(kMarker) + std::to_string(version) + "\n", TmpDir());
+  version_ = version;
+}
+
+std::string Store::QuantCachePath(const Hash& src, std::string_view type) const {
+  return FanOut(root_ + "/cache/quant", HashBytes(src.Hex() + ":" + std::string(type)).Hex());
+}
+
+std::optional<Hash> Store::LookupQuant(const Hash& src, std::string_view type) const {
+  const std::string path = QuantCachePath(src, type);
+  if (!FileExists(path)) return std::nullopt;
+  try {
+    const Json j = Json::parse(ReadFile(path));
+    if (!j.is_object() || j.value("src", "") != src.Hex() || j.value("type", "") != type) return std::nullopt;
+    auto node = Hash::FromHex(j.value("node", ""));
+    auto blob = Hash::FromHex(j.value("blob", ""));
+    if (!node || !blob || !HasNode(*node) || !HasBlob(*blob)) return std::nullopt;
+    return node;
+  } catch (const std::exception&) {
+    return std::nullopt;  // damaged: a miss
+  }
+}
+
+void Store::RecordQuant(const Hash& src, std::string_view type, const Hash& node) {
+  const Json n = GetNode(node);
+  const Json j{{"src", src.Hex()}, {"type", std::string(type)}, {"node", node.Hex()}, {"blob", n.value("blob", "")}};
+  const std::string path = QuantCachePath(src, type);
   MakeDirs(fs::path(path).parent_path().string());
   WriteFileAtomically(path, j.dump(), TmpDir());
 }

@@ -59,19 +59,29 @@ uint64_t TensorNode::numel() const {
   return n;
 }
 
+uint64_t TensorNode::nbytes() const {
+  if (op != Op::kQuant) return numel() * DTypeSize(dtype);
+  return QuantRowBytes(quant, shape.at(1)) * static_cast<uint64_t>(shape.at(0));
+}
+
 std::string_view OpName(TensorNode::Op op) {
   switch (op) {
     case TensorNode::Op::kBlob: return "blob";
     case TensorNode::Op::kZeros: return "zeros";
     case TensorNode::Op::kScale: return "scale";
     case TensorNode::Op::kCast: return "cast";
+    case TensorNode::Op::kQuant: return "quant";
   }
   return "?";
 }
 
 Json TensorNode::ToJson() const {
   Json j{{"kind", "tensor"}, {"dtype", DTypeName(dtype)}, {"shape", shape}, {"op", OpName(op)}};
-  if (op == Op::kBlob) j["blob"] = blob.Hex();
+  if (op == Op::kBlob || op == Op::kQuant) j["blob"] = blob.Hex();
+  if (op == Op::kQuant) {
+    j["quant"] = QuantTypeInfo(quant).name;
+    if (from) j["from"] = from->Hex();
+  }
   if (op == Op::kScale || op == Op::kCast) j["src"] = src.Hex();
   if (op == Op::kScale) j["factor"] = factor;
   return j;
@@ -110,6 +120,16 @@ TensorNode ParseTensorNode(const Json& j, const Hash& h) {
         throw Error("tensor node " + h.Hex() + " has no factor");
       t.factor = j["factor"].get<double>();
     }
+  } else if (op == "quant") {
+    t.op = TensorNode::Op::kQuant;
+    t.blob = HashField(j, "blob", h);
+    const auto q = ParseQuantType(Str(j, "quant"));
+    if (!q) throw Error("tensor node " + h.Hex() + " has an unknown quantization type");
+    t.quant = *q;
+    if (t.shape.size() != 2 || t.shape[1] % QuantTypeInfo(t.quant).block_elems != 0)
+      throw Error("tensor node " + h.Hex() + " is quantized but is not a matrix whose rows are whole " +
+                  std::string(QuantTypeInfo(t.quant).name) + " blocks");
+    if (j.contains("from")) t.from = HashField(j, "from", h);
   } else {
     throw Error("tensor node " + h.Hex() + " has unknown op \"" + op + "\"");
   }

@@ -263,6 +263,9 @@ void DeviceWeights::Materialize(AddState& st, const Hash& h, void* dst, bool cou
       st.uploader->Upload(store_.BlobPath(n.blob), nbytes, dst, "tensor node " + h.Hex(),
                           [&](uint64_t b) { if (count_chunks) advance(b); });
       return;
+    case TensorNode::Op::kQuant:
+      throw Error("tensor node " + h.Hex() + " is quantized (" + std::string(QuantTypeInfo(n.quant).name) +
+                  "); the CUDA backend does not run quantized weights yet: use --device cpu");
     case TensorNode::Op::kZeros:
       CUDA_CHECK(cudaMemsetAsync(dst, 0, nbytes, stream));
       if (count_chunks) advance(nbytes);

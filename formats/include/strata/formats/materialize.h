@@ -1,4 +1,5 @@
-// Producing a tensor node's bytes (blob, zeros, scale, cast) in bounded memory,
+// Producing a tensor node's bytes (blob, zeros, scale, cast; quant nodes
+// dequantized into their dtype) in bounded memory,
 // with PyTorch's arithmetic so that exports match mergekit bit for bit.
 #pragma once
 
@@ -54,6 +55,7 @@ class TensorReader {
  private:
   struct Stream;  // a blob being hashed as it is read in order
   int BlobFd(const Hash& blob, uint64_t expected_size);
+  void ReadQuant(const TensorNode& n, uint64_t begin, uint64_t count, void* out);
   void Hashed(const Hash& blob, uint64_t offset, const void* data, uint64_t n, uint64_t size);
   [[noreturn]] void Corrupt(const Hash& blob, const Hash& got) const;
   const Store& store_;

@@ -16,7 +16,10 @@ namespace strata {
 
 using Json = nlohmann::json;  // sorted keys: dump() is the canonical form
 
-inline constexpr int kStoreFormatVersion = 1;
+// The newest store format this strata reads and writes. A store is created at
+// version 1; the first object that needs version 2 (a quant tensor node)
+// raises its marker, so older strata refuse it instead of misreading it.
+inline constexpr int kStoreFormatVersion = 2;
 
 // What ingesting one range of a source file produced.
 struct IngestResult {
@@ -37,6 +40,11 @@ class Store {
   explicit Store(std::string root, bool create = true);
 
   const std::string& root() const { return root_; }
+  int version() const { return version_; }
+  // Raises the STORE marker to `version` (atomically) unless it is there
+  // already. REQUIRES: version <= kStoreFormatVersion. Throws Error on a
+  // failed write.
+  void RequireVersion(int version);
   std::string BlobPath(const Hash& h) const;
   std::string NodePath(const Hash& h) const;
   std::string TmpDir() const { return root_ + "/tmp"; }
@@ -89,6 +97,12 @@ class Store {
   void RecordSources(const FileIdentity& id,
                      const std::vector<std::pair<std::pair<uint64_t, uint64_t>, IngestResult>>& entries);
 
+  // Quantization cache: the quant node that quantizing tensor node `src` to
+  // `type` ("Q4_K") made. Lookup returns nullopt on a miss, for a damaged
+  // entry, or when that node or its blob has since left the store.
+  std::optional<Hash> LookupQuant(const Hash& src, std::string_view type) const;
+  // Records one result (atomically; a lost update only costs recomputing it).
+  void RecordQuant(const Hash& src, std::string_view type, const Hash& node);
   // Sizes for `du`: bytes of every blob file, and of every node file.
   struct Usage {
     uint64_t blob_bytes = 0, blob_count = 0, node_bytes = 0, node_count = 0;
@@ -98,8 +112,10 @@ class Store {
  private:
   void WriteObject(const std::string& path, std::string_view bytes) const;
   std::string SourceCachePath(const FileIdentity& id) const;
+  std::string QuantCachePath(const Hash& src, std::string_view type) const;
   Json ReadSourceCache(const std::string& path) const;
   std::string root_;
+  int version_ = 1;
 };
 
 }  // namespace strata

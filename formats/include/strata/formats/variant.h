@@ -2,25 +2,37 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "strata/formats/store.h"
 #include "strata/formats/arch.h"
 #include "strata/formats/dtype.h"
+#include "strata/formats/quant.h"
 
 namespace strata {
 
 struct TensorNode {
-  enum class Op { kBlob, kZeros, kScale, kCast };
+  enum class Op { kBlob, kZeros, kScale, kCast, kQuant };
+  // The element type; for kQuant the type its values are read as when
+  // dequantized (the source's), while the blob holds `quant` blocks.
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
   Op op = Op::kBlob;
-  Hash blob;  // kBlob
+  Hash blob;  // kBlob, kQuant
   Hash src;   // kScale, kCast
   double factor = 1.0;  // kScale
+  QuantType quant = QuantType::kNone;  // kQuant
+  // kQuant: the node it was quantized from, or none (a GGUF's tensor). Only
+  // provenance: nothing needs it to be in the store, and gc does not keep it.
+  std::optional<Hash> from;
+  // A node whose bytes are stored or implied (blob, zeros, quant), not
+  // computed from another node.
+  bool leaf() const { return op == Op::kBlob || op == Op::kZeros || op == Op::kQuant; }
   uint64_t numel() const;
-  uint64_t nbytes() const { return numel() * DTypeSize(dtype); }
+  // Bytes of the tensor as stored: its blob's size for kQuant.
+  uint64_t nbytes() const;
   Json ToJson() const;
 };
 // Parses a tensor node. Throws Error naming the node when a field is missing
