@@ -1,6 +1,8 @@
 // CPU kernels (see cpu_kernels.h and docs/runtime.md, "CPU kernels").
 #include "strata/runtime/cpu_kernels.h"
 
+#include "cpu_quant.h"
+
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -869,6 +871,10 @@ void MatMulMany(const MatMulOut* outs, int count, const float* x, int64_t M) {
       MatMul(w, x, M, outs[i].y, outs[i].bias);
       continue;
     }
+    if (w.quant != QuantType::kNone) {  // cpu_quant.cc
+      QuantMatMul(w, x, M, outs[i].y, outs[i].bias);
+      continue;
+    }
     if (w.zero && !outs[i].bias) {
       std::memset(outs[i].y, 0, sizeof(float) * w.rows() * M);
       continue;
@@ -912,6 +918,10 @@ void Rope(float* x, int n_heads, int head_dim, int64_t pos, const double* inv_fr
 void EmbeddingGather(const HostTensor& table, const int* tokens, int64_t M, float* out) {
   const int64_t D = table.cols();
   const size_t row_bytes = D * DTypeSize(table.dtype);
+  if (table.quant != QuantType::kNone) {
+    for (int64_t m = 0; m < M; ++m) QuantRowToFloat(table, tokens[m], out + m * D);
+    return;
+  }
   for (int64_t m = 0; m < M; ++m)
     ConvertElements(table.dtype, static_cast<const char*>(table.data) + tokens[m] * row_bytes, DType::kF32,
                     out + m * D, D);

@@ -31,7 +31,7 @@ std::unique_ptr<WeightSet> BuildWeightSet(WeightStore& weights, const ModelConfi
 }
 
 // Bytes a backend reads for `t`: none for an absent or all-zero tensor.
-uint64_t ReadBytes(const HostTensor* t) { return t && !t->zero ? t->numel() * DTypeSize(t->dtype) : 0; }
+uint64_t ReadBytes(const HostTensor* t) { return t && !t->zero ? t->nbytes() : 0; }
 
 }  // namespace
 
@@ -43,7 +43,7 @@ uint64_t DecodeWeightBytesPerToken(const Model& model, bool elide) {
   }
   n += ReadBytes(model.final_norm) + ReadBytes(model.lm_head);
   // The token's embedding: one row of the table (read again when it is the tied LM head).
-  if (model.embed && !model.embed->zero) n += static_cast<uint64_t>(model.embed->cols()) * DTypeSize(model.embed->dtype);
+  if (model.embed && !model.embed->zero) n += model.embed->row_bytes();
   return n;
 }
 

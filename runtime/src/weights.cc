@@ -13,6 +13,14 @@ uint64_t HostTensor::numel() const {
   return n;
 }
 
+uint64_t HostTensor::row_bytes() const {
+  return quant == QuantType::kNone ? static_cast<uint64_t>(cols()) * DTypeSize(dtype) : QuantRowBytes(quant, cols());
+}
+
+uint64_t HostTensor::nbytes() const {
+  return quant == QuantType::kNone ? numel() * DTypeSize(dtype) : row_bytes() * static_cast<uint64_t>(rows());
+}
+
 void WeightStore::VerifyAll(const std::vector<Hash>& nodes) {
   if (!verify_) return;
   std::map<Hash, uint64_t> blobs;
@@ -26,6 +34,7 @@ const HostTensor& WeightStore::Get(const Hash& h) {
   HostTensor t;
   t.dtype = n.dtype;
   t.shape = n.shape;
+  t.quant = n.op == TensorNode::Op::kQuant ? n.quant : QuantType::kNone;
   t.zero = n.op == TensorNode::Op::kZeros || (n.op == TensorNode::Op::kScale && n.factor == 0.0);
   t.node = h;
   if (!host_data_) {
@@ -37,7 +46,7 @@ const HostTensor& WeightStore::Get(const Hash& h) {
     }
     return tensors_.emplace(h, std::move(t)).first->second;
   }
-  if (n.op == TensorNode::Op::kBlob) {
+  if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kQuant) {
     auto& m = blobs_[n.blob];
     if (!m) {
       std::string path = store_.BlobPath(n.blob);

@@ -17,14 +17,21 @@ namespace strata {
 struct HostTensor {
   DType dtype = DType::kF32;
   std::vector<int64_t> shape;
-  const void* data = nullptr;  // numel x DTypeSize(dtype) bytes
+  const void* data = nullptr;  // see `quant`
   // All elements are zero (a `zeros` node or a scale-0 node): the runtime may
   // skip work that only adds such a tensor's products.
   bool zero = false;
   Hash node{};  // the tensor node these are the values of (device backends upload by it)
+  // kNone: `data` holds numel x DTypeSize(dtype) bytes. Otherwise rows of
+  // `quant` blocks (QuantRowBytes(quant, cols) bytes each), read in place.
+  QuantType quant = QuantType::kNone;
   int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
   int64_t cols() const { return shape.size() < 2 ? 1 : shape[1]; }
   uint64_t numel() const;
+  // Bytes of `data`: the quantized rows, or numel x DTypeSize(dtype).
+  uint64_t nbytes() const;
+  // Bytes of one row (of `cols()` elements).
+  uint64_t row_bytes() const;
 };
 
 class WeightStore {

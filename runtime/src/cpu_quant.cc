@@ -1,0 +1,306 @@
+// Quantized weights on the CPU: integer dot products of GGML blocks with
+// 8-bit activations (AVX-512 VNNI, 256-bit vectors), a dequantizing fp32
+// fallback, and bf16 dequantization in row blocks for many-token products.
+#include "cpu_quant.h"
+
+#include <immintrin.h>
+#include <tbb/parallel_for.h>
+#include <tbb/partitioner.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "strata/formats/dtype.h"
+#include "strata/formats/quant.h"
+#include "strata/runtime/cpu_kernels.h"
+
+#define STRATA_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+namespace strata {
+namespace {
+
+constexpr int64_t kFewTokens = 16;  // up to this many tokens a product runs on quantized rows
+
+bool CpuHasVnni() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
+const bool kHasVnni = CpuHasVnni();
+
+float HalfAt(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return F16ToFloat(h);
+}
+
+bool HasIntegerKernel(QuantType t) {
+  return t == QuantType::kQ8_0 || t == QuantType::kQ4_0 || t == QuantType::kQ4_K || t == QuantType::kQ5_K ||
+         t == QuantType::kQ6_K;
+}
+
+// One token's activations quantized to int8 in blocks of 32 (legacy types)
+// or 256 (K types): x ~= d[b] * q[i].
+struct ActQ8 {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int16_t> bsums;  // 256 blocks: sums of q over each 16
+};
+
+void QuantizeActivations(const float* x, int64_t K, int block, ActQ8& a) {
+  a.q.resize(K);
+  a.d.resize(K / block);
+  a.bsums.assign(K / 16, 0);
+  for (int64_t b = 0; b < K / block; ++b) {
+    const float* xb = x + b * block;
+    float amax = 0;
+    for (int i = 0; i < block; ++i) amax = std::max(amax, std::fabs(xb[i]));
+    const float d = amax / 127, id = d != 0.0f ? 1.0f / d : 0.0f;
+    a.d[b] = d;
+    for (int i = 0; i < block; ++i) {
+      const int v = static_cast<int>(std::nearbyint(xb[i] * id));
+      a.q[b * block + i] = static_cast<int8_t>(std::clamp(v, -127, 127));
+    }
+  }
+  for (int64_t g = 0; g < K / 16; ++g) {
+    int s = 0;
+    for (int i = 0; i < 16; ++i) s += a.q[g * 16 + i];
+    a.bsums[g] = static_cast<int16_t>(s);
+  }
+}
+
+STRATA_VNNI inline float HSum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+STRATA_VNNI inline int HSumI(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+  return _mm_cvtsi128_si32(s);
+}
+
+STRATA_VNNI float DotQ8_0(const uint8_t* w, int64_t K, const ActQ8& a) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i zero = _mm256_setzero_si256();
+  for (int64_t b = 0; b < K / 32; ++b, w += 34) {
+    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2));
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + b * 32));
+    const __m256i p = _mm256_dpbusd_epi32(zero, _mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(HalfAt(w) * a.d[b]), acc);
+  }
+  return HSum(acc);
+}
+
+STRATA_VNNI float DotQ4_0(const uint8_t* w, int64_t K, const ActQ8& a) {
+  __m256 acc = _mm256_setzero_ps();
+  const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
+  for (int64_t b = 0; b < K / 32; ++b, w += 18) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
+    const __m256i q = _mm256_and_si256(both, m4);  // elements 0..15, then 16..31
+    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + b * 32));
+    const __m256i p = _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, q, x), _mm256_dpbusd_epi32(zero, eight, x));
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(HalfAt(w) * a.d[b]), acc);
+  }
+  return HSum(acc);
+}
+
+void ScalesMins(const uint8_t* s, int* sc, int* mn) {
+  for (int j = 0; j < 8; ++j) {
+    if (j < 4) {
+      sc[j] = s[j] & 63;
+      mn[j] = s[j + 4] & 63;
+    } else {
+      sc[j] = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+      mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+  }
+}
+
+// Q4_K and Q5_K (with `five`): sum over groups of sc * (q . x), less the mins.
+template <bool kFive>
+STRATA_VNNI float DotQ45_K(const uint8_t* w, int64_t K, const ActQ8& a) {
+  constexpr int kBytes = kFive ? 176 : 144;
+  __m256 acc = _mm256_setzero_ps();
+  float mins = 0;
+  const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  for (int64_t b = 0; b < K / 256; ++b, w += kBytes) {
+    int sc[8], mn[8];
+    ScalesMins(w + 4, sc, mn);
+    const int8_t* xq = a.q.data() + b * 256;
+    const int16_t* bs = a.bsums.data() + b * 16;
+    const uint8_t* qs = w + (kFive ? 48 : 16);
+    __m256i hv = zero;
+    if constexpr (kFive) hv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));
+    __m256i sum = zero;
+    int summ = 0;
+    for (int j = 0; j < 4; ++j) {
+      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * j));
+      __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+      if constexpr (kFive) {
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j + 1), one), 4));
+      }
+      const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * j));
+      const __m256i xh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * j + 32));
+      sum = _mm256_add_epi32(sum, _mm256_mullo_epi32(_mm256_dpbusd_epi32(zero, lo, xl), _mm256_set1_epi32(sc[2 * j])));
+      sum = _mm256_add_epi32(sum,
+                             _mm256_mullo_epi32(_mm256_dpbusd_epi32(zero, hi, xh), _mm256_set1_epi32(sc[2 * j + 1])));
+      summ += mn[2 * j] * (bs[4 * j] + bs[4 * j + 1]) + mn[2 * j + 1] * (bs[4 * j + 2] + bs[4 * j + 3]);
+    }
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(HalfAt(w) * a.d[b]), acc);
+    mins += HalfAt(w + 2) * a.d[b] * static_cast<float>(summ);
+  }
+  return HSum(acc) - mins;
+}
+
+STRATA_VNNI float DotQ6_K(const uint8_t* w, int64_t K, const ActQ8& a) {
+  __m256 acc = _mm256_setzero_ps();
+  float bias = 0;
+  const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
+  for (int64_t b = 0; b < K / 256; ++b, w += 210) {
+    const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
+    const int8_t* xq = a.q.data() + b * 256;
+    const int16_t* bs = a.bsums.data() + b * 16;
+    __m256i sum = zero;
+    for (int c = 0; c < 2; ++c) {
+      const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * c));
+      const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * c + 32));
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 128 + 32 * c));
+      const __m256i q[4] = {
+          _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(lb, m4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4)),
+          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
+                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4)),
+      };
+      for (int i = 0; i < 4; ++i) {
+        const int g = 8 * c + 2 * i;  // the two 16-element groups of these 32 elements
+        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * c + 32 * i));
+        const __m256i s = _mm256_setr_epi32(sc[g], sc[g], sc[g], sc[g], sc[g + 1], sc[g + 1], sc[g + 1], sc[g + 1]);
+        sum = _mm256_add_epi32(sum, _mm256_mullo_epi32(_mm256_dpbusd_epi32(zero, q[i], x), s));
+      }
+    }
+    int off = 0;
+    for (int g = 0; g < 16; ++g) off += sc[g] * bs[g];
+    const float dd = HalfAt(w + 208) * a.d[b];
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dd), acc);
+    bias += dd * static_cast<float>(32 * off);
+  }
+  return HSum(acc) - bias;
+}
+
+using DotFn = float (*)(const uint8_t*, int64_t, const ActQ8&);
+
+DotFn DotFor(QuantType t) {
+  switch (t) {
+    case QuantType::kQ8_0: return DotQ8_0;
+    case QuantType::kQ4_0: return DotQ4_0;
+    case QuantType::kQ4_K: return DotQ45_K<false>;
+    case QuantType::kQ5_K: return DotQ45_K<true>;
+    case QuantType::kQ6_K: return DotQ6_K;
+    default: return nullptr;
+  }
+}
+
+float BiasAt(const HostTensor* bias, int64_t n) {
+  if (!bias) return 0.0f;
+  float v = 0;
+  ConvertElements(bias->dtype, static_cast<const char*>(bias->data) + n * DTypeSize(bias->dtype), DType::kF32, &v, 1);
+  return v;
+}
+
+// Few tokens through the integer kernels: weights read once, in place.
+void IntegerProducts(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
+  const int64_t N = w.rows(), K = w.cols();
+  const int block = QuantTypeInfo(w.quant).block_elems;
+  std::vector<ActQ8> acts(M);
+  for (int64_t m = 0; m < M; ++m) QuantizeActivations(x + m * K, K, block, acts[m]);
+  const DotFn dot = DotFor(w.quant);
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const uint64_t rb = w.row_bytes();
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, N, 16),
+      [&](const tbb::blocked_range<int64_t>& r) {
+        for (int64_t n = r.begin(); n < r.end(); ++n) {
+          const float b = BiasAt(bias, n);
+          for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(base + n * rb, K, acts[m]) + b;
+        }
+      },
+      tbb::static_partitioner());
+}
+
+// Few tokens without an integer kernel: each row dequantized to fp32 once.
+void FloatProducts(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
+  const int64_t N = w.rows(), K = w.cols();
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, N, 8), [&](const tbb::blocked_range<int64_t>& r) {
+    std::vector<float> wf(K);
+    for (int64_t n = r.begin(); n < r.end(); ++n) {
+      QuantRowToFloat(w, n, wf.data());
+      const float b = BiasAt(bias, n);
+      for (int64_t m = 0; m < M; ++m) {
+        const float* xm = x + m * K;
+        float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (int64_t k = 0; k < K; ++k) acc[k & 7] += wf[k] * xm[k];
+        const float s = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+        y[m * N + n] = s + b;
+      }
+    }
+  });
+}
+
+// Many tokens: blocks of rows dequantized to bf16 (about 8 MiB at a time),
+// multiplied by the dense kernels, scattered into y.
+void BlockProducts(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
+  const int64_t N = w.rows(), K = w.cols();
+  const int64_t C = std::clamp<int64_t>((8 << 20) / (2 * K) / 32 * 32, 32, 1024);
+  std::vector<uint16_t> wb(static_cast<size_t>(std::min(C, N) * K));
+  std::vector<float> yb(static_cast<size_t>(std::min(C, N) * M));
+  for (int64_t n0 = 0; n0 < N; n0 += C) {
+    const int64_t c = std::min(C, N - n0);
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, c, 4), [&](const tbb::blocked_range<int64_t>& r) {
+      std::vector<float> f(K);
+      for (int64_t i = r.begin(); i < r.end(); ++i) {
+        QuantRowToFloat(w, n0 + i, f.data());
+        uint16_t* dst = wb.data() + i * K;
+        for (int64_t k = 0; k < K; ++k) dst[k] = FloatToBF16(f[k]);
+      }
+    });
+    HostTensor block;
+    block.dtype = DType::kBF16;
+    block.shape = {c, K};
+    block.data = wb.data();
+    MatMul(block, x, M, yb.data());
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t i = 0; i < c; ++i) y[m * N + n0 + i] = yb[m * c + i] + BiasAt(bias, n0 + i);
+  }
+}
+
+}  // namespace
+
+bool QuantIntegerKernels() {
+  if (!kHasVnni) return false;
+  const std::string_view k = CpuKernelsName();
+  return k == "avx512" || k == "avx512-bf16" || k == "amx-bf16";
+}
+
+void QuantRowToFloat(const HostTensor& t, int64_t row, float* out) {
+  DequantizeRow(t.quant, static_cast<const uint8_t*>(t.data) + row * t.row_bytes(), t.cols(), out);
+}
+
+void QuantMatMul(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
+  if (M > kFewTokens) return BlockProducts(w, x, M, y, bias);
+  if (HasIntegerKernel(w.quant) && QuantIntegerKernels()) return IntegerProducts(w, x, M, y, bias);
+  FloatProducts(w, x, M, y, bias);
+}
+
+}  // namespace strata
