@@ -4,6 +4,11 @@
   quant_ref.py emit DIR    writes DIR/input.f32 (rows x cols float32, row-major), DIR/meta.json,
                            and for each type DIR/<TYPE>.bin (the quantized rows) and
                            DIR/<TYPE>.deq.f32 (those rows dequantized)
+  quant_ref.py dequantize STORE VARIANT OUTDIR
+                           writes variant VARIANT of the strata store STORE as a Hugging Face
+                           directory of float32 weights: quant tensors dequantized here, the
+                           others widened (config.json and tokenizer files copied), read from the
+                           store's files as formats/STORE_FORMAT.md describes them
 
 Written from the format descriptions (ggml-common.h's block layouts and the reference
 quantizers' arithmetic, described in docs/quantization.md), not from strata's code. Every
@@ -441,7 +446,57 @@ def inputs(cols=512):
     return np.concatenate([x, bf], axis=0)
 
 
+def store_tensor(root, h):
+    """A tensor node of the store as float32 (blob, zeros and quant nodes)."""
+    n = json.load(open(os.path.join(root, "nodes", h[:2], h)))
+    shape = n["shape"]
+    if n["op"] == "zeros":
+        return np.zeros(shape, f32)
+    raw = np.fromfile(os.path.join(root, "blobs", n["blob"][:2], n["blob"]), dtype=np.uint8)
+    if n["op"] == "quant":
+        return dequantize(n["quant"], raw.reshape(shape[0], -1), shape[1])
+    if n["op"] != "blob":
+        raise SystemExit("quant_ref.py: op %s is not read here" % n["op"])
+    if n["dtype"] == "BF16":
+        return (raw.view("<u2").astype(np.uint32) << 16).view(f32).reshape(shape)
+    return raw.view({"F16": "<f2", "F32": "<f4"}[n["dtype"]]).astype(f32).reshape(shape)
+
+
+def dequantize_variant(root, name, out):
+    with open(os.path.join(root, "refs", name)) as f:
+        vh = f.read().strip()
+    v = json.load(open(os.path.join(root, "nodes", vh[:2], vh)))
+    tensors = {}
+    for t in v["pre"] + v["post"]:
+        tensors[t["name"]] = store_tensor(root, t["tensor"])
+    for i, l in enumerate(v["layers"]):
+        ln = json.load(open(os.path.join(root, "nodes", l["layer"][:2], l["layer"])))
+        for role, h in ln["tensors"].items():
+            tensors["model.layers.%d.%s" % (i, role)] = store_tensor(root, h)
+    os.makedirs(out, exist_ok=True)
+    header, off = {}, 0
+    for k in sorted(tensors):
+        nb = tensors[k].size * 4
+        header[k] = {"dtype": "F32", "shape": list(tensors[k].shape), "data_offsets": [off, off + nb]}
+        off += nb
+    hb = json.dumps(header).encode()
+    hb += b" " * (-len(hb) % 8)
+    with open(os.path.join(out, "model.safetensors"), "wb") as f:
+        f.write(len(hb).to_bytes(8, "little") + hb)
+        for k in sorted(tensors):
+            f.write(np.ascontiguousarray(tensors[k], dtype="<f4").tobytes())
+    cfg = json.load(open(os.path.join(root, "blobs", v["config"][:2], v["config"])))
+    cfg["torch_dtype"] = "float32"
+    json.dump(cfg, open(os.path.join(out, "config.json"), "w"))
+    for fname, bh in v.get("files", {}).items():
+        with open(os.path.join(root, "blobs", bh[:2], bh), "rb") as src, open(os.path.join(out, fname), "wb") as dst:
+            dst.write(src.read())
+
+
 def main():
+    if len(sys.argv) == 5 and sys.argv[1] == "dequantize":
+        dequantize_variant(*sys.argv[2:5])
+        return 0
     if len(sys.argv) != 3 or sys.argv[1] != "emit":
         print(__doc__, file=sys.stderr)
         return 2
