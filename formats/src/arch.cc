@@ -57,6 +57,7 @@ const std::vector<ArchInfo>& Archs() {
                     .extra = {{"attention_bias", SynthKey::kBool, 0},
                               {"mlp_bias", SynthKey::kBool, 0},
                               {"pretraining_tp", SynthKey::kInt, 1}}},
+          .gguf_arch = "llama", .gguf_permute_qk = true,
       },
       {
           .hf_name = "MistralForCausalLM",
@@ -69,6 +70,7 @@ const std::vector<ArchInfo>& Archs() {
                        .use_sliding_window = false, .max_window_layers = 0},
           .synth = {.max_position_embeddings = 32768, .rms_norm_eps = 1e-5, .rope_theta = 10000.0,
                     .extra = {{"sliding_window", SynthKey::kInt, 4096}}},
+          .gguf_arch = "llama", .gguf_permute_qk = true,
       },
       {
           .hf_name = "Qwen2ForCausalLM",
@@ -83,6 +85,7 @@ const std::vector<ArchInfo>& Archs() {
                     .extra = {{"sliding_window", SynthKey::kInt, 4096},
                               {"use_sliding_window", SynthKey::kBool, 0},
                               {"max_window_layers", SynthKey::kLayerCount, 0}}},
+          .gguf_arch = "qwen2", .gguf_permute_qk = false,
       },
   };
   return archs;

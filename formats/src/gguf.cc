@@ -554,6 +554,145 @@ std::string Dump(const OJson& j, const std::string& what) {
 
 }  // namespace
 
+namespace {
+
+// The pre-tokenizer name whose tokenizer.json Gpt2TokenizerJson writes with
+// this pre_tokenizer, or "" when none does.
+std::string PreTokenizerName(const nlohmann::json& pre) {
+  auto byte_level = [](const nlohmann::json& p, bool regex) {
+    return p.is_object() && p.value("type", "") == "ByteLevel" && p.value("use_regex", true) == regex;
+  };
+  if (byte_level(pre, true)) return "gpt-2";
+  if (!pre.is_object() || pre.value("type", "") != "Sequence" || !pre.contains("pretokenizers")) return "";
+  const auto& ps = pre["pretokenizers"];
+  if (!ps.is_array() || ps.size() != 2 || !byte_level(ps[1], false)) return "";
+  const auto& split = ps[0];
+  if (!split.is_object() || split.value("type", "") != "Split" || !split.contains("pattern") ||
+      !split["pattern"].is_object() || !split["pattern"].contains("Regex"))
+    return "";
+  const std::string re = split["pattern"]["Regex"].is_string() ? split["pattern"]["Regex"].get<std::string>() : "";
+  if (re == kLlama3Regex) return "llama-bpe";
+  if (re == kQwen2Regex) return "qwen2";
+  return "";
+}
+
+// The SentencePiece-style normalizer transformers writes for Llama/Mistral
+// tokenizers (" " -> "▁", possibly with a prepended "▁"), or a Metaspace pre-tokenizer.
+bool SpmStyle(const nlohmann::json& tok) {
+  const std::string dumped = tok.value("normalizer", nlohmann::json()).dump() + tok.value("pre_tokenizer", nlohmann::json()).dump();
+  return dumped.find("\u2581") != std::string::npos || dumped.find("Metaspace") != std::string::npos;
+}
+
+std::string MergeString(const nlohmann::json& m, const std::string& what) {
+  if (m.is_string()) return m.get<std::string>();
+  if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string())
+    return m[0].get<std::string>() + " " + m[1].get<std::string>();
+  throw Error(what + ": a merge is neither \"a b\" nor [\"a\", \"b\"]");
+}
+
+bool IsByteToken(const std::string& t) {
+  return t.size() == 6 && t.rfind("<0x", 0) == 0 && t[5] == '>' && std::isxdigit(static_cast<unsigned char>(t[3])) &&
+         std::isxdigit(static_cast<unsigned char>(t[4]));
+}
+
+}  // namespace
+
+GgufVocabKeys HfToGgufVocab(std::string_view tokenizer_json, std::string_view tokenizer_config_json, int vocab_size,
+                            const std::string& what) {
+  nlohmann::json tok, cfg = nlohmann::json::object();
+  try {
+    tok = nlohmann::json::parse(tokenizer_json);
+    if (!tokenizer_config_json.empty()) cfg = nlohmann::json::parse(tokenizer_config_json);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(what + ": not JSON (" + std::string(e.what()) + ")");
+  }
+  if (!tok.is_object() || !tok.contains("model") || !tok["model"].is_object() || tok["model"].value("type", "") != "BPE")
+    throw Error(what + ": strata writes GGUF vocabularies for BPE tokenizers (byte-level, or with byte fallback) only");
+  const auto& model = tok["model"];
+  GgufVocabKeys v;
+  std::vector<std::string> tokens;
+  auto put = [&](int id, const std::string& t) {
+    if (id < 0 || id > (1 << 24)) throw Error(what + ": token id " + std::to_string(id) + " is out of range");
+    if (static_cast<size_t>(id) >= tokens.size()) tokens.resize(id + 1);
+    tokens[id] = t;
+  };
+  if (!model.contains("vocab") || !model["vocab"].is_object()) throw Error(what + ": model.vocab is missing");
+  for (const auto& [t, id] : model["vocab"].items()) {
+    if (!id.is_number_integer()) throw Error(what + ": the id of token " + nlohmann::json(t).dump() + " is not an integer");
+    put(id.get<int>(), t);
+  }
+  std::map<int, bool> added;  // id -> special
+  if (tok.contains("added_tokens") && tok["added_tokens"].is_array())
+    for (const auto& a : tok["added_tokens"]) {
+      if (!a.is_object() || !a.contains("id") || !a["id"].is_number_integer() || !a.contains("content") ||
+          !a["content"].is_string())
+        throw Error(what + ": malformed added_tokens entry");
+      put(a["id"].get<int>(), a["content"].get<std::string>());
+      added[a["id"].get<int>()] = a.value("special", false);
+    }
+  if (static_cast<int>(tokens.size()) < vocab_size) tokens.resize(vocab_size);
+  v.types.assign(tokens.size(), static_cast<int32_t>(GgufTokenType::kNormal));
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (tokens[i].empty()) {
+      tokens[i] = "[PAD" + std::to_string(i) + "]";
+      v.types[i] = static_cast<int32_t>(GgufTokenType::kUnused);
+    }
+  }
+  auto id_of = [&](const char* key) {
+    const auto& t = cfg.contains(key) ? cfg[key] : nlohmann::json();
+    const std::string s = t.is_string() ? t.get<std::string>() : t.is_object() ? t.value("content", "") : "";
+    if (s.empty()) return -1;
+    for (size_t i = 0; i < tokens.size(); ++i)
+      if (tokens[i] == s) return static_cast<int>(i);
+    return -1;
+  };
+  v.bos = id_of("bos_token");
+  v.eos = id_of("eos_token");
+  v.unk = id_of("unk_token");
+  if (v.unk < 0 && model.contains("unk_token") && model["unk_token"].is_string())
+    for (size_t i = 0; i < tokens.size(); ++i)
+      if (tokens[i] == model["unk_token"].get<std::string>()) v.unk = static_cast<int>(i);
+  for (const auto& [id, special] : added)
+    v.types[id] = static_cast<int32_t>(special ? GgufTokenType::kControl : GgufTokenType::kUserDefined);
+  if (v.unk >= 0) v.types[v.unk] = static_cast<int32_t>(GgufTokenType::kUnknown);
+  if (cfg.contains("add_bos_token") && cfg["add_bos_token"].is_boolean()) v.add_bos = cfg["add_bos_token"].get<bool>();
+  if (cfg.contains("add_eos_token") && cfg["add_eos_token"].is_boolean()) v.add_eos = cfg["add_eos_token"].get<bool>();
+  if (cfg.contains("chat_template") && cfg["chat_template"].is_string()) v.chat_template = cfg["chat_template"].get<std::string>();
+
+  std::vector<std::string> merges;
+  if (model.contains("merges") && model["merges"].is_array())
+    for (const auto& m : model["merges"]) merges.push_back(MergeString(m, what));
+  const bool byte_fallback = model.value("byte_fallback", false);
+  if (byte_fallback && SpmStyle(tok)) {
+    v.model = "llama";
+    v.pre = "default";
+    // A token's score ranks it by its first merge; tokens no merge makes keep 0.
+    std::unordered_map<std::string, int> id;
+    for (size_t i = 0; i < tokens.size(); ++i) id.emplace(tokens[i], static_cast<int>(i));
+    v.scores.assign(tokens.size(), 0.0f);
+    std::vector<bool> seen(tokens.size(), false);
+    for (size_t r = 0; r < merges.size(); ++r) {
+      const size_t sp = merges[r].find(' ');
+      auto it = id.find(merges[r].substr(0, sp) + merges[r].substr(sp + 1));
+      if (it == id.end() || seen[it->second]) continue;
+      seen[it->second] = true;
+      v.scores[it->second] = -static_cast<float>(r);
+    }
+    for (size_t i = 0; i < tokens.size(); ++i)
+      if (v.types[i] == static_cast<int32_t>(GgufTokenType::kNormal) && IsByteToken(tokens[i]))
+        v.types[i] = static_cast<int32_t>(GgufTokenType::kByte);
+  } else {
+    v.model = "gpt2";
+    v.pre = PreTokenizerName(tok.value("pre_tokenizer", nlohmann::json()));
+    if (v.pre.empty())
+      throw Error(what + ": its pre-tokenizer is not one llama.cpp knows by name (strata recognizes gpt-2, "
+                         "llama-bpe and qwen2); llama.cpp could not tokenize this vocabulary as it does");
+    v.merges = std::move(merges);
+  }
+  v.tokens = std::move(tokens);
+  return v;
+}
+
 HfTokenizerFiles GgufVocabToHf(const GgufFile& f) {
   GgufVocab v = ReadVocab(f);
   HfTokenizerFiles out;

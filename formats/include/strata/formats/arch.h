@@ -85,6 +85,10 @@ struct ArchInfo {
   WindowRule window = WindowRule::kNone;
   ConfigDefaults defaults;
   SynthConfig synth;
+  // GGUF: llama.cpp's architecture name, and whether its converter permutes
+  // the rows of q_proj and k_proj (LlamaModel.permute) for it.
+  std::string_view gguf_arch;
+  bool gguf_permute_qk = false;
 };
 
 // The prefix of layer `index`'s tensors: "model.layers.<index>.".

@@ -85,4 +85,26 @@ struct HfTokenizerFiles {
 };
 HfTokenizerFiles GgufVocabToHf(const GgufFile& f);
 
+// The other way: a Hugging Face tokenizer.json / tokenizer_config.json pair as
+// the tokenizer.ggml.* keys llama.cpp reads. Byte-level BPE becomes "gpt2"
+// with the pre-tokenizer name llama.cpp knows for its split (gpt-2,
+// llama-bpe, qwen2); BPE with byte fallback and the SentencePiece
+// normalizer becomes "llama", with scores that rank every token by its first
+// merge (so GgufVocabToHf gives back the same merges, and llama.cpp's
+// SentencePiece search merges in the same order). The token list is padded
+// to `vocab_size` with "[PAD<i>]" tokens (unused), as llama.cpp's converter
+// does. Throws Error naming `what` for another model or pre-tokenizer.
+struct GgufVocabKeys {
+  std::string model, pre;
+  std::vector<std::string> tokens;
+  std::vector<float> scores;  // "llama" only
+  std::vector<int32_t> types;
+  std::vector<std::string> merges;  // "gpt2" only
+  int bos = -1, eos = -1, unk = -1;
+  std::optional<bool> add_bos, add_eos;
+  std::optional<std::string> chat_template;
+};
+GgufVocabKeys HfToGgufVocab(std::string_view tokenizer_json, std::string_view tokenizer_config_json, int vocab_size,
+                            const std::string& what);
+
 }  // namespace strata
