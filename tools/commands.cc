@@ -11,6 +11,7 @@
 #include "progress.h"
 #include "strata/compiler/compile.h"
 #include "strata/compiler/export.h"
+#include "strata/compiler/export_gguf.h"
 #include "strata/formats/arch.h"
 #include "strata/compiler/inspect.h"
 #include "strata/compiler/synth.h"
@@ -72,13 +73,43 @@ int RunCompile(const std::vector<std::string>& args) {
   return 0;
 }
 
+namespace {
+
+// strata export NAME OUT.gguf --format gguf.
+int ExportGgufFile(const std::string& name, const std::string& path, const std::string& store_dir,
+                   GgufExportOptions opts, bool quiet, bool json) {
+  Store store(Store::DefaultRoot(store_dir), /*create=*/false);
+  const uint64_t size = GgufExportSize(store, name, opts);
+  if (!json && !quiet) fprintf(stderr, "writing %s: %s (GGUF holds every layer in full)\n", path.c_str(), HumanBytes(size).c_str());
+  ProgressBar bar("export", ShowProgress(quiet || json));
+  opts.on_start = [&](uint64_t total) { bar.Start(total); };
+  opts.bytes_done = bar.counter();
+  const GgufExportStats s = ExportGguf(store, name, path, opts);
+  bar.Finish();
+  if (json) {
+    PrintJson(Json{{"name", name}, {"path", path}, {"format", "gguf"}, {"tensors", s.tensors},
+                   {"bytes_written", s.file_bytes}, {"file_type", s.file_type},
+                   {"tokenizer", {{"model", s.tokenizer_model}, {"pre", s.tokenizer_pre}}}});
+    return 0;
+  }
+  printf("exported %s to %s: %zu tensors, %s, tokenizer %s (%s)\n", name.c_str(), path.c_str(), s.tensors,
+         HumanBytes(s.file_bytes).c_str(), s.tokenizer_model.c_str(), s.tokenizer_pre.c_str());
+  return 0;
+}
+
+}  // namespace
+
 int RunExport(const std::vector<std::string>& args) {
-  std::string name, outdir, store_dir, shard = "5B";
+  std::string name, outdir, store_dir, shard = "5B", format = "hf", type = "keep";
   ExportOptions opts;
   bool quiet = false, json = false, no_verify = false;
   po::options_description d("options");
   d.add_options()("name", po::value(&name)->required(), "variant to export")(
-      "outdir", po::value(&outdir)->required(), "directory to write (must be new or empty)")(
+      "outdir", po::value(&outdir)->required(), "directory to write (must be new or empty); with --format gguf the file")(
+      "format", po::value(&format), "hf (default: safetensors as mergekit writes them) or gguf (one GGUF v3 file "
+                                    "for llama.cpp, Ollama, LM Studio)")(
+      "type", po::value(&type), "gguf: keep (default: each tensor as stored, quantized ones as their blocks), f32, "
+                                "f16 or bf16; quantize first with `strata quantize` for Q4_K_M and the rest")(
       "shard-size", po::value(&shard), "largest shard, mergekit's rule (default 5B = 5e9 bytes; 500M, 2GiB, ...)")(
       "force", po::bool_switch(&opts.force), "replace the contents of a non-empty OUTDIR")(
       "no-verify", po::bool_switch(&no_verify), "do not hash the blobs while copying them (faster; a corrupt blob "
@@ -88,13 +119,27 @@ int RunExport(const std::vector<std::string>& args) {
   po::positional_options_description pos;
   pos.add("name", 1).add("outdir", 1);
   po::variables_map vm;
-  if (!ParseArgs(args, d, pos, vm, "strata export NAME OUTDIR [--shard-size 5B] [--force]",
+  if (!ParseArgs(args, d, pos, vm, "strata export NAME OUTDIR [--shard-size 5B] [--force]\n"
+                                   "       strata export NAME OUT.gguf --format gguf [--type keep|f32|f16|bf16]",
                  "Writes the Hugging Face checkpoint mergekit would have written for the variant's plan:\n"
                  "every tensor byte for byte, the same shards and index, config.json, tokenizer files, and\n"
                  "the plan as mergekit_config.yml. Written aside (inside OUTDIR when it is empty) and moved\n"
                  "into place when complete; every blob is hashed as it is copied, so a damaged store fails the\n"
-                 "export instead of writing damaged weights. Ctrl-C removes what was written."))
+                 "export instead of writing damaged weights. Ctrl-C removes what was written.\n\n"
+                 "--format gguf writes one GGUF v3 file that llama.cpp loads: llama.cpp's keys for the\n"
+                 "architecture, the variant's tokenizer (byte-level BPE or SentencePiece-style BPE), Q/K rows\n"
+                 "permuted as its converter does, norms in F32, quantized tensors as their blocks. GGUF cannot\n"
+                 "share tensors between layers: a DUS is written at its full logical size, which is printed\n"
+                 "before anything is written."))
     return 0;
+  if (format == "gguf") {
+    GgufExportOptions g;
+    g.type = type;
+    g.force = opts.force;
+    g.verify = !no_verify;
+    return ExportGgufFile(name, outdir, store_dir, g, quiet, json);
+  }
+  if (format != "hf") throw UsageError("--format must be hf or gguf, not \"" + format + "\"");
   opts.verify = !no_verify;
   opts.shard_size = ParseByteSize(shard);
   Store store(Store::DefaultRoot(store_dir), /*create=*/false);
