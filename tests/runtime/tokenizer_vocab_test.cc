@@ -6,6 +6,7 @@
 #include <random>
 
 #include "strata/formats/gguf.h"
+#include "strata/formats/gguf_writer.h"
 #include "strata/runtime/tokenizer.h"
 #include "tokenizer_test_util.h"
 
@@ -72,6 +73,54 @@ TEST(TokenizerVocab, Gpt2FromTokenizerJson) {
   Tokenizer t = FromGgufAsHf("ggml-vocab-gpt-2");
   EXPECT_FALSE(t.add_bos());
   EXPECT_EQ(t.eos_id(), 50256);
+  ExpectAllCases(t, "ggml-vocab-gpt-2");
+}
+
+// HF files -> the GGUF keys strata's export writes (HfToGgufVocab through
+// GgufWriter) -> a tokenizer read from that GGUF: the reference ids again.
+Tokenizer ThroughExportedGguf(const std::string& name, GgufVocabKeys* keys_out = nullptr) {
+  GgufFile f = GgufFile::Read(VocabDir() + "/" + name + ".gguf");
+  HfTokenizerFiles files = GgufVocabToHf(f);
+  GgufVocabKeys k = HfToGgufVocab(files.tokenizer_json, files.tokenizer_config_json, files.vocab_size, name);
+  GgufWriter w;
+  w.AddString("general.architecture", "llama");
+  w.AddString("tokenizer.ggml.model", k.model);
+  w.AddString("tokenizer.ggml.pre", k.pre);
+  w.AddStrings("tokenizer.ggml.tokens", k.tokens);
+  if (k.model == "llama") w.AddF32s("tokenizer.ggml.scores", k.scores);
+  w.AddI32s("tokenizer.ggml.token_type", k.types);
+  if (k.model == "gpt2") w.AddStrings("tokenizer.ggml.merges", k.merges);
+  if (k.bos >= 0) w.AddU32("tokenizer.ggml.bos_token_id", k.bos);
+  if (k.eos >= 0) w.AddU32("tokenizer.ggml.eos_token_id", k.eos);
+  if (k.unk >= 0) w.AddU32("tokenizer.ggml.unknown_token_id", k.unk);
+  if (k.add_bos) w.AddBool("tokenizer.ggml.add_bos_token", *k.add_bos);
+  if (keys_out) *keys_out = k;
+  return Tokenizer::FromGguf(GgufFile::Parse(w.Header(), name + " (exported)"));
+}
+
+TEST(TokenizerVocab, LlamaSpmThroughExportedGguf) {
+  STRATA_REQUIRE_VOCAB();
+  GgufVocabKeys k;
+  Tokenizer t = ThroughExportedGguf("ggml-vocab-llama-spm", &k);
+  EXPECT_EQ(k.model, "llama");
+  EXPECT_EQ(k.tokens.size(), 32000u);
+  // The original's token types survive: 3 control/unknown, 256 byte tokens.
+  GgufFile f = GgufFile::Read(VocabDir() + "/ggml-vocab-llama-spm.gguf");
+  EXPECT_EQ(std::vector<int>(k.types.begin(), k.types.end()), GgufTokenTypes(f, 32000));
+  EXPECT_EQ(t.bos_id(), 1);
+  EXPECT_TRUE(t.add_bos());
+  ExpectAllCases(t, "ggml-vocab-llama-spm");
+}
+
+TEST(TokenizerVocab, Gpt2ThroughExportedGguf) {
+  STRATA_REQUIRE_VOCAB();
+  GgufVocabKeys k;
+  Tokenizer t = ThroughExportedGguf("ggml-vocab-gpt-2", &k);
+  EXPECT_EQ(k.model, "gpt2");
+  EXPECT_EQ(k.pre, "gpt-2");
+  GgufFile f = GgufFile::Read(VocabDir() + "/ggml-vocab-gpt-2.gguf");
+  EXPECT_EQ(k.merges, f.GetStringArray("tokenizer.ggml.merges"));
+  EXPECT_EQ(k.tokens, f.GetStringArray("tokenizer.ggml.tokens"));
   ExpectAllCases(t, "ggml-vocab-gpt-2");
 }
 
