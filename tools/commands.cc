@@ -28,11 +28,13 @@ std::string Short(const std::string& hex) { return hex.substr(0, 12); }
 }  // namespace
 
 int RunCompile(const std::vector<std::string>& args) {
-  std::string plan_path, store_dir;
+  std::string plan_path, store_dir, quantize;
   CompileOptions opts;
   bool quiet = false, json = false;
   po::options_description d("options");
   d.add_options()("plan", po::value(&plan_path)->required(), "the mergekit YAML plan")(
+      "quantize", po::value(&quantize), ("name the plan's output quantized (" + QuantMixNames() +
+                                         "), each layer as in its source model (see strata quantize)").c_str())(
       "name,n", po::value(&opts.name), "variant name (default: the plan's file name without .yml)")(
       "force", po::bool_switch(&opts.force), "replace a variant of the same name with different content")(
       "quiet,q", po::bool_switch(&quiet), "no progress bar")("json", po::bool_switch(&json),
@@ -46,20 +48,37 @@ int RunCompile(const std::vector<std::string>& args) {
                  "Every distinct tensor is stored once; a variant over sources already compiled reads\n"
                  "no tensor bytes and costs kilobytes. Repeating a compile changes nothing."))
     return 0;
+  if (!quantize.empty()) {
+    opts.quantize = ParseQuantMix(quantize);
+    if (!opts.quantize) throw UsageError("unknown --quantize \"" + quantize + "\"; choose one of " + QuantMixNames());
+  }
   Plan plan = LoadPlan(plan_path);
   Store store(Store::DefaultRoot(store_dir));
   ProgressBar bar("compile", ShowProgress(quiet || json));
+  ProgressBar qbar("quantize", ShowProgress(quiet || json), "weights");
   opts.on_ingest_start = [&](uint64_t total) { bar.Start(total); };
   opts.bytes_done = bar.counter();
+  opts.on_quantize_start = [&](uint64_t total) {
+    bar.Finish();
+    qbar.Start(total);
+  };
+  opts.elements_done = qbar.counter();
   CompileStats s = Compile(store, plan, opts);
   bar.Finish();
+  qbar.Finish();
   if (json) {
-    PrintJson(Json{{"name", s.name}, {"variant", s.variant.Hex()}, {"store", store.root()},
-                   {"layers", s.layers}, {"distinct_layers", s.distinct_layers},
-                   {"logical_bytes", s.logical_bytes}, {"source_tensors", s.source_tensors},
-                   {"cached_tensors", s.cached_tensors}, {"bytes_read", s.bytes_read},
-                   {"blobs_written", s.blobs_written}, {"blob_bytes_written", s.blob_bytes_written},
-                   {"unchanged", s.ref_unchanged}, {"warnings", s.warnings}});
+    Json out{{"name", s.name}, {"variant", s.variant.Hex()}, {"store", store.root()},
+             {"layers", s.layers}, {"distinct_layers", s.distinct_layers},
+             {"logical_bytes", s.logical_bytes}, {"source_tensors", s.source_tensors},
+             {"cached_tensors", s.cached_tensors}, {"bytes_read", s.bytes_read},
+             {"blobs_written", s.blobs_written}, {"blob_bytes_written", s.blob_bytes_written},
+             {"unchanged", s.ref_unchanged}, {"warnings", s.warnings}};
+    if (s.quantized)
+      out["quantize"] = Json{{"type", std::string(QuantMixName(*opts.quantize))}, {"quantized", s.quantized->quantized},
+                             {"cached", s.quantized->cached}, {"blobs_written", s.quantized->blobs_written},
+                             {"blob_bytes_written", s.quantized->blob_bytes_written},
+                             {"bytes_after", s.quantized->bytes_after}, {"types", s.quantized->types}};
+    PrintJson(out);
     return 0;
   }
   for (const std::string& w : s.warnings) fprintf(stderr, "warning: %s\n", w.c_str());
@@ -69,6 +88,13 @@ int RunCompile(const std::vector<std::string>& args) {
          static_cast<unsigned long long>(s.source_tensors), static_cast<unsigned long long>(s.cached_tensors),
          HumanBytes(s.bytes_read).c_str(), static_cast<unsigned long long>(s.blobs_written),
          HumanBytes(s.blob_bytes_written).c_str());
+  if (s.quantized)
+    printf("  quantized %s: %s of distinct weights; %llu tensors quantized now, %llu from the cache, %llu new "
+           "blobs (%s)\n",
+           std::string(QuantMixName(*opts.quantize)).c_str(), HumanBytes(s.quantized->bytes_after).c_str(),
+           static_cast<unsigned long long>(s.quantized->quantized), static_cast<unsigned long long>(s.quantized->cached),
+           static_cast<unsigned long long>(s.quantized->blobs_written),
+           HumanBytes(s.quantized->blob_bytes_written).c_str());
   printf("  variant %s in %s\n", Short(s.variant.Hex()).c_str(), store.root().c_str());
   return 0;
 }

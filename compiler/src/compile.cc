@@ -3,7 +3,10 @@
 
 #include <tbb/parallel_for.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <ctime>
 #include <filesystem>
 #include <set>
 #include <map>
@@ -405,7 +408,45 @@ CompileStats Compiler::Run() {
 
 }  // namespace
 
+namespace {
+
+// The plan compiled under a temporary name, quantized into the name asked
+// for; the temporary name is removed whatever happens (its objects that the
+// quantized variant does not use are garbage for gc).
+CompileStats CompileQuantized(Store& store, const Plan& plan, const CompileOptions& opts) {
+  const std::string name = opts.name.empty() ? DefaultVariantName(plan.path) : opts.name;
+  if (!Store::ValidRefName(name))
+    throw Error("\"" + name + "\" is not a valid variant name: use letters, digits, '.', '_' "
+                "and '-', starting with a letter or digit; pick one with --name");
+  CompileOptions inner = opts;
+  inner.quantize.reset();
+  inner.name = "tmp.compile-" + std::to_string(getpid()) + "-" + std::to_string(std::time(nullptr));
+  inner.force = true;
+  CompileStats s;
+  try {
+    s = Compile(store, plan, inner);
+    QuantizeOptions q;
+    q.mix = *opts.quantize;
+    q.name = name;
+    q.force = opts.force;
+    q.on_start = opts.on_quantize_start;
+    q.elements_done = opts.elements_done;
+    s.quantized = QuantizeVariant(store, inner.name, q);
+  } catch (...) {
+    store.RemoveRef(inner.name);
+    throw;
+  }
+  store.RemoveRef(inner.name);
+  s.name = name;
+  s.variant = s.quantized->variant;
+  s.ref_unchanged = s.quantized->ref_unchanged;
+  return s;
+}
+
+}  // namespace
+
 CompileStats Compile(Store& store, const Plan& plan, const CompileOptions& opts) {
+  if (opts.quantize) return CompileQuantized(store, plan, opts);
   // Sources are opened and checked before the lock is taken, so a source that
   // cannot be read (or would block) never holds up a gc.
   Compiler c(store, plan, opts);

@@ -12,7 +12,8 @@
 #   top-2 margin is wider than that;
 # - the fixture (tests/fixtures/kjv) and its SOLAR DUS: quantizing the DUS after the base
 #   writes no blob; held-out perplexity within 1% of the unquantized base; a second
-#   quantize is served by the cache; verify passes; the STORE marker is version 2;
+#   quantize is served by the cache; compile --quantize of the DUS gives the same variant
+#   and no blob; verify passes; the STORE marker is version 2;
 #   export writes the dequantized values; gc after removing the unquantized variants
 #   keeps the quantized ones whole; a damaged quantized blob is reported and refused;
 #   bad options exit 2, an unknown variant 1.
@@ -106,6 +107,12 @@ printf 'models:\n  - model: "%s"\nmerge_method: passthrough\n' "$FIX" >"$T/kjv.y
 got=$(json_get "$T/dus.json" "(j['blobs_written'], j['quantized'], j['cached'] > 0)")
 [[ $got == "(0, 0, True)" ]] && ok "the DUS of a quantized base writes no blob and quantizes nothing" ||
   bad "the DUS of a quantized base: (blobs_written, quantized, cached) = $got" "$T/dus.json"
+"$STRATA" compile "$ROOT/examples/solar-dus.yml" --name dus-q --quantize q4_k_m --json >"$T/cq.json"
+got=$(json_get "$T/cq.json" "(j['name'], j['quantize']['blobs_written'], j['quantize']['quantized'], j['variant'] == json.load(open('$T/dus.json'))['variant'])")
+[[ $got == "('dus-q', 0, 0, True)" ]] && ok "compile --quantize over a quantized base: the DUS's quantized variant, no blob" ||
+  bad "compile --quantize: (name, blobs_written, quantized, same variant) = $got" "$T/cq.json"
+[[ -z $(ls "$STRATA_STORE/refs" | grep '^tmp\.') ]] && ok "compile --quantize leaves no temporary name" ||
+  bad "compile --quantize left: $(ls "$STRATA_STORE/refs")"
 "$STRATA" quantize kjv --type q4_k_m --json >"$T/again.json"
 got=$(json_get "$T/again.json" "(j['unchanged'], j['quantized'], j['blobs_written'])")
 [[ $got == "(True, 0, 0)" ]] && ok "quantizing again changes nothing and computes nothing" ||
@@ -151,7 +158,7 @@ print("ok")
 EOF
 
 # gc after the unquantized variants are gone: the quantized ones stay whole.
-"$STRATA" rm kjv dus >/dev/null
+"$STRATA" rm kjv dus dus-q >/dev/null
 "$STRATA" gc --grace 0 >"$T/gc.log" 2>&1 || bad "gc" "$T/gc.log"
 "$STRATA" verify >"$T/verify2.log" 2>&1 && "$STRATA" eval kjv-q4_k_m --file "$FIX/heldout.txt" --chunks 2 -q >/dev/null &&
   ok "gc keeps the quantized variants whole without their sources" || bad "after gc" "$T/verify2.log"

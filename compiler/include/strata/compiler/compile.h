@@ -5,10 +5,12 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "strata/compiler/plan.h"
+#include "strata/compiler/quantize.h"
 #include "strata/formats/store.h"
 
 namespace strata {
@@ -20,6 +22,12 @@ struct CompileOptions {
   // everything comes from the source cache); `bytes_done` then advances.
   std::function<void(uint64_t total)> on_ingest_start;
   std::atomic<uint64_t>* bytes_done = nullptr;
+  // --quantize: the variant named is the plan's output quantized with this
+  // mix, each layer as in its source model (QuantizeOptions::by_output_layer
+  // false), so a plan over an already quantized base writes no new blob.
+  std::optional<QuantMix> quantize;
+  std::function<void(uint64_t total)> on_quantize_start;
+  std::atomic<uint64_t>* elements_done = nullptr;
 };
 
 struct CompileStats {
@@ -33,6 +41,7 @@ struct CompileStats {
   uint64_t blobs_written = 0, blob_bytes_written = 0;
   bool ref_unchanged = false;     // the name already pointed at this variant
   std::vector<std::string> warnings;
+  std::optional<QuantizeStats> quantized;  // with CompileOptions::quantize
 };
 
 // The default variant name for a plan path: its file name without extension.
