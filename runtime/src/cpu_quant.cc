@@ -31,11 +31,6 @@ bool CpuHasVnni() {
 }
 const bool kHasVnni = CpuHasVnni();
 
-float HalfAt(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return F16ToFloat(h);
-}
 
 bool HasIntegerKernel(QuantType t) {
   return t == QuantType::kQ8_0 || t == QuantType::kQ4_0 || t == QuantType::kQ4_K || t == QuantType::kQ5_K ||
@@ -86,33 +81,52 @@ STRATA_VNNI inline int HSumI(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-STRATA_VNNI float DotQ8_0(const uint8_t* w, int64_t K, const ActQ8& a) {
-  __m256 acc = _mm256_setzero_ps();
-  const __m256i zero = _mm256_setzero_si256();
-  for (int64_t b = 0; b < K / 32; ++b, w += 34) {
-    const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 2));
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + b * 32));
-    const __m256i p = _mm256_dpbusd_epi32(zero, _mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(HalfAt(w) * a.d[b]), acc);
-  }
-  return HSum(acc);
+STRATA_VNNI inline float Half(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
 }
 
-STRATA_VNNI float DotQ4_0(const uint8_t* w, int64_t K, const ActQ8& a) {
-  __m256 acc = _mm256_setzero_ps();
+STRATA_VNNI inline __m256i Load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// Each kernel computes out[m] = row . token m for M tokens (M <= kFewTokens),
+// unpacking each weight block once for all of them. Integer sums stay exact;
+// block scales are applied in float, in block order, per token.
+
+STRATA_VNNI void DotQ8_0(const uint8_t* w, int64_t K, const ActQ8* a, int M, float* out) {
+  __m256 acc[kFewTokens];
+  for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
+  const __m256i zero = _mm256_setzero_si256();
+  for (int64_t b = 0; b < K / 32; ++b, w += 34) {
+    const __m256i q = Load(w + 2), aq = _mm256_sign_epi8(q, q);
+    const float d = Half(w);
+    for (int m = 0; m < M; ++m) {
+      const __m256i x = Load(a[m].q.data() + b * 32);
+      const __m256i p = _mm256_dpbusd_epi32(zero, aq, _mm256_sign_epi8(x, q));
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a[m].d[b]), acc[m]);
+    }
+  }
+  for (int m = 0; m < M; ++m) out[m] = HSum(acc[m]);
+}
+
+STRATA_VNNI void DotQ4_0(const uint8_t* w, int64_t K, const ActQ8* a, int M, float* out) {
+  __m256 acc[kFewTokens];
+  for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
   const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
   for (int64_t b = 0; b < K / 32; ++b, w += 18) {
     const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(raw, 4), raw);
-    const __m256i q = _mm256_and_si256(both, m4);  // elements 0..15, then 16..31
-    const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.q.data() + b * 32));
-    const __m256i p = _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, q, x), _mm256_dpbusd_epi32(zero, eight, x));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(HalfAt(w) * a.d[b]), acc);
+    const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
+    const float d = Half(w);
+    for (int m = 0; m < M; ++m) {
+      const __m256i x = Load(a[m].q.data() + b * 32);
+      const __m256i p = _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, q, x), _mm256_dpbusd_epi32(zero, eight, x));
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a[m].d[b]), acc[m]);
+    }
   }
-  return HSum(acc);
+  for (int m = 0; m < M; ++m) out[m] = HSum(acc[m]);
 }
 
-void ScalesMins(const uint8_t* s, int* sc, int* mn) {
+STRATA_VNNI inline void ScalesMins(const uint8_t* s, int* sc, int* mn) {
   for (int j = 0; j < 8; ++j) {
     if (j < 4) {
       sc[j] = s[j] & 63;
@@ -124,82 +138,98 @@ void ScalesMins(const uint8_t* s, int* sc, int* mn) {
   }
 }
 
-// Q4_K and Q5_K (with `five`): sum over groups of sc * (q . x), less the mins.
+// Q4_K and Q5_K: per group of 32, maddubs (level x activation, pairs in int16)
+// then vpdpwssd with the group's scale; the mins come off through the
+// activations' sums per 16.
 template <bool kFive>
-STRATA_VNNI float DotQ45_K(const uint8_t* w, int64_t K, const ActQ8& a) {
+STRATA_VNNI void DotQ45_K(const uint8_t* w, int64_t K, const ActQ8* a, int M, float* out) {
   constexpr int kBytes = kFive ? 176 : 144;
-  __m256 acc = _mm256_setzero_ps();
-  float mins = 0;
+  __m256 acc[kFewTokens];
+  float mins[kFewTokens];
+  for (int m = 0; m < M; ++m) {
+    acc[m] = _mm256_setzero_ps();
+    mins[m] = 0;
+  }
   const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
   for (int64_t b = 0; b < K / 256; ++b, w += kBytes) {
     int sc[8], mn[8];
     ScalesMins(w + 4, sc, mn);
-    const int8_t* xq = a.q.data() + b * 256;
-    const int16_t* bs = a.bsums.data() + b * 16;
     const uint8_t* qs = w + (kFive ? 48 : 16);
-    __m256i hv = zero;
-    if constexpr (kFive) hv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16));
-    __m256i sum = zero;
-    int summ = 0;
+    __m256i q[8], s16[8];
+    const __m256i hv = kFive ? Load(w + 16) : zero;
     for (int j = 0; j < 4; ++j) {
-      const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * j));
-      __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+      const __m256i raw = Load(qs + 32 * j);
+      q[2 * j] = _mm256_and_si256(raw, m4);
+      q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
       if constexpr (kFive) {
-        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j), one), 4));
-        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j + 1), one), 4));
+        q[2 * j] = _mm256_or_si256(q[2 * j], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j), one), 4));
+        q[2 * j + 1] =
+            _mm256_or_si256(q[2 * j + 1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j + 1), one), 4));
       }
-      const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * j));
-      const __m256i xh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 64 * j + 32));
-      sum = _mm256_add_epi32(sum, _mm256_mullo_epi32(_mm256_dpbusd_epi32(zero, lo, xl), _mm256_set1_epi32(sc[2 * j])));
-      sum = _mm256_add_epi32(sum,
-                             _mm256_mullo_epi32(_mm256_dpbusd_epi32(zero, hi, xh), _mm256_set1_epi32(sc[2 * j + 1])));
-      summ += mn[2 * j] * (bs[4 * j] + bs[4 * j + 1]) + mn[2 * j + 1] * (bs[4 * j + 2] + bs[4 * j + 3]);
+      s16[2 * j] = _mm256_set1_epi16(static_cast<int16_t>(sc[2 * j]));
+      s16[2 * j + 1] = _mm256_set1_epi16(static_cast<int16_t>(sc[2 * j + 1]));
     }
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(HalfAt(w) * a.d[b]), acc);
-    mins += HalfAt(w + 2) * a.d[b] * static_cast<float>(summ);
+    const float d = Half(w), dmin = Half(w + 2);
+    const __m256i mins_v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mn));
+    for (int m = 0; m < M; ++m) {
+      const int8_t* xq = a[m].q.data() + b * 256;
+      const int16_t* bs = a[m].bsums.data() + b * 16;
+      __m256i sum = zero;
+      for (int g = 0; g < 8; ++g)
+        sum = _mm256_dpwssd_epi32(sum, _mm256_maddubs_epi16(q[g], Load(xq + 32 * g)), s16[g]);
+      // sum over groups of min * (sum of the group's activations): pairs of bsums, one madd.
+      const __m128i pairs = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bs)), _mm_set1_epi16(1));
+      const __m128i pairs2 = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bs + 8)), _mm_set1_epi16(1));
+      const __m256i gs = _mm256_set_m128i(pairs2, pairs);  // 8 group sums, int32
+      const int summ = HSumI(_mm256_mullo_epi32(gs, mins_v));
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * a[m].d[b]), acc[m]);
+      mins[m] += dmin * a[m].d[b] * static_cast<float>(summ);
+    }
   }
-  return HSum(acc) - mins;
+  for (int m = 0; m < M; ++m) out[m] = HSum(acc[m]) - mins[m];
 }
 
-STRATA_VNNI float DotQ6_K(const uint8_t* w, int64_t K, const ActQ8& a) {
-  __m256 acc = _mm256_setzero_ps();
-  float bias = 0;
+STRATA_VNNI void DotQ6_K(const uint8_t* w, int64_t K, const ActQ8* a, int M, float* out) {
+  __m256 acc[kFewTokens];
+  float bias[kFewTokens];
+  for (int m = 0; m < M; ++m) {
+    acc[m] = _mm256_setzero_ps();
+    bias[m] = 0;
+  }
   const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
   for (int64_t b = 0; b < K / 256; ++b, w += 210) {
     const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
-    const int8_t* xq = a.q.data() + b * 256;
-    const int16_t* bs = a.bsums.data() + b * 16;
-    __m256i sum = zero;
+    __m256i q[8], s16[8];
     for (int c = 0; c < 2; ++c) {
-      const __m256i la = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * c));
-      const __m256i lb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 64 * c + 32));
-      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 128 + 32 * c));
-      const __m256i q[4] = {
-          _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(lb, m4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4)),
-          _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
-                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4)),
-      };
-      for (int i = 0; i < 4; ++i) {
-        const int g = 8 * c + 2 * i;  // the two 16-element groups of these 32 elements
-        const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + 128 * c + 32 * i));
-        const __m256i s = _mm256_setr_epi32(sc[g], sc[g], sc[g], sc[g], sc[g + 1], sc[g + 1], sc[g + 1], sc[g + 1]);
-        sum = _mm256_add_epi32(sum, _mm256_mullo_epi32(_mm256_dpbusd_epi32(zero, q[i], x), s));
-      }
+      const __m256i la = Load(w + 64 * c), lb = Load(w + 64 * c + 32), h = Load(w + 128 + 32 * c);
+      q[4 * c] = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
+      q[4 * c + 1] = _mm256_or_si256(_mm256_and_si256(lb, m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4));
+      q[4 * c + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4));
+      q[4 * c + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
     }
-    int off = 0;
-    for (int g = 0; g < 16; ++g) off += sc[g] * bs[g];
-    const float dd = HalfAt(w + 208) * a.d[b];
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dd), acc);
-    bias += dd * static_cast<float>(32 * off);
+    for (int i = 0; i < 8; ++i)  // the two 16-element groups of elements 32i..32i+31
+      s16[i] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * i + 1]), _mm_set1_epi16(sc[2 * i]));
+    const float dw = Half(w + 208);
+    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
+    for (int m = 0; m < M; ++m) {
+      const int8_t* xq = a[m].q.data() + b * 256;
+      const int16_t* bs = a[m].bsums.data() + b * 16;
+      __m256i sum = zero;
+      for (int i = 0; i < 8; ++i)
+        sum = _mm256_dpwssd_epi32(sum, _mm256_maddubs_epi16(q[i], Load(xq + 32 * i)), s16[i]);
+      const int off = HSumI(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs)), sc16));
+      const float dd = dw * a[m].d[b];
+      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dd), acc[m]);
+      bias[m] += dd * static_cast<float>(32 * off);
+    }
   }
-  return HSum(acc) - bias;
+  for (int m = 0; m < M; ++m) out[m] = HSum(acc[m]) - bias[m];
 }
 
-using DotFn = float (*)(const uint8_t*, int64_t, const ActQ8&);
+using DotFn = void (*)(const uint8_t*, int64_t, const ActQ8*, int, float*);
 
 DotFn DotFor(QuantType t) {
   switch (t) {
@@ -231,9 +261,11 @@ void IntegerProducts(const HostTensor& w, const float* x, int64_t M, float* y, c
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, N, 16),
       [&](const tbb::blocked_range<int64_t>& r) {
+        float out[kFewTokens];
         for (int64_t n = r.begin(); n < r.end(); ++n) {
+          dot(base + n * rb, K, acts.data(), static_cast<int>(M), out);
           const float b = BiasAt(bias, n);
-          for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot(base + n * rb, K, acts[m]) + b;
+          for (int64_t m = 0; m < M; ++m) y[m * N + n] = out[m] + b;
         }
       },
       tbb::static_partitioner());
