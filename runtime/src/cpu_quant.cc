@@ -43,6 +43,7 @@ struct ActQ8 {
   std::vector<int8_t> q;
   std::vector<float> d;
   std::vector<int16_t> bsums;  // 256 blocks: sums of q over each 16
+  std::vector<int16_t> gsums;  // 256 blocks: sums of q over each 32 (|sum| <= 4064)
 };
 
 void QuantizeActivations(const float* x, int64_t K, int block, ActQ8& a) {
@@ -65,6 +66,8 @@ void QuantizeActivations(const float* x, int64_t K, int block, ActQ8& a) {
     for (int i = 0; i < 16; ++i) s += a.q[g * 16 + i];
     a.bsums[g] = static_cast<int16_t>(s);
   }
+  a.gsums.resize(K / 32);
+  for (int64_t g = 0; g < K / 32; ++g) a.gsums[g] = static_cast<int16_t>(a.bsums[2 * g] + a.bsums[2 * g + 1]);
 }
 
 STRATA_VNNI inline float HSum(__m256 v) {
@@ -126,17 +129,24 @@ STRATA_VNNI void DotQ4_0(const uint8_t* w, int64_t K, const ActQ8* a, int M, flo
   for (int m = 0; m < M; ++m) out[m] = HSum(acc[m]);
 }
 
-STRATA_VNNI inline void ScalesMins(const uint8_t* s, int* sc, int* mn) {
-  for (int j = 0; j < 8; ++j) {
-    if (j < 4) {
-      sc[j] = s[j] & 63;
-      mn[j] = s[j + 4] & 63;
-    } else {
-      sc[j] = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
-      mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-    }
-  }
-}
+// pshufb masks that broadcast 16-bit word g of a 128-bit lane to all its words.
+alignas(32) const uint8_t kWordBroadcast[8][32] = {
+#define STRATA_W(g) {2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, \
+                     2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, \
+                     2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1}
+    STRATA_W(0), STRATA_W(1), STRATA_W(2), STRATA_W(3), STRATA_W(4), STRATA_W(5), STRATA_W(6), STRATA_W(7),
+#undef STRATA_W
+};
+
+// Word 2k of a 128-bit lane to every word of the lower lane, word 2k+1 to the upper.
+alignas(32) const uint8_t kPairBroadcast[4][32] = {
+#define STRATA_P(k) {4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k, \
+                     4 * k + 1, 4 * k, 4 * k + 1, 4 * k, 4 * k + 1, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, \
+                     4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3, 4 * k + 2, 4 * k + 3,   \
+                     4 * k + 2, 4 * k + 3}
+    STRATA_P(0), STRATA_P(1), STRATA_P(2), STRATA_P(3),
+#undef STRATA_P
+};
 
 // Q4_K and Q5_K: per group of 32, maddubs (level x activation, pairs in int16)
 // then vpdpwssd with the group's scale; the mins come off through the
@@ -152,8 +162,19 @@ STRATA_VNNI void DotQ45_K(const uint8_t* w, int64_t K, const ActQ8* a, int M, fl
   }
   const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
   for (int64_t b = 0; b < K / 256; ++b, w += kBytes) {
-    int sc[8], mn[8];
-    ScalesMins(w + 4, sc, mn);
+    // The 12 scale bytes to eight 6-bit scales and eight mins, as int16, in
+    // a few 32-bit operations (bytes 0-3 scales 0-3, 4-7 mins 0-3, 8-11 the
+    // low nibbles of scales and mins 4-7, their top bits in bytes 0-7).
+    uint32_t u[4];
+    std::memcpy(u, w + 4, 12);
+    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    const uint32_t mins03 = u[1] & 0x3f3f3f3fu;
+    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    u[2] = mins03;
+    u[0] &= 0x3f3f3f3fu;
+    const __m128i sc16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, static_cast<int>(u[1]), static_cast<int>(u[0])));
+    const __m128i mn16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, static_cast<int>(u[3]), static_cast<int>(u[2])));
+    const __m256i scb = _mm256_broadcastsi128_si256(sc16);
     const uint8_t* qs = w + (kFive ? 48 : 16);
     __m256i q[8], s16[8];
     const __m256i hv = kFive ? Load(w + 16) : zero;
@@ -166,22 +187,19 @@ STRATA_VNNI void DotQ45_K(const uint8_t* w, int64_t K, const ActQ8* a, int M, fl
         q[2 * j + 1] =
             _mm256_or_si256(q[2 * j + 1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j + 1), one), 4));
       }
-      s16[2 * j] = _mm256_set1_epi16(static_cast<int16_t>(sc[2 * j]));
-      s16[2 * j + 1] = _mm256_set1_epi16(static_cast<int16_t>(sc[2 * j + 1]));
+      s16[2 * j] = _mm256_shuffle_epi8(scb, Load(kWordBroadcast[2 * j]));
+      s16[2 * j + 1] = _mm256_shuffle_epi8(scb, Load(kWordBroadcast[2 * j + 1]));
     }
     const float d = Half(w), dmin = Half(w + 2);
-    const __m256i mins_v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(mn));
     for (int m = 0; m < M; ++m) {
       const int8_t* xq = a[m].q.data() + b * 256;
-      const int16_t* bs = a[m].bsums.data() + b * 16;
       __m256i sum = zero;
       for (int g = 0; g < 8; ++g)
         sum = _mm256_dpwssd_epi32(sum, _mm256_maddubs_epi16(q[g], Load(xq + 32 * g)), s16[g]);
-      // sum over groups of min * (sum of the group's activations): pairs of bsums, one madd.
-      const __m128i pairs = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bs)), _mm_set1_epi16(1));
-      const __m128i pairs2 = _mm_madd_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bs + 8)), _mm_set1_epi16(1));
-      const __m256i gs = _mm256_set_m128i(pairs2, pairs);  // 8 group sums, int32
-      const int summ = HSumI(_mm256_mullo_epi32(gs, mins_v));
+      // Sum over groups of min x (the group's activation sum): one madd.
+      const __m128i mm = _mm_madd_epi16(mn16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[m].gsums.data() + b * 8)));
+      const __m128i m2 = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0x4E));
+      const int summ = _mm_cvtsi128_si32(_mm_add_epi32(m2, _mm_shuffle_epi32(m2, 0xB1)));
       acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * a[m].d[b]), acc[m]);
       mins[m] += dmin * a[m].d[b] * static_cast<float>(summ);
     }
@@ -210,8 +228,12 @@ STRATA_VNNI void DotQ6_K(const uint8_t* w, int64_t K, const ActQ8* a, int M, flo
       q[4 * c + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
                                      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
     }
-    for (int i = 0; i < 8; ++i)  // the two 16-element groups of elements 32i..32i+31
-      s16[i] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * i + 1]), _mm_set1_epi16(sc[2 * i]));
+    // The two 16-element groups of elements 32i..32i+31: scale 2i in the
+    // lower lane, 2i+1 in the upper.
+    const __m256i s_lo = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc))));
+    const __m256i s_hi =
+        _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8))));
+    for (int i = 0; i < 8; ++i) s16[i] = _mm256_shuffle_epi8(i < 4 ? s_lo : s_hi, Load(kPairBroadcast[i % 4]));
     const float dw = Half(w + 208);
     const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
     for (int m = 0; m < M; ++m) {
