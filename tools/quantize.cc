@@ -36,7 +36,8 @@ int RunQuantize(const std::vector<std::string>& args) {
                  "some attn_v/ffn_down, Q4_K elsewhere), with llama.cpp's reference quantizers, so the\n"
                  "bytes equal llama-quantize's. Norms stay as they are. Each distinct tensor is quantized\n"
                  "once per type and remembered: quantizing a DUS of a quantized base writes nothing new.\n"
-                 "Runs on the CPU backend (strata run/serve/eval/bench); export writes it dequantized."))
+                 "Runs on the CPU backend (strata run/serve/eval/bench). `strata export` writes it\n"
+                 "dequantized as safetensors, or as its blocks with --format gguf."))
     return 0;
   const auto mix = ParseQuantMix(type);
   if (!mix) throw UsageError("unknown --type \"" + type + "\"; choose one of " + QuantMixNames());
