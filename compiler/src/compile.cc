@@ -24,6 +24,22 @@ namespace strata {
 
 namespace fs = std::filesystem;
 
+void RequireVariantName(const std::string& name) {
+  if (!Store::ValidRefName(name))
+    throw Error("\"" + name + "\" is not a valid variant name: use letters, digits, '.', '_' "
+                "and '-', starting with a letter or digit; pick one with --name");
+}
+
+bool WriteVariantRef(Store& store, const std::string& name, const Hash& variant, bool force) {
+  auto existing = store.GetRef(name);
+  if (existing && *existing == variant) return true;
+  if (existing && !force)
+    throw Error("variant \"" + name + "\" already exists in " + store.root() +
+                " with different content; choose another --name, or pass --force to replace it");
+  store.SetRef(name, variant);
+  return false;
+}
+
 std::string DefaultVariantName(const std::string& plan_path) {
   return fs::path(plan_path).stem().string();
 }
@@ -330,22 +346,12 @@ std::map<std::string, Hash> Compiler::TokenizerFiles() {
 }
 
 void Compiler::WriteRef(const Hash& variant) {
-  auto existing = store_.GetRef(stats_.name);
-  if (existing && *existing == variant) {
-    stats_.ref_unchanged = true;
-    return;
-  }
-  if (existing && !opts_.force)
-    throw Error("variant \"" + stats_.name + "\" already exists in " + store_.root() +
-                " with different content; choose another --name, or pass --force to replace it");
-  store_.SetRef(stats_.name, variant);
+  stats_.ref_unchanged = WriteVariantRef(store_, stats_.name, variant, opts_.force);
 }
 
 void Compiler::Prepare() {
   stats_.name = opts_.name.empty() ? DefaultVariantName(plan_.path) : opts_.name;
-  if (!Store::ValidRefName(stats_.name))
-    throw Error("\"" + stats_.name + "\" is not a valid variant name: use letters, digits, '.', '_' "
-                "and '-', starting with a letter or digit; pick one with --name");
+  RequireVariantName(stats_.name);
   stats_.warnings = plan_.warnings;
   LoadModels();
   PlanTensors();
@@ -415,9 +421,7 @@ namespace {
 // quantized variant does not use are garbage for gc).
 CompileStats CompileQuantized(Store& store, const Plan& plan, const CompileOptions& opts) {
   const std::string name = opts.name.empty() ? DefaultVariantName(plan.path) : opts.name;
-  if (!Store::ValidRefName(name))
-    throw Error("\"" + name + "\" is not a valid variant name: use letters, digits, '.', '_' "
-                "and '-', starting with a letter or digit; pick one with --name");
+  RequireVariantName(name);
   CompileOptions inner = opts;
   inner.quantize.reset();
   inner.name = "tmp.compile-" + std::to_string(getpid()) + "-" + std::to_string(std::time(nullptr));

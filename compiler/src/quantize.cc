@@ -3,6 +3,8 @@
 // write quant nodes, layer nodes, the variant and its ref.
 #include "strata/compiler/quantize.h"
 
+#include "strata/compiler/compile.h"
+
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
@@ -102,9 +104,9 @@ Hash Quantizer::Quantize(const Job& j) {
   q.shape = src.shape;
   q.quant = j.type;
   q.from = j.src;
-  const bool existed = store_.HasBlob(HashBytes(out));  // hashing is ~1% of quantizing
-  q.blob = store_.PutBlob(out);
-  if (!existed) {
+  bool wrote = false;
+  q.blob = store_.PutBlob(out, &wrote);
+  if (wrote) {
     ++stats_.blobs_written;
     stats_.blob_bytes_written += out.size();
   }
@@ -145,9 +147,7 @@ void Quantizer::Count(const Hash& h) {
 
 QuantizeStats Quantizer::Run(const std::string& source) {
   stats_.name = opts_.name.empty() ? DefaultQuantizedName(source, opts_.mix) : opts_.name;
-  if (!Store::ValidRefName(stats_.name))
-    throw Error("\"" + stats_.name + "\" is not a valid variant name: use letters, digits, '.', '_' and '-', "
-                "starting with a letter or digit; pick one with --name");
+  RequireVariantName(stats_.name);
   const Variant v = LoadVariant(store_, store_.ResolveRef(source));
   config_ = RequireCompleteVariant(store_, v, reader_);
 
@@ -212,28 +212,14 @@ QuantizeStats Quantizer::Run(const std::string& source) {
                               {"from", v.hash.Hex()}};
   stats_.variant = store_.PutNode(node);
 
-  auto existing = store_.GetRef(stats_.name);
-  if (existing && *existing == stats_.variant) {
-    stats_.ref_unchanged = true;
-  } else {
-    if (existing && !opts_.force)
-      throw Error("variant \"" + stats_.name + "\" already exists in " + store_.root() +
-                  " with different content; choose another --name, or pass --force to replace it");
-    store_.SetRef(stats_.name, stats_.variant);
-  }
+  stats_.ref_unchanged = WriteVariantRef(store_, stats_.name, stats_.variant, opts_.force);
   return stats_;
-}
-
-std::string Lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 }  // namespace
 
 std::string DefaultQuantizedName(const std::string& source, QuantMix mix) {
-  return source + "-" + Lower(QuantMixName(mix));
+  return source + "-" + QuantMixFlag(mix);
 }
 
 QuantizeStats QuantizeVariant(Store& store, const std::string& source, const QuantizeOptions& opts) {

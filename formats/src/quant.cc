@@ -594,9 +594,11 @@ std::optional<QuantMix> ParseQuantMix(std::string_view name) {
 
 std::string_view QuantMixName(QuantMix m) { return Mix(m).name; }
 
+std::string QuantMixFlag(QuantMix m) { return Lower(Mix(m).name); }
+
 std::string QuantMixNames() {
   std::string out;
-  for (const MixInfo& i : kMixes) out += (out.empty() ? "" : ", ") + Lower(i.name);
+  for (const MixInfo& i : kMixes) out += (out.empty() ? "" : ", ") + QuantMixFlag(i.mix);
   return out;
 }
 

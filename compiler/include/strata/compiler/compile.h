@@ -47,6 +47,14 @@ struct CompileStats {
 // The default variant name for a plan path: its file name without extension.
 std::string DefaultVariantName(const std::string& plan_path);
 
+// Throws Error (saying to pick another with --name) unless `name` is a valid
+// variant name (Store::ValidRefName).
+void RequireVariantName(const std::string& name);
+// Points ref `name` at `variant`. Returns true when it already did (nothing
+// is written). Throws Error when it names another variant and `force` is
+// not set, or the write fails.
+bool WriteVariantRef(Store& store, const std::string& name, const Hash& variant, bool force);
+
 // Compiles `plan`. On success the store holds every object the variant needs
 // and `opts.name` points at it. Throws Error (naming plan:line:col where the
 // plan is at fault) when a model cannot be found, a layer_range is past a

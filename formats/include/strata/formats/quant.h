@@ -48,6 +48,7 @@ enum class QuantMix { kQ4_0, kQ5_0, kQ5_1, kQ8_0, kQ4_K_S, kQ4_K_M, kQ5_K_S, kQ5
 // "q4_k_m", "Q8_0", ...; nullopt for an unknown name.
 std::optional<QuantMix> ParseQuantMix(std::string_view name);
 std::string_view QuantMixName(QuantMix m);  // "Q4_K_M"
+std::string QuantMixFlag(QuantMix m);       // "q4_k_m", as --type takes it
 // The names ParseQuantMix accepts, for help and errors: "q4_0, q5_0, ...".
 std::string QuantMixNames();
 
