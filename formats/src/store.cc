@@ -131,18 +131,19 @@ IngestResult Store::IngestRange(int fd, const std::string& what, uint64_t offset
 
 // Writes a content-addressed object once: read-only, linked into place so an
 // existing copy (the same bytes by construction) is kept.
-void Store::WriteObject(const std::string& path, std::string_view bytes) const {
-  if (FileExists(path)) return;
+bool Store::WriteObject(const std::string& path, std::string_view bytes) const {
+  if (FileExists(path)) return false;
   MakeDirs(fs::path(path).parent_path().string());
   AtomicFile out(path, TmpDir());
   out.file().Append(bytes);
   out.file().MakeReadOnly();
-  out.Commit(/*keep_existing=*/true);
+  return out.Commit(/*keep_existing=*/true);
 }
 
-Hash Store::PutBlob(std::string_view bytes) {
+Hash Store::PutBlob(std::string_view bytes, bool* wrote) {
   Hash h = HashBytes(bytes);
-  WriteObject(BlobPath(h), bytes);
+  const bool w = WriteObject(BlobPath(h), bytes);
+  if (wrote) *wrote = w;
   return h;
 }
 

@@ -64,8 +64,10 @@ class Store {
   // leaving nothing but (removed) temporaries behind.
   IngestResult IngestRange(int fd, const std::string& what, uint64_t offset, uint64_t n,
                            std::atomic<uint64_t>* progress);
-  // Stores `bytes` as a blob (small files: configs, tokenizers, plans).
-  Hash PutBlob(std::string_view bytes);
+  // Stores `bytes` as a blob (small files: configs, tokenizers, plans; a
+  // quantized tensor). `wrote` (may be null) says whether a new file was
+  // written (false: the blob was there already).
+  Hash PutBlob(std::string_view bytes, bool* wrote = nullptr);
   // Reads a whole blob into memory (small blobs only). Throws Error when it is
   // missing or its bytes do not match its name.
   std::string ReadBlob(const Hash& h) const;
@@ -110,7 +112,8 @@ class Store {
   Usage DiskUsage() const;
 
  private:
-  void WriteObject(const std::string& path, std::string_view bytes) const;
+  // Returns false when the object was there already.
+  bool WriteObject(const std::string& path, std::string_view bytes) const;
   std::string SourceCachePath(const FileIdentity& id) const;
   std::string QuantCachePath(const Hash& src, std::string_view type) const;
   Json ReadSourceCache(const std::string& path) const;
