@@ -220,7 +220,7 @@ void WriteItem(const Store& store, TensorReader& reader, const Item& it, Writabl
     if (progress) *progress += it.nbytes;
     return;
   }
-  const DType src = reader.Node(it.node).dtype;
+  const DType src = node.dtype;
   const int64_t chunk = it.permute_heads ? 1 : std::max<int64_t>(1, (int64_t{1} << 22) / cols);
   std::vector<char> in(static_cast<size_t>(chunk * cols) * DTypeSize(src));
   std::vector<char> out(static_cast<size_t>(chunk * cols) * DTypeSize(it.out));

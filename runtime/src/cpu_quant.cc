@@ -333,9 +333,14 @@ void BlockProducts(const HostTensor& w, const float* x, int64_t M, float* y, con
     block.dtype = DType::kBF16;
     block.shape = {c, K};
     block.data = wb.data();
-    MatMul(block, x, M, yb.data());
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t i = 0; i < c; ++i) y[m * N + n0 + i] = yb[m * c + i] + BiasAt(bias, n0 + i);
+    HostTensor bias_rows;  // bias[n0, n0 + c), added by the dense kernels
+    if (bias) {
+      bias_rows = *bias;
+      bias_rows.shape = {c};
+      bias_rows.data = static_cast<const char*>(bias->data) + n0 * DTypeSize(bias->dtype);
+    }
+    MatMul(block, x, M, yb.data(), bias ? &bias_rows : nullptr);
+    for (int64_t m = 0; m < M; ++m) std::memcpy(y + m * N + n0, yb.data() + m * c, sizeof(float) * c);
   }
 }
 
