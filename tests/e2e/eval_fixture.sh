@@ -27,21 +27,8 @@ source "$ROOT/tests/e2e/fixture_common.bash"
 T=$(mktemp -d "${TMPDIR:-/tmp}/strata-eval.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 export HF_HUB_CACHE="$T/hf" STRATA_STORE="$T/store"
-passed=0
-failed=0
-ok() {
-  passed=$((passed + 1))
-  echo "PASS $1"
-}
-bad() {
-  failed=$((failed + 1))
-  echo "FAIL $1"
-  [[ -n ${2:-} ]] && sed -e 's/^/    /' "$2" | tail -n 30
-  return 0
-}
-
-# json_get FILE PYEXPR: evaluates PYEXPR with j = the JSON in FILE.
-json_get() { "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+# shellcheck source=check_common.bash
+source "$ROOT/tests/e2e/check_common.bash"
 
 # --- the fixture itself against torch and the float64 reference ---------------------
 printf 'models:\n  - model: "%s"\nmerge_method: passthrough\n' "$FIX" >"$T/kjv.yml"

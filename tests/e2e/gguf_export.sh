@@ -27,18 +27,8 @@ export PYTHONDONTWRITEBYTECODE=1
 T=$(mktemp -d "${TMPDIR:-/tmp}/strata-gguf.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 export STRATA_STORE="$T/store"
-passed=0
-failed=0
-ok() {
-  passed=$((passed + 1))
-  echo "PASS $1"
-}
-bad() {
-  failed=$((failed + 1))
-  echo "FAIL $1"
-  [[ -n ${2:-} ]] && sed -e 's/^/    /' "$2" | tail -n 30
-  return 0
-}
+# shellcheck source=check_common.bash
+source "$ROOT/tests/e2e/check_common.bash"
 
 printf 'models:\n  - model: "%s"\nmerge_method: passthrough\n' "$FIX" >"$T/kjv.yml"
 "$STRATA" compile "$T/kjv.yml" --name kjv >/dev/null

@@ -9,7 +9,7 @@
 #   reference (tests/ref/quant_ref.py), for a long prompt (bf16 row blocks), a short one
 #   (integer dot products) and the short one on the avx2 kernels (dequantized fp32 rows):
 #   within 0.1 of the logits' spread, and the same greedy token wherever the reference's
-#   top-2 margin is wider than that;
+#   top-2 margin is wider than that; the same for Qwen2 (q/k/v biases) at q8_0;
 # - the fixture (tests/fixtures/kjv) and its SOLAR DUS: quantizing the DUS after the base
 #   writes no blob; held-out perplexity within 1% of the unquantized base; a second
 #   quantize is served by the cache; compile --quantize of the DUS gives the same variant
@@ -34,19 +34,8 @@ export PYTHONDONTWRITEBYTECODE=1
 T=$(mktemp -d "${TMPDIR:-/tmp}/strata-quant.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 export HF_HUB_CACHE="$T/hf" STRATA_STORE="$T/store"
-passed=0
-failed=0
-ok() {
-  passed=$((passed + 1))
-  echo "PASS $1"
-}
-bad() {
-  failed=$((failed + 1))
-  echo "FAIL $1"
-  [[ -n ${2:-} ]] && sed -e 's/^/    /' "$2" | tail -n 30
-  return 0
-}
-json_get() { "$PY" -c "import json,sys; j=json.load(open(sys.argv[1])); print($2)" "$1"; }
+# shellcheck source=check_common.bash
+source "$ROOT/tests/e2e/check_common.bash"
 
 # compare_logits NAME STRATA.npy REFERENCE.npy: the logits agree (see the header).
 compare_logits() {
@@ -89,6 +78,18 @@ for t in q8_0 q4_0 q5_0 q5_1 q4_k_s q4_k_m q5_k_m q6_k; do
   compare_logits "$t ($types), 24 tokens" "$T/long-$t.npy" "$T/ref-$t.npy"
   compare_logits "$t, 8 tokens" "$T/short-$t.npy" "$T/ref-$t.npy"
   compare_logits "$t, 8 tokens, avx2 kernels" "$T/avx2-$t.npy" "$T/ref-$t.npy"
+done
+# Qwen2's q/k/v biases on quantized products (added by the dense kernels on the bf16 row blocks).
+"$STRATA" synth --arch qwen2 --preset tiny --layers 2 --hidden 256 --heads 4 --kv-heads 2 --intermediate 512 \
+  --vocab 512 --seed 7 --out "$T/qwen" -q >/dev/null
+printf 'models:\n  - model: "%s"\nmerge_method: passthrough\n' "$T/qwen" >"$T/qwen.yml"
+"$STRATA" compile "$T/qwen.yml" --name qwen >/dev/null
+"$STRATA" quantize qwen --type q8_0 >/dev/null
+"$PY" "$ROOT/tests/ref/quant_ref.py" dequantize "$STRATA_STORE" qwen-q8_0 "$T/deq-qwen"
+"$PY" "$ROOT/tests/ref/forward_ref.py" "$T/deq-qwen" --tokens "$LONG" --all-logits --out "$T/ref-qwen.npy" 2>/dev/null
+for n in "$LONG" "$SHORT"; do
+  "$STRATA" run qwen-q8_0 --tokens "$n" -n 1 --logits-out "$T/qwen.npy" --all-logits >/dev/null 2>&1
+  compare_logits "qwen2 with biases, q8_0, $(($(tr -cd , <<<"$n" | wc -c) + 1)) tokens" "$T/qwen.npy" "$T/ref-qwen.npy"
 done
 want=$(json_get "$T/q-q4_k_m.json" "(j['types'].get('Q6_K'), j['types'].get('Q4_K'))")
 # 4 layers: use_more_bits is true for layers 0 and 3 (n/8 = 0, 7n/8 = 3), so attn_v and
