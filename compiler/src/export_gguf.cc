@@ -20,19 +20,6 @@ namespace fs = std::filesystem;
 namespace strata {
 namespace {
 
-// HF names to llama.cpp's (gguf-py's tensor_mapping for the llama family).
-const std::map<std::string, std::string> kLayerNames = {
-    {"input_layernorm.weight", "attn_norm.weight"},       {"self_attn.q_proj.weight", "attn_q.weight"},
-    {"self_attn.k_proj.weight", "attn_k.weight"},         {"self_attn.v_proj.weight", "attn_v.weight"},
-    {"self_attn.o_proj.weight", "attn_output.weight"},    {"post_attention_layernorm.weight", "ffn_norm.weight"},
-    {"mlp.gate_proj.weight", "ffn_gate.weight"},          {"mlp.up_proj.weight", "ffn_up.weight"},
-    {"mlp.down_proj.weight", "ffn_down.weight"},          {"self_attn.q_proj.bias", "attn_q.bias"},
-    {"self_attn.k_proj.bias", "attn_k.bias"},             {"self_attn.v_proj.bias", "attn_v.bias"},
-};
-const std::map<std::string, std::string> kOtherNames = {{"model.embed_tokens.weight", "token_embd.weight"},
-                                                        {"model.norm.weight", "output_norm.weight"},
-                                                        {"lm_head.weight", "output.weight"}};
-
 // llama_ftype values (llama.h).
 uint32_t FileTypeOf(const std::string& mix_or_dtype) {
   static const std::map<std::string, uint32_t> k = {
@@ -41,6 +28,12 @@ uint32_t FileTypeOf(const std::string& mix_or_dtype) {
       {"Q4_K", 15},   {"Q5_K", 17}};
   auto it = k.find(mix_or_dtype);
   return it == k.end() ? 0 : it->second;
+}
+
+std::string GgufName(const std::string& hf) {
+  auto g = GgufTensorName(hf);
+  if (!g) throw Error("tensor " + hf + " has no GGUF name in strata");
+  return *g;
 }
 
 struct Item {
@@ -62,13 +55,6 @@ struct Plan {
   uint32_t file_type = 0;
   std::string tok_model, tok_pre;
 };
-
-// Row `r` of the GGUF tensor is row PermutedRow(r) of the HF one:
-// w.reshape(heads, 2, rows/heads/2, cols).swapaxes(1, 2).reshape(rows, cols).
-int64_t PermutedRow(int64_t r, int64_t rows, int heads) {
-  const int64_t half = rows / heads / 2, h = r / (2 * half), i = (r % (2 * half)) / 2, j = r % 2;
-  return h * 2 * half + j * half + i;
-}
 
 Item PlanItem(TensorReader& reader, const std::string& gguf, const Hash& h, const std::string& type, int permute) {
   const TensorNode& n = reader.Node(h);
@@ -137,7 +123,7 @@ Plan MakePlan(const Store& store, const std::string& name, const GgufExportOptio
     throw Error("the variant's config.json has rope_scaling (" + p.c.rope_scaling->type +
                 "), which strata's GGUF export does not write yet");
   for (const auto& group : {p.v.pre, p.v.post})
-    for (const NamedTensor& t : group) p.items.push_back(PlanItem(reader, kOtherNames.at(t.name), t.node, opts.type, 0));
+    for (const NamedTensor& t : group) p.items.push_back(PlanItem(reader, GgufName(t.name), t.node, opts.type, 0));
   for (size_t l = 0; l < p.v.layers.size(); ++l) {
     const auto roles = LoadLayer(store, p.v.layers[l].layer);
     for (const RoleName& r : arch.layer) {
@@ -145,7 +131,7 @@ Plan MakePlan(const Store& store, const std::string& name, const GgufExportOptio
       int permute = 0;
       if (arch.gguf_permute_qk && r.role == Role::kQ) permute = p.c.heads;
       if (arch.gguf_permute_qk && r.role == Role::kK) permute = p.c.kv_heads;
-      p.items.push_back(PlanItem(reader, "blk." + std::to_string(l) + "." + kLayerNames.at(role), roles.at(role),
+      p.items.push_back(PlanItem(reader, GgufName(LayerPrefix(static_cast<int>(l)) + role), roles.at(role),
                                  opts.type, permute));
     }
   }
@@ -207,7 +193,7 @@ void WriteItem(const Store& store, TensorReader& reader, const Item& it, Writabl
       std::vector<float> row(cols);
       std::vector<char> out(cols * DTypeSize(it.out));
       for (int64_t r = 0; r < rows; ++r) {
-        const int64_t from = it.permute_heads ? PermutedRow(r, rows, it.permute_heads) : r;
+        const int64_t from = it.permute_heads ? GgufPermutedRow(r, rows, it.permute_heads) : r;
         DequantizeRow(n.quant, m.data() + from * rb, cols, row.data());
         ConvertElements(DType::kF32, row.data(), it.out, out.data(), cols);
         f.Append(out.data(), out.size());
@@ -215,7 +201,7 @@ void WriteItem(const Store& store, TensorReader& reader, const Item& it, Writabl
     } else if (!it.permute_heads) {
       f.Append(m.data(), m.size());
     } else {
-      for (int64_t r = 0; r < rows; ++r) f.Append(m.data() + PermutedRow(r, rows, it.permute_heads) * rb, rb);
+      for (int64_t r = 0; r < rows; ++r) f.Append(m.data() + GgufPermutedRow(r, rows, it.permute_heads) * rb, rb);
     }
     if (progress) *progress += it.nbytes;
     return;
@@ -227,7 +213,7 @@ void WriteItem(const Store& store, TensorReader& reader, const Item& it, Writabl
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     CheckInterrupt();
     const int64_t n = std::min(chunk, rows - r0);
-    const int64_t from = it.permute_heads ? PermutedRow(r0, rows, it.permute_heads) : r0;
+    const int64_t from = it.permute_heads ? GgufPermutedRow(r0, rows, it.permute_heads) : r0;
     reader.Read(it.node, static_cast<uint64_t>(from * cols), static_cast<uint64_t>(n * cols), in.data());
     ConvertElements(src, in.data(), it.out, out.data(), static_cast<size_t>(n * cols));
     f.Append(out.data(), static_cast<size_t>(n * cols) * DTypeSize(it.out));

@@ -3,6 +3,8 @@
 #include "strata/formats/gguf.h"
 
 #include <algorithm>
+#include <charconv>
+#include <climits>
 #include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -145,28 +147,156 @@ void ReadValue(Cursor& c, GgufType t, GgufValue& v, const std::string& field, in
   else ReadScalar(c, t, v, field);
 }
 
-void ReadTensorInfos(Cursor& c, uint64_t count, uint64_t alignment, uint64_t file_size) {
-  std::vector<uint64_t> offsets;
-  for (uint64_t k = 0; k < count; ++k) {
-    const std::string field = "tensor info " + std::to_string(k);
-    c.ReadString(field + " name");
-    uint32_t dims = c.Read<uint32_t>(field + " n_dims");
-    if (dims > kGgmlMaxDims) c.Fail(field + " has " + std::to_string(dims) + " dimensions (at most 4)");
-    c.Skip(8ull * dims, field + " dimensions");
-    c.Read<uint32_t>(field + " type");
-    uint64_t off = c.Read<uint64_t>(field + " offset");
-    if (off % alignment != 0)
-      c.Fail(field + " offset " + std::to_string(off) + " is not a multiple of the alignment " + std::to_string(alignment));
-    offsets.push_back(off);
+// ggml's type_traits: block elements and bytes (sizeof(block_<type>)).
+constexpr GgmlType kGgmlTypes[] = {
+    {0, "F32", 1, 4},          {1, "F16", 1, 2},        {2, "Q4_0", 32, 18},      {3, "Q4_1", 32, 20},
+    {6, "Q5_0", 32, 22},       {7, "Q5_1", 32, 24},     {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 36},
+    {10, "Q2_K", 256, 84},     {11, "Q3_K", 256, 110},  {12, "Q4_K", 256, 144},   {13, "Q5_K", 256, 176},
+    {14, "Q6_K", 256, 210},    {15, "Q8_K", 256, 292},  {16, "IQ2_XXS", 256, 66}, {17, "IQ2_XS", 256, 74},
+    {18, "IQ3_XXS", 256, 98},  {19, "IQ1_S", 256, 50},  {20, "IQ4_NL", 32, 18},   {21, "IQ3_S", 256, 110},
+    {22, "IQ2_S", 256, 82},    {23, "IQ4_XS", 256, 136}, {24, "I8", 1, 1},        {25, "I16", 1, 2},
+    {26, "I32", 1, 4},         {27, "I64", 1, 8},       {28, "F64", 1, 8},        {29, "IQ1_M", 256, 56},
+    {30, "BF16", 1, 2},        {34, "TQ1_0", 256, 54},  {35, "TQ2_0", 256, 66},   {39, "MXFP4", 32, 17},
+};
+
+std::string TensorField(uint64_t k, const std::string& name) {
+  return "tensor info " + std::to_string(k) + (name.empty() ? "" : " (\"" + name + "\")");
+}
+
+// One tensor info; `offset` is left relative to the data section.
+GgufTensorInfo ReadTensorInfo(Cursor& c, uint64_t k, uint64_t alignment) {
+  GgufTensorInfo t;
+  t.name = c.ReadString(TensorField(k, "") + " name");
+  const std::string field = TensorField(k, t.name);
+  if (t.name.empty()) c.Fail(field + " has an empty name");
+  uint32_t dims = c.Read<uint32_t>(field + " n_dims");
+  if (dims > kGgmlMaxDims) c.Fail(field + " has " + std::to_string(dims) + " dimensions (at most 4)");
+  uint64_t numel = 1;
+  for (uint32_t d = 0; d < dims; ++d) {
+    const int64_t ne = c.Read<int64_t>(field + " dimension " + std::to_string(d));
+    if (ne < 0) c.Fail(field + " dimension " + std::to_string(d) + " is " + std::to_string(ne) + " (negative)");
+    if (ne != 0 && numel > static_cast<uint64_t>(INT64_MAX) / static_cast<uint64_t>(ne))
+      c.Fail(field + " has more elements than fit in 64 bits");
+    numel *= static_cast<uint64_t>(ne);
+    t.shape.insert(t.shape.begin(), ne);
   }
+  t.type = c.Read<uint32_t>(field + " type");
+  const GgmlType* type = FindGgmlType(t.type);
+  if (!type) c.Fail(field + " has type id " + std::to_string(t.type) + ", which is no GGML tensor type");
+  const int64_t row = t.shape.empty() ? 1 : t.shape.back();
+  if (row % type->block_elems != 0)
+    c.Fail(field + " is " + std::string(type->name) + " with rows of " + std::to_string(row) +
+           " elements, not a whole number of its " + std::to_string(type->block_elems) + "-element blocks");
+  const uint64_t blocks = numel / type->block_elems;
+  if (blocks > UINT64_MAX / type->block_bytes) c.Fail(field + " has a size that overflows 64 bits");
+  t.nbytes = blocks * type->block_bytes;
+  t.offset = c.Read<uint64_t>(field + " offset");
+  if (t.offset % alignment != 0)
+    c.Fail(field + " offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
+           std::to_string(alignment));
+  return t;
+}
+
+// Places every tensor's data: after the aligned end of the infos, inside the
+// file, and overlapping no other tensor's.
+void PlaceTensors(Cursor& c, std::vector<GgufTensorInfo>& ts, uint64_t alignment, uint64_t file_size) {
   const uint64_t data_start = (c.pos() + alignment - 1) / alignment * alignment;
-  for (size_t k = 0; k < offsets.size(); ++k)
-    if (data_start > file_size || offsets[k] > file_size - data_start)  // no wrap-around near 2^64
-      c.Fail("tensor info " + std::to_string(k) + " places its data at " + std::to_string(data_start + offsets[k]) +
+  for (GgufTensorInfo& t : ts) {
+    // No wrap-around near 2^64.
+    if (data_start > file_size || t.offset > file_size - data_start || t.nbytes > file_size - data_start - t.offset)
+      c.Fail("tensor \"" + t.name + "\" places its " + std::to_string(t.nbytes) + " bytes at " +
+             (t.offset > UINT64_MAX - data_start ? std::string("an offset past 2^64")
+                                                 : std::to_string(data_start + t.offset)) +
              ", past the end of the file (" + std::to_string(file_size) + " bytes)");
+    t.offset += data_start;
+  }
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const GgufTensorInfo& t : ts) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  for (size_t k = 1; k < by_offset.size(); ++k) {
+    const GgufTensorInfo& a = *by_offset[k - 1];
+    const GgufTensorInfo& b = *by_offset[k];
+    if (a.offset + a.nbytes > b.offset && a.nbytes > 0 && b.nbytes > 0)
+      c.Fail("the data of tensors \"" + a.name + "\" (bytes " + std::to_string(a.offset) + " to " +
+             std::to_string(a.offset + a.nbytes) + ") and \"" + b.name + "\" (from byte " +
+             std::to_string(b.offset) + ") overlap");
+  }
+}
+
+std::vector<GgufTensorInfo> ReadTensorInfos(Cursor& c, uint64_t count, uint64_t alignment, uint64_t file_size) {
+  std::vector<GgufTensorInfo> ts;
+  std::map<std::string, uint64_t> seen;
+  for (uint64_t k = 0; k < count; ++k) {
+    ts.push_back(ReadTensorInfo(c, k, alignment));
+    if (!seen.emplace(ts.back().name, k).second)
+      c.Fail("tensor infos " + std::to_string(seen[ts.back().name]) + " and " + std::to_string(k) +
+             " are both named \"" + ts.back().name + "\"");
+  }
+  PlaceTensors(c, ts, alignment, file_size);
+  return ts;
 }
 
 }  // namespace
+
+const GgmlType* FindGgmlType(uint32_t id) {
+  for (const GgmlType& t : kGgmlTypes)
+    if (t.id == id) return &t;
+  return nullptr;
+}
+
+namespace {
+
+// HF names to llama.cpp's (gguf-py's tensor_mapping for the llama family).
+constexpr std::pair<std::string_view, std::string_view> kLayerNames[] = {
+    {"input_layernorm.weight", "attn_norm.weight"},    {"self_attn.q_proj.weight", "attn_q.weight"},
+    {"self_attn.k_proj.weight", "attn_k.weight"},      {"self_attn.v_proj.weight", "attn_v.weight"},
+    {"self_attn.o_proj.weight", "attn_output.weight"}, {"post_attention_layernorm.weight", "ffn_norm.weight"},
+    {"mlp.gate_proj.weight", "ffn_gate.weight"},       {"mlp.up_proj.weight", "ffn_up.weight"},
+    {"mlp.down_proj.weight", "ffn_down.weight"},       {"self_attn.q_proj.bias", "attn_q.bias"},
+    {"self_attn.k_proj.bias", "attn_k.bias"},          {"self_attn.v_proj.bias", "attn_v.bias"},
+};
+constexpr std::pair<std::string_view, std::string_view> kOtherNames[] = {
+    {"model.embed_tokens.weight", "token_embd.weight"},
+    {"model.norm.weight", "output_norm.weight"},
+    {"lm_head.weight", "output.weight"}};
+
+// "<prefix><index>.<rest>" -> (index, rest).
+std::optional<std::pair<int, std::string_view>> SplitIndexed(std::string_view name, std::string_view prefix) {
+  if (!name.starts_with(prefix)) return std::nullopt;
+  name.remove_prefix(prefix.size());
+  if (name.empty() || name[0] < '0' || name[0] > '9') return std::nullopt;
+  int index = 0;
+  auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), index);
+  if (ec != std::errc() || end == name.data() + name.size() || *end != '.' ||
+      (name[0] == '0' && end - name.data() > 1))
+    return std::nullopt;
+  return std::make_pair(index, name.substr(end + 1 - name.data()));
+}
+
+}  // namespace
+
+std::optional<std::string> GgufTensorName(std::string_view hf) {
+  for (const auto& [h, g] : kOtherNames)
+    if (hf == h) return std::string(g);
+  if (auto s = SplitIndexed(hf, "model.layers."))
+    for (const auto& [h, g] : kLayerNames)
+      if (s->second == h) return "blk." + std::to_string(s->first) + "." + std::string(g);
+  return std::nullopt;
+}
+
+std::optional<std::string> HfTensorName(std::string_view gguf) {
+  for (const auto& [h, g] : kOtherNames)
+    if (gguf == g) return std::string(h);
+  if (auto s = SplitIndexed(gguf, "blk."))
+    for (const auto& [h, g] : kLayerNames)
+      if (s->second == g) return "model.layers." + std::to_string(s->first) + "." + std::string(h);
+  return std::nullopt;
+}
+
+int64_t GgufPermutedRow(int64_t r, int64_t rows, int heads) {
+  const int64_t half = rows / heads / 2, h = r / (2 * half), i = (r % (2 * half)) / 2, j = r % 2;
+  return h * 2 * half + j * half + i;
+}
 
 std::string_view GgufTypeName(GgufType t) {
   static constexpr std::string_view kNames[] = {"uint8", "int8",  "uint16", "int16", "uint32", "int32", "float32",
@@ -211,7 +341,7 @@ GgufFile GgufFile::Parse(std::string_view bytes, const std::string& what) {
       c.Fail("general.alignment must be a uint32 power of two");
     alignment = a->u;
   }
-  ReadTensorInfos(c, f.tensor_count_, alignment, bytes.size());
+  f.tensors_ = ReadTensorInfos(c, f.tensor_count_, alignment, bytes.size());
   return f;
 }
 

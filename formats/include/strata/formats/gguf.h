@@ -1,6 +1,7 @@
-// GGUF (v2/v3) metadata: a validating reader of the key/value section and tensor
-// infos, and the conversion of a GGUF tokenizer vocabulary ("llama" SPM or
-// "gpt2" BPE) into the Hugging Face tokenizer.json / tokenizer_config.json pair.
+// GGUF (v2/v3): a validating reader of the key/value section and the tensor
+// infos, GGML's tensor types, the llama-family tensor names both ways, and the
+// conversion of a GGUF tokenizer vocabulary ("llama" SPM or "gpt2" BPE) into
+// the Hugging Face tokenizer.json / tokenizer_config.json pair and back.
 #pragma once
 
 #include <cstdint>
@@ -31,12 +32,38 @@ struct GgufValue {
   // Arrays of arrays are validated and counted; their elements are not kept.
 };
 
+// A GGML tensor type: its GGUF id, name, and block (elements and bytes; 1
+// element for the plain types).
+struct GgmlType {
+  uint32_t id;
+  std::string_view name;  // "Q4_K", "BF16"
+  int block_elems;
+  int block_bytes;
+};
+// Every GGML tensor type a GGUF file may hold (ids 0-39, less the removed
+// ones); nullptr for an id that is none of them.
+const GgmlType* FindGgmlType(uint32_t id);
+
+// One tensor of a GGUF file, as its tensor info describes it (checked by
+// GgufFile::Parse: a known type, whole blocks per row, data inside the file,
+// aligned, overlapping no other tensor's).
+struct GgufTensorInfo {
+  std::string name;
+  std::vector<int64_t> shape;  // outermost first, as in safetensors (GGUF's ne[] reversed)
+  uint32_t type = 0;           // GGML type id
+  uint64_t offset = 0;         // of the first byte, from the start of the file
+  uint64_t nbytes = 0;
+};
+
 class GgufFile {
  public:
   // Parses the header, every key/value pair and the tensor infos of `bytes`.
   // `what` names the data in errors. Throws Error for a bad magic, a version
   // other than 2 or 3, counts or lengths that run past the end, an unknown
-  // value type, a duplicate key, or a malformed tensor info.
+  // value type, a duplicate key, or a malformed tensor info: an empty or
+  // repeated name, more than 4 or negative dimensions, an unknown type, a row
+  // that is not whole blocks, a size that overflows, data that is misaligned,
+  // runs past the end of `bytes` or overlaps another tensor's.
   static GgufFile Parse(std::string_view bytes, const std::string& what);
   // Maps and parses a file (tensor data is never touched).
   static GgufFile Read(const std::string& path);
@@ -45,6 +72,8 @@ class GgufFile {
   uint64_t tensor_count() const { return tensor_count_; }
   const std::string& what() const { return what_; }
   const std::vector<std::pair<std::string, GgufValue>>& entries() const { return entries_; }
+  // The tensor infos in file order.
+  const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
 
   const GgufValue* Find(std::string_view key) const;
   // Typed access; each throws Error naming the file and key when the key is
@@ -64,7 +93,20 @@ class GgufFile {
   uint32_t version_ = 0;
   uint64_t tensor_count_ = 0;
   std::vector<std::pair<std::string, GgufValue>> entries_;
+  std::vector<GgufTensorInfo> tensors_;
 };
+
+// llama.cpp's name for a llama-family Hugging Face tensor name
+// ("model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q.weight"), and
+// the other way; nullopt for a name outside the table (gguf-py's
+// tensor_mapping for llama, mistral and qwen2).
+std::optional<std::string> GgufTensorName(std::string_view hf_name);
+std::optional<std::string> HfTensorName(std::string_view gguf_name);
+// llama.cpp's converter permutes the rows of q_proj and k_proj for the llama
+// architecture: row `r` of the GGUF tensor is row GgufPermutedRow(r) of the HF
+// one (w.reshape(heads, 2, rows/heads/2, cols).swapaxes(1, 2)).
+// REQUIRES: rows % (2 * heads) == 0.
+int64_t GgufPermutedRow(int64_t r, int64_t rows, int heads);
 
 // llama.cpp's token types (tokenizer.ggml.token_type).
 enum class GgufTokenType : int { kNormal = 1, kUnknown = 2, kControl = 3, kUserDefined = 4, kUnused = 5, kByte = 6 };
