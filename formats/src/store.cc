@@ -246,11 +246,19 @@ Json Store::ReadSourceCache(const std::string& path) const {
   return Json::object();  // a damaged cache entry is only a miss
 }
 
-std::optional<IngestResult> Store::LookupSource(const FileIdentity& id, uint64_t offset,
-                                                uint64_t n) const {
+namespace {
+std::string SourceCacheKey(uint64_t offset, uint64_t n, std::string_view transform) {
+  std::string key = std::to_string(offset) + ":" + std::to_string(n);
+  if (!transform.empty()) key += ":" + std::string(transform);
+  return key;
+}
+}  // namespace
+
+std::optional<IngestResult> Store::LookupSource(const FileIdentity& id, uint64_t offset, uint64_t n,
+                                                std::string_view transform) const {
   Json j = ReadSourceCache(SourceCachePath(id));
   if (!j.contains("tensors") || j["identity"] != id.Key()) return std::nullopt;
-  std::string key = std::to_string(offset) + ":" + std::to_string(n);
+  const std::string key = SourceCacheKey(offset, n, transform);
   auto it = j["tensors"].find(key);
   if (it == j["tensors"].end() || !it->is_object()) return std::nullopt;
   IngestResult r;
@@ -266,9 +274,8 @@ std::optional<IngestResult> Store::LookupSource(const FileIdentity& id, uint64_t
   return r;
 }
 
-void Store::RecordSources(
-    const FileIdentity& id,
-    const std::vector<std::pair<std::pair<uint64_t, uint64_t>, IngestResult>>& entries) {
+void Store::RecordSources(const FileIdentity& id,
+                          const std::vector<std::pair<SourceRangeKey, IngestResult>>& entries) {
   if (entries.empty()) return;
   std::string path = SourceCachePath(id);
   Json j = ReadSourceCache(path);
@@ -276,7 +283,7 @@ void Store::RecordSources(
   j["identity"] = id.Key();
   if (!j.contains("tensors")) j["tensors"] = Json::object();
   for (const auto& [range, r] : entries) {
-    std::string key = std::to_string(range.first) + ":" + std::to_string(range.second);
+    const std::string key = SourceCacheKey(range.offset, range.n, range.transform);
     j["tensors"][key] = r.zeros ? Json{{"zeros", true}} : Json{{"blob", r.blob.Hex()}};
   }
   MakeDirs(fs::path(path).parent_path().string());

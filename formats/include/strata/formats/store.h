@@ -91,13 +91,18 @@ class Store {
   bool RemoveRef(const std::string& name);
 
   // Source cache: what a range of a source file hashed to, keyed by the file's
-  // identity. Lookup returns nullopt on a miss, or when the blob it names has
-  // since left the store.
-  std::optional<IngestResult> LookupSource(const FileIdentity& id, uint64_t offset,
-                                           uint64_t n) const;
+  // identity, the range and the transform its bytes went through on the way
+  // in (empty: none; "unpermute:32" for a GGUF's q_proj; STORE_FORMAT.md).
+  // Lookup returns nullopt on a miss, or when the blob it names has since
+  // left the store.
+  struct SourceRangeKey {
+    uint64_t offset = 0, n = 0;
+    std::string transform;
+  };
+  std::optional<IngestResult> LookupSource(const FileIdentity& id, uint64_t offset, uint64_t n,
+                                           std::string_view transform = {}) const;
   // Records results for one source file (merged with what is there).
-  void RecordSources(const FileIdentity& id,
-                     const std::vector<std::pair<std::pair<uint64_t, uint64_t>, IngestResult>>& entries);
+  void RecordSources(const FileIdentity& id, const std::vector<std::pair<SourceRangeKey, IngestResult>>& entries);
 
   // Quantization cache: the quant node that quantizing tensor node `src` to
   // `type` ("Q4_K") made. Lookup returns nullopt on a miss, for a damaged
