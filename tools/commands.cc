@@ -32,7 +32,7 @@ int RunCompile(const std::vector<std::string>& args) {
   CompileOptions opts;
   bool quiet = false, json = false;
   po::options_description d("options");
-  d.add_options()("plan", po::value(&plan_path)->required(), "the mergekit YAML plan")(
+  d.add_options()("plan", po::value(&plan_path)->required(), "the mergekit YAML plan, or a .gguf model file")(
       "quantize", po::value(&quantize), ("name the plan's output quantized (" + QuantMixNames() +
                                          "), each layer as in its source model (see strata quantize)").c_str())(
       "name,n", po::value(&opts.name), "variant name (default: the plan's file name without .yml)")(
@@ -43,16 +43,22 @@ int RunCompile(const std::vector<std::string>& args) {
   po::positional_options_description pos;
   pos.add("plan", 1);
   po::variables_map vm;
-  if (!ParseArgs(args, d, pos, vm, "strata compile PLAN [--name NAME] [--store DIR]",
+  if (!ParseArgs(args, d, pos, vm, "strata compile PLAN|FILE.gguf [--name NAME] [--store DIR]",
                  "Compiles a mergekit plan (same YAML, same meaning as mergekit-yaml) into the store.\n"
                  "Every distinct tensor is stored once; a variant over sources already compiled reads\n"
-                 "no tensor bytes and costs kilobytes. Repeating a compile changes nothing."))
+                 "no tensor bytes and costs kilobytes. Repeating a compile changes nothing.\n"
+                 "\n"
+                 "A GGUF file (llama or qwen2; F32, F16, BF16, Q4_0, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)\n"
+                 "comes in as a variant named after the file, and a plan may name one as a model: Q/K\n"
+                 "rows go back to Hugging Face's order, quantized tensors stay quantized, and tensors\n"
+                 "the store already has (from a checkpoint or another GGUF) are not stored again."))
     return 0;
   if (!quantize.empty()) {
     opts.quantize = ParseQuantMix(quantize);
     if (!opts.quantize) throw UsageError("unknown --quantize \"" + quantize + "\"; choose one of " + QuantMixNames());
   }
-  Plan plan = LoadPlan(plan_path);
+  const bool gguf = plan_path.size() > 5 && plan_path.compare(plan_path.size() - 5, 5, ".gguf") == 0;
+  Plan plan = gguf ? GgufImportPlan(plan_path) : LoadPlan(plan_path);
   Store store(Store::DefaultRoot(store_dir));
   ProgressBar bar("compile", ShowProgress(quiet || json));
   ProgressBar qbar("quantize", ShowProgress(quiet || json), "weights");

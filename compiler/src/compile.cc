@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 
+#include "source_model.h"
 #include "strata/compiler/resolve.h"
 #include "strata/formats/variant.h"
 #include "strata/formats/arch.h"
@@ -46,15 +47,9 @@ std::string DefaultVariantName(const std::string& plan_path) {
 
 namespace {
 
-// Tokenizer files mergekit copies from the donor model, in its order.
-constexpr const char* kTokenizerFiles[] = {
-    "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json", "tokenizer.model",
-    "added_tokens.json",     "merges.txt",              "vocab.json",
-};
-
 struct Model {
   ResolvedModel resolved;
-  std::unique_ptr<HfCheckpoint> ckpt;
+  std::unique_ptr<SourceModel> ckpt;
   ModelConfig config;
   const ArchInfo* arch = nullptr;
   int num_layers = 0;
@@ -64,7 +59,7 @@ struct OutTensor {
   std::string name;  // output name
   const Model* model = nullptr;
   std::string src_name;
-  const HfCheckpoint::Entry* entry = nullptr;
+  const SourceTensor* entry = nullptr;
   std::optional<double> scale;
   int layer = -1;    // output layer, -1 for pre/post tensors
   bool pre = false;  // before the layers (embeddings)
@@ -76,6 +71,7 @@ struct SourceRange {
   std::string path;
   FileIdentity id;
   uint64_t offset = 0, n = 0;
+  const SourceTensor* tensor = nullptr;  // for its transform
   IngestResult result;
   bool cached = false;
 };
@@ -98,6 +94,7 @@ class Compiler {
   void AddTensor(OutTensor t, bool optional);
   void CheckShapes() const;
   void Ingest();
+  IngestResult IngestTransformed(int fd, const SourceRange& s);
   Hash TensorNodeFor(const OutTensor& t);
   Hash ConfigBlob() const;
   std::map<std::string, Hash> TokenizerFiles();
@@ -119,7 +116,7 @@ void Compiler::LoadModels() {
   for (const std::string& ref : plan_.ReferencedModels()) {
     auto m = std::make_unique<Model>();
     m->resolved = ResolveModel(ref);
-    m->ckpt = std::make_unique<HfCheckpoint>(m->resolved.dir);
+    m->ckpt = SourceModel::Open(m->resolved);
     try {
       m->config = ParseModelConfig(m->ckpt->config());
     } catch (const Error& e) {
@@ -129,9 +126,17 @@ void Compiler::LoadModels() {
     m->num_layers = m->config.layers;
     models_[ref] = std::move(m);
   }
+  // Architectures whose layers hold the same tensors mix (a Mistral GGUF is
+  // llama to llama.cpp, so LlamaForCausalLM, beside a Mistral checkpoint).
   const ArchInfo* first = models_.at(plan_.ReferencedModels()[0])->arch;
+  auto same_layers = [](const ArchInfo& a, const ArchInfo& b) {
+    if (a.layer.size() != b.layer.size()) return false;
+    for (size_t k = 0; k < a.layer.size(); ++k)
+      if (a.layer[k].role != b.layer[k].role || a.layer[k].name != b.layer[k].name) return false;
+    return true;
+  };
   for (const auto& [ref, m] : models_)
-    if (m->arch != first)
+    if (!same_layers(*m->arch, *first))
       throw Error("the plan mixes architectures: \"" + ref + "\" is " + std::string(m->arch->hf_name) +
                   " but \"" + plan_.ReferencedModels()[0] + "\" is " + std::string(first->hf_name) +
                   "; passthrough stacks layers of one architecture");
@@ -214,8 +219,8 @@ void Compiler::CheckShapes() const {
   for (const OutTensor& t : tensors_) {
     if (t.layer < 0) continue;
     auto [it, inserted] = first.emplace(t.role, &t);
-    if (inserted || it->second->entry->info->shape == t.entry->info->shape) continue;
-    auto shape = [](const OutTensor& o) { return Json(o.entry->info->shape).dump(); };
+    if (inserted || it->second->entry->shape == t.entry->shape) continue;
+    auto shape = [](const OutTensor& o) { return Json(o.entry->shape).dump(); };
     throw Error("shapes disagree: output layer " + std::to_string(t.layer) + " takes \"" + t.src_name +
                 "\" of " + t.model->resolved.ref + " with shape " + shape(t) + ", but output layer " +
                 std::to_string(it->second->layer) + " takes \"" + it->second->src_name + "\" of " +
@@ -224,19 +229,35 @@ void Compiler::CheckShapes() const {
   }
 }
 
+// A range whose bytes change on the way in: read whole (one tensor: a
+// GGUF's q_proj or k_proj, or a norm), transformed, stored.
+IngestResult Compiler::IngestTransformed(int fd, const SourceRange& s) {
+  std::string raw(s.n, '\0');
+  PreadExact(fd, raw.data(), s.n, s.offset, s.path);
+  DropCache(fd, s.offset, s.n);
+  const std::string stored = s.tensor->Transform(raw);
+  if (opts_.bytes_done) *opts_.bytes_done += s.n;
+  IngestResult r;
+  r.zeros = std::all_of(stored.begin(), stored.end(), [](char c) { return c == 0; });
+  if (!r.zeros) r.blob = store_.PutBlob(stored, &r.wrote);
+  return r;
+}
+
 void Compiler::Ingest() {
   for (OutTensor& t : tensors_) {
-    const std::string& path = t.entry->file->path();
+    const std::string& path = t.entry->path;
     auto id = identities_.find(path);
     if (id == identities_.end()) id = identities_.emplace(path, IdentifyFile(path)).first;
-    uint64_t offset = t.entry->file->FileOffset(*t.entry->info), n = t.entry->info->nbytes();
-    t.source_key = id->second.Key() + "@" + std::to_string(offset) + ":" + std::to_string(n);
-    sources_.try_emplace(t.source_key, SourceRange{path, id->second, offset, n, {}, false});
+    const uint64_t offset = t.entry->offset, n = t.entry->nbytes;
+    const std::string transform = t.entry->TransformKey();
+    t.source_key = id->second.Key() + "@" + std::to_string(offset) + ":" + std::to_string(n) +
+                   (transform.empty() ? "" : ":" + transform);
+    sources_.try_emplace(t.source_key, SourceRange{path, id->second, offset, n, t.entry, {}, false});
   }
   std::vector<SourceRange*> misses;
   uint64_t miss_bytes = 0;
   for (auto& [key, s] : sources_) {
-    if (auto hit = store_.LookupSource(s.id, s.offset, s.n)) {
+    if (auto hit = store_.LookupSource(s.id, s.offset, s.n, s.tensor->TransformKey())) {
       s.result = *hit;
       s.cached = true;
       ++stats_.cached_tensors;
@@ -253,21 +274,22 @@ void Compiler::Ingest() {
     SourceRange& s = *misses[i];
     int fd = OpenReadOnly(s.path);
     try {
-      s.result = store_.IngestRange(fd, s.path, s.offset, s.n, opts_.bytes_done);
+      s.result = s.tensor->TransformKey().empty() ? store_.IngestRange(fd, s.path, s.offset, s.n, opts_.bytes_done)
+                                                  : IngestTransformed(fd, s);
     } catch (...) {
       CloseFd(fd);
       throw;
     }
     CloseFd(fd);
   });
-  std::map<std::string, std::vector<std::pair<std::pair<uint64_t, uint64_t>, IngestResult>>> by_file;
+  std::map<std::string, std::vector<std::pair<Store::SourceRangeKey, IngestResult>>> by_file;
   for (SourceRange* s : misses) {
     stats_.bytes_read += s->n;
     if (s->result.wrote) {
       ++stats_.blobs_written;
-      stats_.blob_bytes_written += s->n;
+      stats_.blob_bytes_written += s->tensor->stored_nbytes();
     }
-    by_file[s->path].push_back({{s->offset, s->n}, s->result});
+    by_file[s->path].push_back({{s->offset, s->n, s->tensor->TransformKey()}, s->result});
   }
   for (const auto& [path, entries] : by_file) store_.RecordSources(identities_.at(path), entries);
 }
@@ -275,12 +297,31 @@ void Compiler::Ingest() {
 Hash Compiler::TensorNodeFor(const OutTensor& t) {
   const SourceRange& s = sources_.at(t.source_key);
   TensorNode node;
-  node.dtype = t.entry->info->dtype;
-  node.shape = t.entry->info->shape;
+  node.dtype = t.entry->dtype;
+  node.shape = t.entry->shape;
   node.op = s.result.zeros ? TensorNode::Op::kZeros : TensorNode::Op::kBlob;
   node.blob = s.result.blob;
+  // A GGUF's quantized tensor: its blocks, or zeros when every byte is 0
+  // (every block's scale is 0, so every value is).
+  const bool quant = t.entry->quant != QuantType::kNone && !s.result.zeros;
+  if (quant) {
+    node.op = TensorNode::Op::kQuant;
+    node.quant = t.entry->quant;
+    store_.RequireVersion(2);
+  }
   Hash h = store_.PutNode(node.ToJson());
   auto derive = [&](TensorNode::Op op, DType dtype, double factor) {
+    if (quant) {
+      // Its values are the blocks dequantized in float32 and then rounded
+      // once to the node's dtype: a cast only changes that dtype.
+      if (op == TensorNode::Op::kScale)
+        throw Error("tensor \"" + t.src_name + "\" of " + t.model->resolved.ref + " is " +
+                    std::string(QuantTypeInfo(node.quant).name) + "; strata cannot scale a quantized tensor "
+                    "(import an unquantized file for a plan with scale)");
+      node.dtype = dtype;
+      h = store_.PutNode(node.ToJson());
+      return;
+    }
     if (!IsComputeFloat(node.dtype) || !IsComputeFloat(dtype))
       throw Error("tensor \"" + t.src_name + "\" of " + t.model->resolved.ref + " is " +
                   std::string(DTypeName(node.dtype)) + "; strata can only cast and scale float tensors");
@@ -317,26 +358,30 @@ std::map<std::string, Hash> Compiler::TokenizerFiles() {
     }
   }
   const Model& m = ModelOf(donor);
-  std::map<std::string, std::string> bytes;
-  for (const char* f : kTokenizerFiles) {
-    std::string path = m.resolved.dir + "/" + f;
-    if (FileExists(path)) bytes[f] = ReadFile(path);
-  }
+  std::map<std::string, std::string> bytes = m.ckpt->TokenizerFiles();
   if (plan_.tokenizer_source) {
     // strata carries the tokenizer; it does not permute embeddings between
     // different vocabularies as mergekit would, so it insists they agree.
-    for (const auto& [ref, other] : models_)
+    for (const auto& [ref, other] : models_) {
+      const auto theirs = other->ckpt->TokenizerFiles();
       for (const char* f : {"tokenizer.json", "tokenizer.model"}) {
-        std::string p = other->resolved.dir + "/" + f;
-        if (bytes.count(f) && FileExists(p) && ReadFile(p) != bytes[f])
+        if (bytes.count(f) && theirs.count(f) && theirs.at(f) != bytes[f])
           throw Error("tokenizer_source " + *plan_.tokenizer_source + ": " + ref +
                       " has a different " + f + "; strata cannot yet merge embeddings across "
                       "different tokenizers");
       }
+    }
   }
   if (plan_.chat_template) {
     OrderedJson tc = OrderedJson::object();
-    if (bytes.count("tokenizer_config.json")) tc = ReadConfigJson(m.resolved.dir + "/tokenizer_config.json");
+    if (bytes.count("tokenizer_config.json")) {
+      try {
+        tc = OrderedJson::parse(bytes["tokenizer_config.json"]);
+      } catch (const std::exception& e) {
+        throw Error("model \"" + m.resolved.ref + "\": tokenizer_config.json is not JSON: " + e.what());
+      }
+      if (!tc.is_object()) throw Error("model \"" + m.resolved.ref + "\": tokenizer_config.json is not a JSON object");
+    }
     tc["chat_template"] = *plan_.chat_template;
     bytes["tokenizer_config.json"] = tc.dump(2) + "\n";
   }

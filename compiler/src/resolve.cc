@@ -29,6 +29,12 @@ std::string Trim(std::string s) {
 
 ResolvedModel ResolveModel(const std::string& ref) {
   std::vector<std::string> looked;
+  if (ref.size() > 5 && ref.compare(ref.size() - 5, 5, ".gguf") == 0) {
+    if (fs::is_regular_file(ref)) return ResolvedModel{ref, fs::absolute(ref).lexically_normal().string(), ""};
+    throw Error("model \"" + ref + "\" names a GGUF file, but " +
+                (fs::exists(ref) ? "it is not a regular file" : "there is no such file") + " (relative paths are "
+                "from the working directory, " + fs::current_path().string() + ")");
+  }
   if (fs::is_directory(ref)) return ResolvedModel{ref, fs::absolute(ref).lexically_normal().string(), ""};
   looked.push_back(ref + " (not a local directory)");
 

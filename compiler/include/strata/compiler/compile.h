@@ -55,7 +55,14 @@ void RequireVariantName(const std::string& name);
 // not set, or the write fails.
 bool WriteVariantRef(Store& store, const std::string& name, const Hash& variant, bool force);
 
-// Compiles `plan`. On success the store holds every object the variant needs
+// `strata compile FILE.gguf`: the plan that takes every layer of the GGUF
+// file `path` as it is (passthrough), named after the file. Throws Error
+// naming the file when it is not a GGUF file or has no block count.
+Plan GgufImportPlan(const std::string& path);
+
+// Compiles `plan`. A plan's model may be a GGUF file (a path ending in .gguf):
+// its Q/K rows go back to HF's order, quantized tensors stay quantized, and
+// F32 norms exact in the model's type are stored in it (docs/gguf.md). On success the store holds every object the variant needs
 // and `opts.name` points at it. Throws Error (naming plan:line:col where the
 // plan is at fault) when a model cannot be found, a layer_range is past a
 // model's layers, tensors are missing or shapes disagree, the name exists for

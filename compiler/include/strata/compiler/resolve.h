@@ -9,7 +9,7 @@ namespace strata {
 
 struct ResolvedModel {
   std::string ref;       // as written in the plan
-  std::string dir;       // the checkpoint directory
+  std::string dir;       // the checkpoint directory, or the GGUF file
   std::string revision;  // snapshot commit for HF ids, empty for local dirs
 };
 
@@ -17,7 +17,8 @@ struct ResolvedModel {
 // ~/.cache/huggingface/hub.
 std::string HfHubCacheDir();
 
-// Resolves `ref`: an existing directory (absolute or relative to the working
+// Resolves `ref`: a name ending in .gguf is a GGUF file (Error when it is
+// not a regular file); an existing directory (absolute or relative to the working
 // directory) is used as it is; otherwise "org/name[@rev]" is looked up as
 // <cache>/models--org--name/snapshots/<commit>, where <commit> is `rev` when it
 // names a snapshot, else the content of refs/<rev or main>. Throws Error
