@@ -45,6 +45,7 @@ struct Item {
   DType out = DType::kF32;             // otherwise the element type written
   uint64_t nbytes = 0;
   int permute_heads = 0;  // rows permuted as llama.cpp's converter does, for this many heads
+  std::vector<float> generated;  // a tensor of no node (rope_freqs): these F32 values
 };
 
 struct Plan {
@@ -119,9 +120,16 @@ Plan MakePlan(const Store& store, const std::string& name, const GgufExportOptio
   p.c = RequireCompleteVariant(store, p.v, reader);
   const ArchInfo& arch = *p.v.arch;
   if (arch.gguf_arch.empty()) throw Error(std::string(arch.hf_name) + " has no GGUF mapping in strata");
-  if (p.c.rope_scaling)
-    throw Error("the variant's config.json has rope_scaling (" + p.c.rope_scaling->type +
-                "), which strata's GGUF export does not write yet");
+  // rope_scaling as llama.cpp's converter writes it: linear as two keys,
+  // llama3 as the per-frequency factors in a rope_freqs tensor, first.
+  if (p.c.rope_scaling && p.c.rope_scaling->type == "llama3") {
+    if (arch.gguf_arch != "llama")
+      throw Error("the variant's config.json has llama3 rope_scaling, which llama.cpp reads only for llama models");
+    Item it{"rope_freqs.weight", Hash{}, {p.c.head_dim / 2}};
+    for (double f : RopeFactors(p.c)) it.generated.push_back(static_cast<float>(f));
+    it.nbytes = it.generated.size() * 4;
+    p.items.push_back(std::move(it));
+  }
   for (const auto& group : {p.v.pre, p.v.post})
     for (const NamedTensor& t : group) p.items.push_back(PlanItem(reader, GgufName(t.name), t.node, opts.type, 0));
   for (size_t l = 0; l < p.v.layers.size(); ++l) {
@@ -170,6 +178,10 @@ Plan MakePlan(const Store& store, const std::string& name, const GgufExportOptio
     w.AddU32(a + ".attention.value_length", static_cast<uint32_t>(p.c.head_dim));
   }
   w.AddU32(a + ".vocab_size", static_cast<uint32_t>(p.c.vocab));
+  if (p.c.rope_scaling && p.c.rope_scaling->type == "linear") {
+    w.AddString(a + ".rope.scaling.type", "linear");
+    w.AddF32(a + ".rope.scaling.factor", static_cast<float>(p.c.rope_scaling->factor));
+  }
   AddVocabKeys(p, store);
   for (const Item& it : p.items) w.AddTensor(it.name, it.type, it.shape, it.nbytes);
   return p;
@@ -177,6 +189,10 @@ Plan MakePlan(const Store& store, const std::string& name, const GgufExportOptio
 
 void WriteItem(const Store& store, TensorReader& reader, const Item& it, WritableFile& f,
                std::atomic<uint64_t>* progress) {
+  if (!it.generated.empty()) {
+    f.Append(it.generated.data(), it.nbytes);
+    return;
+  }
   const int64_t rows = it.shape.size() == 2 ? it.shape[0] : 1, cols = it.shape.back();
   const TensorNode& node = reader.Node(it.node);
   if (node.op == TensorNode::Op::kQuant) {

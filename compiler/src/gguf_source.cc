@@ -78,6 +78,7 @@ class GgufSource : public SourceModel {
   [[noreturn]] void Fail(const std::string& msg) const { throw Error("GGUF " + path_ + ": " + msg); }
   void ReadConfig(const GgufFile& f);
   void ReadTensors(const GgufFile& f, const MappedFile& m);
+  void ReadRopeFreqs(const GgufTensorInfo& info, const MappedFile& m);
   void CheckShapes();
 
   std::string path_, arch_key_;
@@ -160,6 +161,10 @@ void GgufSource::ReadTensors(const GgufFile& f, const MappedFile& m) {
   std::vector<std::string> unknown;
   std::map<DType, int> matrix_dtypes;
   for (const GgufTensorInfo& info : f.tensors()) {
+    if (info.name == "rope_freqs.weight") {
+      ReadRopeFreqs(info, m);
+      continue;
+    }
     auto hf = HfTensorName(info.name);
     if (!hf) {
       unknown.push_back(info.name);
@@ -187,9 +192,7 @@ void GgufSource::ReadTensors(const GgufFile& f, const MappedFile& m) {
     std::string names;
     for (size_t k = 0; k < unknown.size() && k < 4; ++k) names += (k ? ", " : "") + unknown[k];
     if (unknown.size() > 4) names += ", ... (" + std::to_string(unknown.size()) + " in all)";
-    const bool rope_freqs = std::find(unknown.begin(), unknown.end(), "rope_freqs.weight") != unknown.end();
-    Fail("it has tensors strata does not know in a " + arch_key_ + " model: " + names +
-         (rope_freqs ? " (rope_freqs holds long-context RoPE factors, which strata does not import yet)" : ""));
+    Fail("it has tensors strata does not know in a " + arch_key_ + " model: " + names);
   }
   // The element type of the model: that of its unquantized matrices; when
   // every matrix is quantized, the first of BF16 and F16 in which every F32
@@ -229,6 +232,35 @@ void GgufSource::ReadTensors(const GgufFile& f, const MappedFile& m) {
       t.from_f32 = true;
     }
   }
+}
+
+// rope_freqs: the per-frequency factors llama.cpp's converter writes for
+// Llama 3's rope_scaling. They are read back as the rope_scaling they come
+// from (factor: the lowest frequency's; Llama 3's bands: low 1, high 4,
+// original context 8192), and refused unless every factor is that rule's.
+void GgufSource::ReadRopeFreqs(const GgufTensorInfo& info, const MappedFile& m) {
+  const int64_t head_dim = config_["head_dim"].get<int64_t>();
+  if (arch_key_ != "llama" || info.type != 0 || info.shape != std::vector<int64_t>{head_dim / 2})
+    Fail("rope_freqs.weight must be F32 of " + std::to_string(head_dim / 2) + " factors in a llama model");
+  if (config_.contains("rope_scaling")) Fail("it has both rope_freqs.weight and " + arch_key_ + ".rope.scaling.type");
+  std::vector<float> got(head_dim / 2);
+  std::memcpy(got.data(), m.data() + info.offset, info.nbytes);
+  OrderedJson c = config_;
+  c["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", ShortestDouble(got.back())}, {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  c["vocab_size"] = 1;  // not known yet; RopeFactors does not read it
+  std::vector<double> want;
+  try {
+    want = RopeFactors(ParseModelConfig(c));
+  } catch (const Error& e) {
+    Fail(std::string("rope_freqs.weight is not Llama 3's rope scaling: ") + e.what());
+  }
+  for (size_t i = 0; i < want.size(); ++i)
+    if (!(std::fabs(got[i] - want[i]) <= 1e-5 * want[i]))
+      Fail("rope_freqs.weight[" + std::to_string(i) + "] is " + std::to_string(got[i]) + " where Llama 3's rope scaling "
+           "(factor " + std::to_string(got.back()) + ", low 1, high 4, original context 8192) has " +
+           std::to_string(want[i]) + "; strata imports only that rule's factors");
+  config_["rope_scaling"] = c["rope_scaling"];
 }
 
 void GgufSource::CheckShapes() {

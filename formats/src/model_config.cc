@@ -226,30 +226,34 @@ std::optional<std::vector<int64_t>> NonLayerShape(const ModelConfig& c, std::str
   return std::nullopt;
 }
 
-std::vector<double> RopeInvFreq(const ModelConfig& c) {
+std::vector<double> RopeFactors(const ModelConfig& c) {
   const int half = c.head_dim / 2;
-  std::vector<double> inv(half);
-  for (int i = 0; i < half; ++i) inv[i] = 1.0 / std::pow(c.rope_theta, (2.0 * i) / c.head_dim);
-  if (!c.rope_scaling) return inv;
+  std::vector<double> factors(half, 1.0);
+  if (!c.rope_scaling) return factors;
   const RopeScaling& s = *c.rope_scaling;
-  if (s.type == "linear") {
-    for (double& f : inv) f /= s.factor;
-    return inv;
-  }
+  if (s.type == "linear") return std::vector<double>(half, s.factor);
   // llama3: long wavelengths are slowed by `factor`, short ones kept, and a
   // smooth blend between the two bands (transformers' _compute_llama3_parameters).
   const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
   const double high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
-  for (double& f : inv) {
-    double wavelen = 2 * M_PI / f;
+  for (int i = 0; i < half; ++i) {
+    const double wavelen = 2 * M_PI / (1.0 / std::pow(c.rope_theta, (2.0 * i) / c.head_dim));
     if (wavelen > low_wavelen) {
-      f = f / s.factor;
+      factors[i] = s.factor;
     } else if (wavelen >= high_wavelen) {
-      double smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) /
-                      (s.high_freq_factor - s.low_freq_factor);
-      f = (1 - smooth) * f / s.factor + smooth * f;
+      const double smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) /
+                            (s.high_freq_factor - s.low_freq_factor);
+      factors[i] = 1 / ((1 - smooth) / s.factor + smooth);
     }
   }
+  return factors;
+}
+
+std::vector<double> RopeInvFreq(const ModelConfig& c) {
+  const std::vector<double> factors = RopeFactors(c);
+  std::vector<double> inv(factors.size());
+  for (size_t i = 0; i < inv.size(); ++i)
+    inv[i] = 1.0 / std::pow(c.rope_theta, (2.0 * static_cast<double>(i)) / c.head_dim) / factors[i];
   return inv;
 }
 

@@ -12,6 +12,8 @@
 #   variant, the same logits;
 # - a DUS plan over the GGUF has exactly the layers of the same plan over the
 #   checkpoint; a plan may mix the two;
+# - llama3 and linear rope_scaling go out as llama.cpp writes them and come
+#   back as the same config and logits;
 # - hostile and unsupported files (bad magic, future version, truncated,
 #   overlapping or misaligned data, absurd counts, unknown tensors, types,
 #   architectures, keys that disagree with the tensors) fail with a clear
@@ -119,6 +121,63 @@ printf 'slices:\n  - sources:\n      - model: "%s"\n        layer_range: [0, 16]
   [[ $(json_get "$T/tied-hf/config.json" 'j["tie_word_embeddings"]') == True ]] && "$STRATA" run tied --tokens 1,2,3 -n 2 >/dev/null &&
   ok "a GGUF without output.weight ties lm_head to the embeddings" || bad "tied GGUF" "$T/tied.log"
 
+# --- rope scaling, both ways ---
+"$STRATA" synth --arch llama --preset tiny --tokenizer gpt2 --vocab-gguf "$ROOT/../shared/vocab/ggml-vocab-gpt-2.gguf" \
+  --out "$T/l3" -q >/dev/null
+cp -r "$T/l3" "$T/lin"
+"$PY" - "$T" <<'EOF'
+import json, sys
+for d, rs in (("l3", {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                      "original_max_position_embeddings": 8192}), ("lin", {"type": "linear", "factor": 2.0})):
+    p = sys.argv[1] + "/" + d + "/config.json"
+    c = json.load(open(p)); c["rope_scaling"] = rs; c["rope_theta"] = 500000.0
+    json.dump(c, open(p, "w"), indent=2)
+EOF
+for d in l3 lin; do
+  printf 'models:\n  - model: "%s"\nmerge_method: passthrough\n' "$T/$d" >"$T/$d.yml"
+  "$STRATA" compile "$T/$d.yml" --name "$d" >/dev/null
+  "$STRATA" export "$d" "$T/$d.gguf" --format gguf >/dev/null 2>&1 || bad "export $d"
+  "$STRATA" compile "$T/$d.gguf" --name "$d-g" >"$T/$d-g.log" 2>&1 || bad "import $d" "$T/$d-g.log"
+  "$STRATA" export "$d-g" "$T/$d-g-hf" >/dev/null
+  logits "$d" "$T/$d.npy"
+  logits "$d-g" "$T/$d-g.npy"
+done
+"$PY" - "$T" "$ROOT" >"$T/rope.log" 2>&1 <<'EOF' && ok "llama3 rope_scaling goes out as llama.cpp's rope_freqs factors and comes back as rope_scaling" || bad "llama3 rope scaling" "$T/rope.log"
+import json, math, sys
+import numpy as np
+T, ROOT = sys.argv[1:3]
+sys.path.insert(0, ROOT + "/tests/ref")
+import gguf_read
+kv, tensors, start, data = gguf_read.read(T + "/l3.gguf")
+assert tensors[0]["name"] == "rope_freqs.weight", tensors[0]
+c = json.load(open(T + "/l3/config.json"))
+dim = c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"]
+# convert_hf_to_gguf.py's LlamaModel.generate_extra_tensors, in float32 as it computes.
+freqs = 1.0 / (np.float32(c["rope_theta"]) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)))
+want = []
+for f in freqs:
+    wl = 2 * math.pi / f
+    if wl < 8192 / 4.0: want.append(1.0)
+    elif wl > 8192 / 1.0: want.append(8.0)
+    else:
+        sm = (8192 / wl - 1.0) / (4.0 - 1.0)
+        want.append(1 / ((1 - sm) / 8.0 + sm))
+got = np.frombuffer(data[start:start + 4 * len(want)], "<f4")
+assert tensors[0]["ne"] == [dim // 2] and np.allclose(got, want, rtol=1e-6, atol=0), (got, want)
+assert any(1 < x < 8 for x in want), "no factor in the smooth band: the check would not test it"
+back = json.load(open(T + "/l3-g-hf/config.json"))["rope_scaling"]
+assert back == {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 8192}, back
+kv, _, _, _ = gguf_read.read(T + "/lin.gguf")
+assert kv["llama.rope.scaling.type"] == "linear" and kv["llama.rope.scaling.factor"] == 2.0
+back = json.load(open(T + "/lin-g-hf/config.json"))["rope_scaling"]
+assert back == {"type": "linear", "factor": 2.0}, back
+print("ok", list(got))
+EOF
+cmp -s "$T/l3.npy" "$T/l3-g.npy" && cmp -s "$T/lin.npy" "$T/lin-g.npy" &&
+  ok "llama3 and linear rope scaling: the same logits after the round trip" || bad "rope-scaled logits differ"
+"$PY" "$MUT" "$T/l3.gguf" "$T/ropefreqs.gguf" kv:llama.rope.freq_base=f32:10000
+
 # --- hostile and unsupported files ---
 snapshot() { (cd "$STRATA_STORE" && find . -path ./tmp -prune -o -type f -print | sort | xargs md5sum); }
 snapshot >"$T/before.txt"
@@ -152,7 +211,8 @@ refuse "another architecture" "$(mutate arch kv:general.architecture=str:gemma)"
 refuse "mixture of experts" "$(mutate moe kv:llama.expert_count=u32:8)" "mixture of experts"
 refuse "keys that disagree with the tensors" "$(mutate width kv:llama.feed_forward_length=u32:512)" "but the keys say"
 refuse "an unknown tensor" "$(mutate unknown rename:blk.0.attn_q.weight=blk.0.attn_qkv.weight)" "blk.0.attn_qkv.weight"
-refuse "long-context RoPE factors" "$(mutate ropefreqs rename:blk.0.attn_q.weight=rope_freqs.weight)" "rope_freqs"
+refuse "RoPE factors that are not Llama 3's rule" "$T/ropefreqs.gguf" "strata imports only that rule's factors"
+refuse "a rope_freqs of the wrong shape" "$(mutate ropelin rename:output_norm.weight=rope_freqs.weight)" "rope_freqs.weight must be F32 of"
 refuse "a missing tensor" "$(mutate missing drop:blk.3.ffn_up.weight)" "model.layers.3.mlp.up_proj.weight"
 refuse "rope scaling strata does not run" "$(mutate yarn kv:llama.rope.scaling.type=str:yarn)" "rope.scaling.type is \"yarn\""
 refuse "a layer past block_count" "$(mutate blocks kv:llama.block_count=u32:4)" "block_count is 4"

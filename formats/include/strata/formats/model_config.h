@@ -50,8 +50,11 @@ ModelConfig ParseModelConfig(const nlohmann::ordered_json& j);
 std::vector<int64_t> RoleShape(const ModelConfig& c, Role role);
 std::optional<std::vector<int64_t>> NonLayerShape(const ModelConfig& c, std::string_view name);
 
-// RoPE inverse frequencies (head_dim / 2 of them), with rope_scaling applied,
-// in double precision.
+// What rope_scaling divides each of the head_dim / 2 RoPE frequencies by (all
+// 1 without it), in double precision: llama.cpp's rope_freqs factors.
+std::vector<double> RopeFactors(const ModelConfig& c);
+// RoPE inverse frequencies (head_dim / 2 of them), with rope_scaling applied
+// (divided by RopeFactors), in double precision.
 std::vector<double> RopeInvFreq(const ModelConfig& c);
 
 }  // namespace strata
