@@ -17,7 +17,6 @@
 #include "strata/formats/quant.h"
 #include "strata/runtime/cpu_kernels.h"
 
-#define STRATA_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 
 namespace strata {
 namespace {
@@ -31,6 +30,17 @@ bool CpuHasVnni() {
 }
 const bool kHasVnni = CpuHasVnni();
 
+
+// The few-token kernels the CPU tier in use allows: VNNI from the avx512
+// tier up when the CPU has it, else AVX2's from the avx2 tier up (the same
+// integers, two instructions where VNNI has one), else fp32 rows.
+enum QuantKernelSet { kFloatKernels, kAvx2Kernels, kVnniKernels };
+QuantKernelSet QuantKernels() {
+  const std::string_view k = CpuKernelsName();
+  if (k == "portable") return kFloatKernels;
+  if (k != "avx2" && kHasVnni) return kVnniKernels;
+  return kAvx2Kernels;
+}
 
 bool HasIntegerKernel(QuantType t) {
   return t == QuantType::kQ8_0 || t == QuantType::kQ4_0 || t == QuantType::kQ4_K || t == QuantType::kQ5_K ||
@@ -70,65 +80,6 @@ void QuantizeActivations(const float* x, int64_t K, int block, ActQ8& a) {
   for (int64_t g = 0; g < K / 32; ++g) a.gsums[g] = static_cast<int16_t>(a.bsums[2 * g] + a.bsums[2 * g + 1]);
 }
 
-STRATA_VNNI inline float HSum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-STRATA_VNNI inline int HSumI(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
-}
-
-STRATA_VNNI inline float Half(const uint8_t* p) {
-  uint16_t h;
-  std::memcpy(&h, p, 2);
-  return _cvtsh_ss(h);
-}
-
-STRATA_VNNI inline __m256i Load(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-
-// Each kernel computes out[m] = row . token m for M tokens (M <= kFewTokens),
-// unpacking each weight block once for all of them. Integer sums stay exact;
-// block scales are applied in float, in block order, per token.
-
-STRATA_VNNI void DotQ8_0(const uint8_t* w, int64_t K, const ActQ8* a, int M, float* out) {
-  __m256 acc[kFewTokens];
-  for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
-  const __m256i zero = _mm256_setzero_si256();
-  for (int64_t b = 0; b < K / 32; ++b, w += 34) {
-    const __m256i q = Load(w + 2), aq = _mm256_sign_epi8(q, q);
-    const float d = Half(w);
-    for (int m = 0; m < M; ++m) {
-      const __m256i x = Load(a[m].q.data() + b * 32);
-      const __m256i p = _mm256_dpbusd_epi32(zero, aq, _mm256_sign_epi8(x, q));
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a[m].d[b]), acc[m]);
-    }
-  }
-  for (int m = 0; m < M; ++m) out[m] = HSum(acc[m]);
-}
-
-STRATA_VNNI void DotQ4_0(const uint8_t* w, int64_t K, const ActQ8* a, int M, float* out) {
-  __m256 acc[kFewTokens];
-  for (int m = 0; m < M; ++m) acc[m] = _mm256_setzero_ps();
-  const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), eight = _mm256_set1_epi8(8);
-  for (int64_t b = 0; b < K / 32; ++b, w += 18) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 2));
-    const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), m4);
-    const float d = Half(w);
-    for (int m = 0; m < M; ++m) {
-      const __m256i x = Load(a[m].q.data() + b * 32);
-      const __m256i p = _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, q, x), _mm256_dpbusd_epi32(zero, eight, x));
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a[m].d[b]), acc[m]);
-    }
-  }
-  for (int m = 0; m < M; ++m) out[m] = HSum(acc[m]);
-}
-
 // pshufb masks that broadcast 16-bit word g of a 128-bit lane to all its words.
 alignas(32) const uint8_t kWordBroadcast[8][32] = {
 #define STRATA_W(g) {2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, 2 * g + 1, 2 * g, \
@@ -148,121 +99,26 @@ alignas(32) const uint8_t kPairBroadcast[4][32] = {
 #undef STRATA_P
 };
 
-// Q4_K and Q5_K: per group of 32, maddubs (level x activation, pairs in int16)
-// then vpdpwssd with the group's scale; the mins come off through the
-// activations' sums per 16.
-template <bool kFive>
-STRATA_VNNI void DotQ45_K(const uint8_t* w, int64_t K, const ActQ8* a, int M, float* out) {
-  constexpr int kBytes = kFive ? 176 : 144;
-  __m256 acc[kFewTokens];
-  float mins[kFewTokens];
-  for (int m = 0; m < M; ++m) {
-    acc[m] = _mm256_setzero_ps();
-    mins[m] = 0;
-  }
-  const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  for (int64_t b = 0; b < K / 256; ++b, w += kBytes) {
-    // The 12 scale bytes to eight 6-bit scales and eight mins, as int16, in
-    // a few 32-bit operations (bytes 0-3 scales 0-3, 4-7 mins 0-3, 8-11 the
-    // low nibbles of scales and mins 4-7, their top bits in bytes 0-7).
-    uint32_t u[4];
-    std::memcpy(u, w + 4, 12);
-    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    const uint32_t mins03 = u[1] & 0x3f3f3f3fu;
-    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    u[2] = mins03;
-    u[0] &= 0x3f3f3f3fu;
-    const __m128i sc16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, static_cast<int>(u[1]), static_cast<int>(u[0])));
-    const __m128i mn16 = _mm_cvtepu8_epi16(_mm_set_epi32(0, 0, static_cast<int>(u[3]), static_cast<int>(u[2])));
-    const __m256i scb = _mm256_broadcastsi128_si256(sc16);
-    const uint8_t* qs = w + (kFive ? 48 : 16);
-    __m256i q[8], s16[8];
-    const __m256i hv = kFive ? Load(w + 16) : zero;
-    for (int j = 0; j < 4; ++j) {
-      const __m256i raw = Load(qs + 32 * j);
-      q[2 * j] = _mm256_and_si256(raw, m4);
-      q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
-      if constexpr (kFive) {
-        q[2 * j] = _mm256_or_si256(q[2 * j], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j), one), 4));
-        q[2 * j + 1] =
-            _mm256_or_si256(q[2 * j + 1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hv, 2 * j + 1), one), 4));
-      }
-      s16[2 * j] = _mm256_shuffle_epi8(scb, Load(kWordBroadcast[2 * j]));
-      s16[2 * j + 1] = _mm256_shuffle_epi8(scb, Load(kWordBroadcast[2 * j + 1]));
-    }
-    const float d = Half(w), dmin = Half(w + 2);
-    for (int m = 0; m < M; ++m) {
-      const int8_t* xq = a[m].q.data() + b * 256;
-      __m256i sum = zero;
-      for (int g = 0; g < 8; ++g)
-        sum = _mm256_dpwssd_epi32(sum, _mm256_maddubs_epi16(q[g], Load(xq + 32 * g)), s16[g]);
-      // Sum over groups of min x (the group's activation sum): one madd.
-      const __m128i mm = _mm_madd_epi16(mn16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(a[m].gsums.data() + b * 8)));
-      const __m128i m2 = _mm_add_epi32(mm, _mm_shuffle_epi32(mm, 0x4E));
-      const int summ = _mm_cvtsi128_si32(_mm_add_epi32(m2, _mm_shuffle_epi32(m2, 0xB1)));
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(d * a[m].d[b]), acc[m]);
-      mins[m] += dmin * a[m].d[b] * static_cast<float>(summ);
-    }
-  }
-  for (int m = 0; m < M; ++m) out[m] = HSum(acc[m]) - mins[m];
-}
+// VNNI (AVX-512 VL) and AVX2 instances of the same kernels.
+namespace vnni {
+#define STRATA_QT __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+#define STRATA_DPBUSD(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#define STRATA_DPWSSD(acc, a, b) _mm256_dpwssd_epi32(acc, a, b)
+#include "cpu_quant_dot.inc"
+#undef STRATA_QT
+#undef STRATA_DPBUSD
+#undef STRATA_DPWSSD
+}  // namespace vnni
 
-STRATA_VNNI void DotQ6_K(const uint8_t* w, int64_t K, const ActQ8* a, int M, float* out) {
-  __m256 acc[kFewTokens];
-  float bias[kFewTokens];
-  for (int m = 0; m < M; ++m) {
-    acc[m] = _mm256_setzero_ps();
-    bias[m] = 0;
-  }
-  const __m256i zero = _mm256_setzero_si256(), m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3);
-  for (int64_t b = 0; b < K / 256; ++b, w += 210) {
-    const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
-    __m256i q[8], s16[8];
-    for (int c = 0; c < 2; ++c) {
-      const __m256i la = Load(w + 64 * c), lb = Load(w + 64 * c + 32), h = Load(w + 128 + 32 * c);
-      q[4 * c] = _mm256_or_si256(_mm256_and_si256(la, m4), _mm256_slli_epi16(_mm256_and_si256(h, m2), 4));
-      q[4 * c + 1] = _mm256_or_si256(_mm256_and_si256(lb, m4),
-                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m2), 4));
-      q[4 * c + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), m4),
-                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m2), 4));
-      q[4 * c + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), m4),
-                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m2), 4));
-    }
-    // The two 16-element groups of elements 32i..32i+31: scale 2i in the
-    // lower lane, 2i+1 in the upper.
-    const __m256i s_lo = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc))));
-    const __m256i s_hi =
-        _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc + 8))));
-    for (int i = 0; i < 8; ++i) s16[i] = _mm256_shuffle_epi8(i < 4 ? s_lo : s_hi, Load(kPairBroadcast[i % 4]));
-    const float dw = Half(w + 208);
-    const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sc)));
-    for (int m = 0; m < M; ++m) {
-      const int8_t* xq = a[m].q.data() + b * 256;
-      const int16_t* bs = a[m].bsums.data() + b * 16;
-      __m256i sum = zero;
-      for (int i = 0; i < 8; ++i)
-        sum = _mm256_dpwssd_epi32(sum, _mm256_maddubs_epi16(q[i], Load(xq + 32 * i)), s16[i]);
-      const int off = HSumI(_mm256_madd_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(bs)), sc16));
-      const float dd = dw * a[m].d[b];
-      acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_set1_ps(dd), acc[m]);
-      bias[m] += dd * static_cast<float>(32 * off);
-    }
-  }
-  for (int m = 0; m < M; ++m) out[m] = HSum(acc[m]) - bias[m];
-}
-
-using DotFn = void (*)(const uint8_t*, int64_t, const ActQ8*, int, float*);
-
-DotFn DotFor(QuantType t) {
-  switch (t) {
-    case QuantType::kQ8_0: return DotQ8_0;
-    case QuantType::kQ4_0: return DotQ4_0;
-    case QuantType::kQ4_K: return DotQ45_K<false>;
-    case QuantType::kQ5_K: return DotQ45_K<true>;
-    case QuantType::kQ6_K: return DotQ6_K;
-    default: return nullptr;
-  }
-}
+namespace avx2 {
+#define STRATA_QT __attribute__((target("avx2,fma,f16c")))
+#define STRATA_DPBUSD(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+#define STRATA_DPWSSD(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+#include "cpu_quant_dot.inc"
+#undef STRATA_QT
+#undef STRATA_DPBUSD
+#undef STRATA_DPWSSD
+}  // namespace avx2
 
 float BiasAt(const HostTensor* bias, int64_t n) {
   if (!bias) return 0.0f;
@@ -277,7 +133,7 @@ void IntegerProducts(const HostTensor& w, const float* x, int64_t M, float* y, c
   const int block = QuantTypeInfo(w.quant).block_elems;
   std::vector<ActQ8> acts(M);
   for (int64_t m = 0; m < M; ++m) QuantizeActivations(x + m * K, K, block, acts[m]);
-  const DotFn dot = DotFor(w.quant);
+  const auto dot = QuantKernels() == kVnniKernels ? vnni::DotFor(w.quant) : avx2::DotFor(w.quant);
   const auto* base = static_cast<const uint8_t*>(w.data);
   const uint64_t rb = w.row_bytes();
   tbb::parallel_for(
@@ -346,10 +202,9 @@ void BlockProducts(const HostTensor& w, const float* x, int64_t M, float* y, con
 
 }  // namespace
 
-bool QuantIntegerKernels() {
-  if (!kHasVnni) return false;
-  const std::string_view k = CpuKernelsName();
-  return k == "avx512" || k == "avx512-bf16" || k == "amx-bf16";
+std::string_view QuantKernelsName() {
+  static constexpr std::string_view kNames[] = {"fp32 rows", "avx2 integer", "avx512-vnni integer"};
+  return kNames[QuantKernels()];
 }
 
 void QuantRowToFloat(const HostTensor& t, int64_t row, float* out) {
@@ -358,7 +213,7 @@ void QuantRowToFloat(const HostTensor& t, int64_t row, float* out) {
 
 void QuantMatMul(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
   if (M > kFewTokens) return BlockProducts(w, x, M, y, bias);
-  if (HasIntegerKernel(w.quant) && QuantIntegerKernels()) return IntegerProducts(w, x, M, y, bias);
+  if (HasIntegerKernel(w.quant) && QuantKernels() != kFloatKernels) return IntegerProducts(w, x, M, y, bias);
   FloatProducts(w, x, M, y, bias);
 }
 

@@ -7,7 +7,7 @@
 #   each mix: strata's logits on the quantized weights against the float64 reference
 #   forward (tests/ref/forward_ref.py) on the same weights dequantized by the numpy
 #   reference (tests/ref/quant_ref.py), for a long prompt (bf16 row blocks), a short one
-#   (integer dot products) and the short one on the avx2 kernels (dequantized fp32 rows):
+#   (integer dot products) and the short one on the avx2 tier (its integer kernels):
 #   within 0.1 of the logits' spread, and the same greedy token wherever the reference's
 #   top-2 margin is wider than that; the same for Qwen2 (q/k/v biases) at q8_0;
 # - the fixture (tests/fixtures/kjv) and its SOLAR DUS: quantizing the DUS after the base

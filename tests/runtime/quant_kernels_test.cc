@@ -1,0 +1,119 @@
+// Quantized products (MatMul on a HostTensor of GGML blocks) on every CPU
+// tier: against a double-precision product of the dequantized weights, and
+// the AVX2 integer kernels bit for bit against the AVX-512 VNNI ones (they
+// sum the same integers).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "strata/formats/quant.h"
+#include "strata/runtime/cpu_kernels.h"
+
+namespace strata {
+namespace {
+
+struct TierScope {
+  explicit TierScope(const std::string& t) : ok(SetCpuKernelsForTesting(t) == t) {}
+  ~TierScope() { SetCpuKernelsForTesting(""); }
+  bool ok;
+};
+
+struct Case {
+  QuantType type;
+  int64_t N, K;
+};
+
+// Weights N(0, 0.05), activations of mixed sign and scale, quantized with
+// the reference quantizer; the product in double from the dequantized rows.
+class QuantProducts : public ::testing::TestWithParam<Case> {
+ protected:
+  void SetUp() override {
+    const Case c = GetParam();
+    std::mt19937 rng(11);
+    std::normal_distribution<float> n(0, 0.05f);
+    const uint64_t rb = QuantRowBytes(c.type, c.K);
+    blocks_.resize(rb * c.N);
+    deq_.resize(c.N * c.K);
+    std::vector<float> row(c.K);
+    for (int64_t r = 0; r < c.N; ++r) {
+      for (float& v : row) v = n(rng);
+      QuantizeRow(c.type, row.data(), c.K, blocks_.data() + r * rb);
+      DequantizeRow(c.type, blocks_.data() + r * rb, c.K, deq_.data() + r * c.K);
+    }
+    w_.dtype = DType::kBF16;
+    w_.shape = {c.N, c.K};
+    w_.data = blocks_.data();
+    w_.quant = c.type;
+    x_.resize(kMaxM * c.K);
+    std::uniform_real_distribution<float> u(-2, 2);
+    for (int64_t i = 0; i < kMaxM * c.K; ++i) x_[i] = u(rng) * (i % 7 == 0 ? 10.0f : 1.0f);
+  }
+  std::vector<float> Run(int64_t M) {
+    std::vector<float> y(M * GetParam().N);
+    MatMul(w_, x_.data(), M, y.data());
+    return y;
+  }
+  // |y - exact| within `rel` of sum |w||x| (the activations' 8-bit rounding
+  // bounds the integer kernels' error by about 1/127 of it).
+  void ExpectNear(const std::vector<float>& y, int64_t M, double rel, const std::string& what) {
+    const Case c = GetParam();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t r = 0; r < c.N; ++r) {
+        double exact = 0, mag = 0;
+        for (int64_t k = 0; k < c.K; ++k) {
+          exact += static_cast<double>(deq_[r * c.K + k]) * x_[m * c.K + k];
+          mag += std::fabs(static_cast<double>(deq_[r * c.K + k]) * x_[m * c.K + k]);
+        }
+        ASSERT_NEAR(y[m * c.N + r], exact, rel * mag + 1e-6) << what << " m=" << m << " row=" << r;
+      }
+  }
+  static constexpr int64_t kMaxM = 40;  // tokens x_ holds
+  std::vector<uint8_t> blocks_;
+  std::vector<float> deq_, x_;
+  HostTensor w_;
+};
+
+TEST_P(QuantProducts, EveryTierAgreesWithTheDequantizedProduct) {
+  for (int64_t M : {1, 3, 16}) {
+    {
+      TierScope t("portable");  // fp32 rows
+      ASSERT_TRUE(t.ok);
+      ExpectNear(Run(M), M, 1e-5, "portable");
+    }
+    TierScope t("avx2");
+    if (!t.ok) GTEST_SKIP() << "this CPU has no AVX2";
+    ExpectNear(Run(M), M, 2e-2, "avx2");
+  }
+  {
+    TierScope t("avx2");
+    ExpectNear(Run(40), 40, 1e-2, "avx2, 40 tokens (bf16 row blocks)");
+  }
+}
+
+TEST_P(QuantProducts, Avx2IntegersAreVnniIntegers) {
+  const std::string best(CpuKernelsBest());
+  if (best == "portable" || best == "avx2") GTEST_SKIP() << "no AVX-512 here (" << best << ")";
+  for (int64_t M : {1, 2, 5, 16}) {
+    std::vector<float> vnni = Run(M), avx2;
+    {
+      TierScope t("avx2");
+      avx2 = Run(M);
+    }
+    ASSERT_EQ(vnni.size(), avx2.size());
+    EXPECT_EQ(std::memcmp(vnni.data(), avx2.data(), vnni.size() * sizeof(float)), 0) << "M=" << M;
+    ExpectNear(vnni, M, 2e-2, best);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, QuantProducts,
+                         ::testing::Values(Case{QuantType::kQ8_0, 24, 96}, Case{QuantType::kQ4_0, 24, 96},
+                                           Case{QuantType::kQ4_K, 20, 512}, Case{QuantType::kQ5_K, 20, 512},
+                                           Case{QuantType::kQ6_K, 20, 512}, Case{QuantType::kQ5_0, 8, 64}),
+                         [](const auto& info) { return std::string(QuantTypeInfo(info.param.type).name); });
+
+}  // namespace
+}  // namespace strata
