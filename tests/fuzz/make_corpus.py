@@ -439,7 +439,7 @@ def gguf_seeds():
     write(t, "qwen2_tiny.gguf", bpe_vocab("qwen2", ["<|im_start|>", "<|im_end|>"]).boolean(
         "tokenizer.ggml.add_bos_token", 0).bytes())
     g = bpe_vocab("gpt-2", ["<|endoftext|>"])
-    g.tensors = [("token_embd.weight", [4, 8], 0, 0), ("output_norm.weight", [4], 0, 32)]
+    g.tensors = [("token_embd.weight", [4, 2], 0, 0), ("output_norm.weight", [4], 0, 32)]  # 32 + 16 of the 64 data bytes
     g.u32("general.alignment", 32).put("general.file_type", 10, struct.pack("<Q", 1)).put(
         "llama.rope.freq_base", 6, struct.pack("<f", 10000.0)).put("x.f64", 12, struct.pack("<d", 0.5)).put(
         "x.i8", 1, b"\xff").put("x.u16", 2, b"\x01\x00").put("x.i16", 3, b"\xff\xff").put(
