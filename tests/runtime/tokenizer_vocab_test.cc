@@ -77,8 +77,8 @@ TEST(TokenizerVocab, Gpt2FromTokenizerJson) {
 }
 
 // HF files -> the GGUF keys strata's export writes (HfToGgufVocab through
-// GgufWriter) -> a tokenizer read from that GGUF: the reference ids again.
-Tokenizer ThroughExportedGguf(const std::string& name, GgufVocabKeys* keys_out = nullptr) {
+// GgufWriter): the GGUF file's bytes (no tensors).
+std::string ExportedGguf(const std::string& name, GgufVocabKeys* keys_out = nullptr) {
   GgufFile f = GgufFile::Read(VocabDir() + "/" + name + ".gguf");
   HfTokenizerFiles files = GgufVocabToHf(f);
   GgufVocabKeys k = HfToGgufVocab(files.tokenizer_json, files.tokenizer_config_json, files.vocab_size, name);
@@ -95,7 +95,12 @@ Tokenizer ThroughExportedGguf(const std::string& name, GgufVocabKeys* keys_out =
   if (k.unk >= 0) w.AddU32("tokenizer.ggml.unknown_token_id", k.unk);
   if (k.add_bos) w.AddBool("tokenizer.ggml.add_bos_token", *k.add_bos);
   if (keys_out) *keys_out = k;
-  return Tokenizer::FromGguf(GgufFile::Parse(w.Header(), name + " (exported)"));
+  return w.Header();
+}
+
+// ... and a tokenizer read from that GGUF: the reference ids again.
+Tokenizer ThroughExportedGguf(const std::string& name, GgufVocabKeys* keys_out = nullptr) {
+  return Tokenizer::FromGguf(GgufFile::Parse(ExportedGguf(name, keys_out), name + " (exported)"));
 }
 
 TEST(TokenizerVocab, LlamaSpmThroughExportedGguf) {
@@ -122,6 +127,18 @@ TEST(TokenizerVocab, Gpt2ThroughExportedGguf) {
   EXPECT_EQ(k.merges, f.GetStringArray("tokenizer.ggml.merges"));
   EXPECT_EQ(k.tokens, f.GetStringArray("tokenizer.ggml.tokens"));
   ExpectAllCases(t, "ggml-vocab-gpt-2");
+}
+
+// HF -> GGUF -> strata, as `strata compile FILE.gguf` brings a GGUF's
+// vocabulary in (GgufVocabToHf of the exported file, read as HF files).
+TEST(TokenizerVocab, HfThroughExportedGgufAndBack) {
+  STRATA_REQUIRE_VOCAB();
+  for (const std::string name : {"ggml-vocab-llama-spm", "ggml-vocab-gpt-2"}) {
+    const GgufFile f = GgufFile::Parse(ExportedGguf(name), name + " (exported)");
+    const HfTokenizerFiles files = GgufVocabToHf(f);
+    Tokenizer t = Tokenizer::FromHfJson(files.tokenizer_json, ParseTokenizerConfig(files.tokenizer_config_json, name), name);
+    ExpectAllCases(t, name);
+  }
 }
 
 // Random text from a pool of tricky pieces (runs of spaces and line breaks,
