@@ -84,7 +84,6 @@ class GgufSource : public SourceModel {
   std::string path_, arch_key_;
   const ArchInfo* arch_ = nullptr;
   OrderedJson config_;
-  ModelConfig parsed_;
   std::map<std::string, SourceTensor> tensors_;
   std::map<std::string, std::string> tokenizer_;
 };

@@ -64,12 +64,23 @@ std::optional<Job> Quantizer::Choose(const Hash& h, QuantRole role, int layer, i
   // a tensor twice. Zero tensors stay zeros nodes: they cost nothing and the
   // runtime skips them (block expansion's layers).
   const bool zero = n.op == TensorNode::Op::kZeros || (n.op == TensorNode::Op::kScale && n.factor == 0.0);
+  const bool is_70b = config_.layers == 80 && config_.kv_heads != config_.heads;
+  if (n.op == TensorNode::Op::kQuant) {
+    // Already quantized (an imported GGUF, or a quantized variant): kept when
+    // the mix would pick its type; never quantized a second time.
+    const QuantType t = MixTensorType(opts_.mix, role, layer, n_layers, n.shape[1], is_70b);
+    if (t != n.quant)
+      throw Error("the variant holds a tensor quantized already to " + std::string(QuantTypeInfo(n.quant).name) +
+                  " where " + QuantMixFlag(opts_.mix) + " would pick " +
+                  (t == QuantType::kNone ? std::string("no quantization") : std::string(QuantTypeInfo(t).name)) +
+                  "; strata does not quantize a quantized tensor again (the errors would compound): quantize the "
+                  "unquantized variant it came from, or import an unquantized GGUF");
+  }
   if (n.shape.size() != 2 || n.op == TensorNode::Op::kQuant || zero || !IsComputeFloat(n.dtype) ||
       n.dtype == DType::kF64) {
     kept_.insert(h);
     return std::nullopt;
   }
-  const bool is_70b = config_.layers == 80 && config_.kv_heads != config_.heads;
   const QuantType t = MixTensorType(opts_.mix, role, layer, n_layers, n.shape[1], is_70b);
   if (t == QuantType::kNone) {
     kept_.insert(h);

@@ -102,6 +102,14 @@ logits kjv-q4_k_m "$T/q.npy"
 logits gq "$T/gq.npy"
 cmp -s "$T/q.npy" "$T/gq.npy" && ok "the same logits as the quantized variant, bit for bit" || bad "logits of the q4 import differ"
 
+rc=0
+"$STRATA" quantize gq --type q8_0 --name gq8 >"$T/requant.log" 2>&1 || rc=$?
+[[ $rc == 1 ]] && grep -q "does not quantize a quantized tensor again" "$T/requant.log" && ! "$STRATA" ls | grep -q gq8 &&
+  ok "quantizing the imported Q4_K_M to q8_0 is refused (no second quantization)" || bad "re-quantize: exit $rc" "$T/requant.log"
+"$STRATA" quantize gq --type q4_k_m --name gq4 --json >"$T/same.json" 2>&1 &&
+  [[ $(json_get "$T/same.json" 'j["blobs_written"]') == 0 ]] &&
+  ok "quantizing it with its own mix keeps every tensor" || bad "quantize with the same mix" "$T/same.json"
+
 # --- plans over GGUF files ---
 dus() {  # dus MODEL: SOLAR-style depth up-scaling of the fixture
   printf 'slices:\n  - sources:\n      - model: "%s"\n        layer_range: [0, 24]\n  - sources:\n      - model: "%s"\n        layer_range: [8, %s]\nmerge_method: passthrough\ndtype: bfloat16\n' "$1" "$1" "$layers"
