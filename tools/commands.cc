@@ -16,6 +16,7 @@
 #include "strata/compiler/inspect.h"
 #include "strata/compiler/synth.h"
 #include "strata/formats/error.h"
+#include "strata/formats/gguf.h"
 
 namespace po = boost::program_options;
 
@@ -57,8 +58,7 @@ int RunCompile(const std::vector<std::string>& args) {
     opts.quantize = ParseQuantMix(quantize);
     if (!opts.quantize) throw UsageError("unknown --quantize \"" + quantize + "\"; choose one of " + QuantMixNames());
   }
-  const bool gguf = plan_path.size() > 5 && plan_path.compare(plan_path.size() - 5, 5, ".gguf") == 0;
-  Plan plan = gguf ? GgufImportPlan(plan_path) : LoadPlan(plan_path);
+  Plan plan = IsGgufPath(plan_path) ? GgufImportPlan(plan_path) : LoadPlan(plan_path);
   Store store(Store::DefaultRoot(store_dir));
   ProgressBar bar("compile", ShowProgress(quiet || json));
   ProgressBar qbar("quantize", ShowProgress(quiet || json), "weights");

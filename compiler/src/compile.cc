@@ -72,6 +72,7 @@ struct SourceRange {
   FileIdentity id;
   uint64_t offset = 0, n = 0;
   const SourceTensor* tensor = nullptr;  // for its transform
+  std::string transform;                 // its TransformKey() ("" when none)
   IngestResult result;
   bool cached = false;
 };
@@ -252,12 +253,12 @@ void Compiler::Ingest() {
     const std::string transform = t.entry->TransformKey();
     t.source_key = id->second.Key() + "@" + std::to_string(offset) + ":" + std::to_string(n) +
                    (transform.empty() ? "" : ":" + transform);
-    sources_.try_emplace(t.source_key, SourceRange{path, id->second, offset, n, t.entry, {}, false});
+    sources_.try_emplace(t.source_key, SourceRange{path, id->second, offset, n, t.entry, transform, {}, false});
   }
   std::vector<SourceRange*> misses;
   uint64_t miss_bytes = 0;
   for (auto& [key, s] : sources_) {
-    if (auto hit = store_.LookupSource(s.id, s.offset, s.n, s.tensor->TransformKey())) {
+    if (auto hit = store_.LookupSource(s.id, s.offset, s.n, s.transform)) {
       s.result = *hit;
       s.cached = true;
       ++stats_.cached_tensors;
@@ -274,8 +275,8 @@ void Compiler::Ingest() {
     SourceRange& s = *misses[i];
     int fd = OpenReadOnly(s.path);
     try {
-      s.result = s.tensor->TransformKey().empty() ? store_.IngestRange(fd, s.path, s.offset, s.n, opts_.bytes_done)
-                                                  : IngestTransformed(fd, s);
+      s.result = s.transform.empty() ? store_.IngestRange(fd, s.path, s.offset, s.n, opts_.bytes_done)
+                                     : IngestTransformed(fd, s);
     } catch (...) {
       CloseFd(fd);
       throw;
@@ -289,7 +290,7 @@ void Compiler::Ingest() {
       ++stats_.blobs_written;
       stats_.blob_bytes_written += s->tensor->stored_nbytes();
     }
-    by_file[s->path].push_back({{s->offset, s->n, s->tensor->TransformKey()}, s->result});
+    by_file[s->path].push_back({{s->offset, s->n, s->transform}, s->result});
   }
   for (const auto& [path, entries] : by_file) store_.RecordSources(identities_.at(path), entries);
 }

@@ -45,7 +45,7 @@ struct Item {
   DType out = DType::kF32;             // otherwise the element type written
   uint64_t nbytes = 0;
   int permute_heads = 0;  // rows permuted as llama.cpp's converter does, for this many heads
-  std::vector<float> generated;  // a tensor of no node (rope_freqs): these F32 values
+  std::vector<float> generated = {};  // a tensor of no node (rope_freqs): these F32 values
 };
 
 struct Plan {

@@ -6,6 +6,7 @@
 
 #include "strata/formats/error.h"
 #include "strata/formats/file.h"
+#include "strata/formats/gguf.h"
 
 namespace strata {
 
@@ -29,7 +30,7 @@ std::string Trim(std::string s) {
 
 ResolvedModel ResolveModel(const std::string& ref) {
   std::vector<std::string> looked;
-  if (ref.size() > 5 && ref.compare(ref.size() - 5, 5, ".gguf") == 0) {
+  if (IsGgufPath(ref)) {
     if (fs::is_regular_file(ref)) return ResolvedModel{ref, fs::absolute(ref).lexically_normal().string(), ""};
     throw Error("model \"" + ref + "\" names a GGUF file, but " +
                 (fs::exists(ref) ? "it is not a regular file" : "there is no such file") + " (relative paths are "

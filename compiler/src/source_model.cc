@@ -50,10 +50,6 @@ class HfSource : public SourceModel {
   std::map<std::string, SourceTensor> tensors_;
 };
 
-bool IsGgufPath(const std::string& path) {
-  return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
-}
-
 }  // namespace
 
 std::string SourceTensor::TransformKey() const {

@@ -249,7 +249,10 @@ Json Store::ReadSourceCache(const std::string& path) const {
 namespace {
 std::string SourceCacheKey(uint64_t offset, uint64_t n, std::string_view transform) {
   std::string key = std::to_string(offset) + ":" + std::to_string(n);
-  if (!transform.empty()) key += ":" + std::string(transform);
+  if (!transform.empty()) {
+    key += ':';
+    key += transform;
+  }
   return key;
 }
 }  // namespace

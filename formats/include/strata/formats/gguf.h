@@ -101,6 +101,10 @@ class GgufFile {
 // the other way; nullopt for a name outside the table (gguf-py's
 // tensor_mapping for llama, mistral and qwen2).
 std::optional<std::string> GgufTensorName(std::string_view hf_name);
+// Whether `path` names a GGUF file: it ends in ".gguf" after at least one
+// other character (how compile, plans and sources tell a GGUF from a plan or
+// a checkpoint directory).
+inline bool IsGgufPath(std::string_view path) { return path.size() > 5 && path.ends_with(".gguf"); }
 std::optional<std::string> HfTensorName(std::string_view gguf_name);
 // llama.cpp's converter permutes the rows of q_proj and k_proj for the llama
 // architecture: row `r` of the GGUF tensor is row GgufPermutedRow(r) of the HF
