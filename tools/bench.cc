@@ -61,8 +61,8 @@ void DropBlobCaches(const Store& store, const Model& m) {
     todo.pop_back();
     if (!seen.insert(h).second) continue;
     const TensorNode n = reader.Node(h);
-    if (n.op == TensorNode::Op::kScale || n.op == TensorNode::Op::kCast) {
-      todo.push_back(n.src);
+    if (!n.leaf()) {
+      for (const Hash& c : n.Children()) todo.push_back(c);
     } else if (n.op == TensorNode::Op::kBlob) {
       const std::string path = store.BlobPath(n.blob);
       if (!FileExists(path)) continue;  // the load reports it

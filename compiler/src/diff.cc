@@ -263,9 +263,10 @@ class Differ {
         const TensorNode& n = reader_.Node(cur);
         Json op{{"op", OpName(n.op)}, {"dtype", DTypeName(n.dtype)}};
         if (n.op == TensorNode::Op::kScale) op["factor"] = n.factor;
-    if (n.op == TensorNode::Op::kQuant) op["quant"] = QuantTypeInfo(n.quant).name;
+        if (n.op == TensorNode::Op::kQuant) op["quant"] = QuantTypeInfo(n.quant).name;
+        if (n.op == TensorNode::Op::kMerge) op["method"] = n.merge->method->name;
         ops.push_back(op);
-        if (n.leaf()) break;
+        if (n.leaf() || n.op == TensorNode::Op::kMerge) break;
         cur = n.src;
       }
       if (ops.size() > 1) out.push_back(Json{{"tensor", role}, {"ops", ops}});

@@ -19,8 +19,12 @@ Json Ops(TensorReader& r, const Hash& h) {
     Json op{{"op", OpName(n.op)}, {"dtype", DTypeName(n.dtype)}};
     if (n.op == TensorNode::Op::kScale) op["factor"] = n.factor;
     if (n.op == TensorNode::Op::kQuant) op["quant"] = QuantTypeInfo(n.quant).name;
+    if (n.op == TensorNode::Op::kMerge) {
+      op["method"] = n.merge->method->name;
+      op["inputs"] = n.merge->inputs.size();
+    }
     ops.push_back(op);
-    if (n.leaf()) return ops;
+    if (n.leaf() || n.op == TensorNode::Op::kMerge) return ops;  // a merge's inputs are tensors of their own
     cur = n.src;
   }
 }

@@ -18,8 +18,7 @@ Edge BlobEdge(const Hash& h) { return Edge{true, h, "", std::nullopt}; }
 void TensorEdges(const Hash& h, const Json& j, ParsedNode& out) {
   TensorNode t = ParseTensorNode(j, h);
   if (t.op == TensorNode::Op::kBlob || t.op == TensorNode::Op::kQuant) out.edges.push_back(Edge{true, t.blob, "", t.nbytes()});
-  if (t.op == TensorNode::Op::kScale || t.op == TensorNode::Op::kCast)
-    out.edges.push_back(NodeEdge(t.src, "tensor"));
+  for (const Hash& c : t.Children()) out.edges.push_back(NodeEdge(c, "tensor"));
 }
 
 void VariantEdges(const Store& store, const Hash& h, ParsedNode& out) {

@@ -296,36 +296,38 @@ void Verifier::Rehash(const std::vector<std::pair<Hash, std::string>>& todo_in) 
 // node must fit its source, and no chain may be longer than kMaxTensorChain.
 // Only the first node past the limit is damaged: every node above reaches it.
 void Verifier::CheckChains() {
+  // depth: derived nodes down to the deepest leaf, computed bottom-up with an
+  // explicit stack (a hostile chain costs no native stack); missing or
+  // damaged children count as leaves (they are reported already).
   std::map<Hash, int> depth;
   for (const auto& [top, unused] : tensors_) {
-    std::vector<Hash> chain;
-    int below = -1;
-    for (Hash cur = top;;) {
-      if (auto d = depth.find(cur); d != depth.end()) {
-        below = d->second;
-        break;
-      }
-      auto t = tensors_.find(cur);
-      if (t == tensors_.end()) break;  // missing or damaged: reported already
-      chain.push_back(cur);
-      if (t->second.leaf()) break;
-      cur = t->second.src;
-    }
-    for (size_t i = chain.size(); i-- > 0;) {
-      const Hash& h = chain[i];
+    std::vector<std::pair<Hash, bool>> stack{{top, false}};
+    while (!stack.empty()) {
+      auto [h, expanded] = stack.back();
+      stack.pop_back();
+      if (depth.count(h)) continue;
       const TensorNode& n = tensors_.at(h);
-      below = n.leaf() ? 0 : below + 1;
-      depth[h] = below;
-      const std::string path = store_.NodePath(h), key = Key("node", h.Hex());
-      if (below == kMaxTensorChain + 1)
-        AddDamage("node", h.Hex(), path,
-                  "is the " + std::to_string(kMaxTensorChain + 1) + "th scale/cast node of a chain; strata reads "
-                  "chains of at most " + std::to_string(kMaxTensorChain),
-                  key);
-      if (below == 0) continue;
-      if (auto src = tensors_.find(n.src); src != tensors_.end())
+      if (!expanded) {
+        stack.push_back({h, true});
+        for (const Hash& c : n.Children())
+          if (tensors_.count(c) && !depth.count(c)) stack.push_back({c, false});
+        continue;
+      }
+      int below = 0;
+      for (const Hash& c : n.Children()) {
+        auto src = tensors_.find(c);
+        if (src == tensors_.end()) continue;
+        below = std::max(below, depth.at(c) + 1);
         if (std::string p = DerivedNodeProblem(n, src->second); !p.empty())
-          AddDamage("node", h.Hex(), path, "cannot be computed from its source " + n.src.Hex() + ": " + p, key);
+          AddDamage("node", h.Hex(), store_.NodePath(h), "cannot be computed from its source " + c.Hex() + ": " + p,
+                    Key("node", h.Hex()));
+      }
+      if (below == kMaxTensorChain + 1)
+        AddDamage("node", h.Hex(), store_.NodePath(h),
+                  "is the " + std::to_string(kMaxTensorChain + 1) + "th derived (scale/cast/merge) node of a chain; "
+                  "strata reads chains of at most " + std::to_string(kMaxTensorChain),
+                  Key("node", h.Hex()));
+      depth[h] = below;
     }
   }
 }

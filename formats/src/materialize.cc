@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "strata/formats/error.h"
+#include "strata/formats/merge.h"
 
 namespace strata {
 
@@ -31,47 +32,40 @@ std::string DerivedNodeProblem(const TensorNode& n, const TensorNode& src) {
     return "it has " + std::to_string(n.numel()) + " elements but its source has " + std::to_string(src.numel());
   if (n.op == TensorNode::Op::kScale && src.dtype != n.dtype)
     return "it scales a " + std::string(DTypeName(src.dtype)) + " source into " + std::string(DTypeName(n.dtype));
+  if (n.op == TensorNode::Op::kMerge) {
+    if (src.dtype != n.dtype)
+      return "it merges a " + std::string(DTypeName(src.dtype)) + " input into " + std::string(DTypeName(n.dtype));
+    if (src.shape != n.shape) return "an input's shape is not the merge's";
+    if (!IsComputeFloat(n.dtype)) return "it merges " + std::string(DTypeName(n.dtype)) + ", not a float type";
+  }
   return "";
 }
 
-// Walks the chain below `h` iteratively down to a node already known (or a
-// blob or zeros node), so a hostile chain costs neither stack nor more than
-// kMaxTensorChain reads before it is refused.
-const TensorNode& TensorReader::Node(const Hash& h) {
+// Parses `h` and, depth first, the nodes below it, each once; `level` is how
+// far above it the walk started, so a hostile chain costs at most
+// kMaxTensorChain + 1 frames and reads before it is refused.
+const TensorNode& TensorReader::Node(const Hash& h) { return NodeAt(h, h, 0); }
+
+const TensorNode& TensorReader::NodeAt(const Hash& h, const Hash& top, int level) {
   if (auto it = nodes_.find(h); it != nodes_.end()) return it->second;
-  std::vector<std::pair<Hash, TensorNode>> chain;
-  int below = -1;  // depth of the known node the chain ends on; -1: it ends on a blob or zeros node
-  for (Hash cur = h;;) {
-    if (auto it = depth_.find(cur); it != depth_.end()) {
-      below = it->second;
-      break;
-    }
-    chain.emplace_back(cur, ParseTensorNode(store_.GetNode(cur), cur));
-    const TensorNode& n = chain.back().second;
-    if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kZeros || n.op == TensorNode::Op::kQuant) break;
-    if (static_cast<int>(chain.size()) > kMaxTensorChain)
-      throw Error("tensor node " + h.Hex() + " is a chain of more than " + std::to_string(kMaxTensorChain) +
-                  " scale/cast nodes, past strata's limit; the store was crafted or damaged: run `strata verify`");
-    cur = n.src;
+  if (level > kMaxTensorChain)
+    throw Error("tensor node " + top.Hex() + " is a chain of more than " + std::to_string(kMaxTensorChain) +
+                " derived (scale/cast/merge) nodes, past strata's limit; the store was crafted or damaged: run `strata verify`");
+  TensorNode n = ParseTensorNode(store_.GetNode(h), h);
+  int depth = 0;
+  for (const Hash& c : n.Children()) {
+    const TensorNode& src = NodeAt(c, top, level + 1);
+    if (std::string p = DerivedNodeProblem(n, src); !p.empty())
+      throw Error("tensor node " + h.Hex() + " cannot be computed from its source " + c.Hex() + ": " + p +
+                  "; the store is damaged: run `strata verify`");
+    depth = std::max(depth, depth_.at(c) + 1);
   }
-  if (below >= 0 && static_cast<int>(chain.size()) + below > kMaxTensorChain)
-    throw Error("tensor node " + h.Hex() + " is a chain of " + std::to_string(chain.size() + below) +
-                " scale/cast nodes, past strata's limit of " + std::to_string(kMaxTensorChain) +
+  if (depth > kMaxTensorChain)
+    throw Error("tensor node " + top.Hex() + " is a chain of " + std::to_string(depth) +
+                " derived (scale/cast/merge) nodes, past strata's limit of " + std::to_string(kMaxTensorChain) +
                 "; the store was crafted or damaged: run `strata verify`");
-  int depth = below;
-  for (size_t i = chain.size(); i-- > 0;) {
-    const auto& [hash, n] = chain[i];
-    if (n.op == TensorNode::Op::kScale || n.op == TensorNode::Op::kCast) {
-      const TensorNode& src = i + 1 < chain.size() ? chain[i + 1].second : nodes_.at(n.src);
-      if (std::string p = DerivedNodeProblem(n, src); !p.empty())
-        throw Error("tensor node " + hash.Hex() + " cannot be computed from its source " + n.src.Hex() + ": " + p +
-                    "; the store is damaged: run `strata verify`");
-    }
-    depth = depth + 1;
-    nodes_.emplace(hash, n);
-    depth_[hash] = depth;
-  }
-  return nodes_.at(h);
+  depth_[h] = depth;
+  return nodes_.emplace(h, std::move(n)).first->second;
 }
 
 int TensorReader::BlobFd(const Hash& blob, uint64_t expected_size) {
@@ -196,7 +190,50 @@ void TensorReader::Read(const Hash& h, uint64_t begin, uint64_t count, void* out
     case TensorNode::Op::kQuant:
       ReadQuant(n, begin, count, out);
       return;
+    case TensorNode::Op::kMerge:
+      ReadMerge(h, n, begin, count, out);
+      return;
   }
+}
+
+// Inputs read as float32 (exact), the method computed, rounded to the
+// node's dtype: in chunks for an elementwise method, else the whole tensor
+// once (kept for the next reads of this node unless one read took it all).
+void TensorReader::ReadMerge(const Hash& h, const TensorNode& n, uint64_t begin, uint64_t count, void* out) {
+  const MergeSpec& m = *n.merge;
+  const size_t es = DTypeSize(n.dtype);
+  auto compute = [&](uint64_t b, uint64_t k, char* dst) {
+    std::vector<std::vector<float>> in(m.inputs.size(), std::vector<float>(k));
+    std::vector<char> raw(k * es);
+    std::vector<const float*> ptrs;
+    for (size_t i = 0; i < m.inputs.size(); ++i) {
+      Read(m.inputs[i], b, k, raw.data());
+      ConvertElements(n.dtype, raw.data(), DType::kF32, in[i].data(), k);
+      ptrs.push_back(in[i].data());
+    }
+    std::vector<float> res(k);
+    ComputeMerge(m, n.dtype, n.shape, ptrs, k, res.data(), h);
+    ConvertElements(DType::kF32, res.data(), n.dtype, dst, k);
+  };
+  char* o = static_cast<char*>(out);
+  if (!MergeNeedsWholeTensor(m)) {
+    for (uint64_t done = 0; done < count; done += kChunkElements) {
+      const uint64_t k = std::min<uint64_t>(kChunkElements, count - done);
+      compute(begin + done, k, o + done * es);
+    }
+    return;
+  }
+  if (begin == 0 && count == n.numel() && merged_node_ != h) {
+    compute(0, count, o);
+    return;
+  }
+  if (merged_node_ != h) {
+    merged_.assign(n.nbytes(), 0);
+    merged_node_.reset();
+    compute(0, n.numel(), merged_.data());
+    merged_node_ = h;
+  }
+  std::memcpy(o, merged_.data() + begin * es, count * es);
 }
 
 // Dequantizes the rows that elements [begin, begin+count) lie in, one row at
@@ -226,14 +263,15 @@ void TensorReader::ReadQuant(const TensorNode& n, uint64_t begin, uint64_t count
 }
 
 void TensorReader::CollectBlobs(const Hash& h, std::map<Hash, uint64_t>& blobs) {
-  for (Hash cur = h;;) {
-    const TensorNode& n = Node(cur);
-    if (n.op == TensorNode::Op::kZeros) return;
-    if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kQuant) {
-      blobs[n.blob] = n.nbytes();
-      return;
-    }
-    cur = n.src;
+  Node(h);  // the whole DAG below is parsed and bounded
+  std::set<Hash> seen{h};
+  std::vector<Hash> todo{h};  // each node once: a DAG of shared inputs stays linear
+  while (!todo.empty()) {
+    const TensorNode& n = nodes_.at(todo.back());
+    todo.pop_back();
+    if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kQuant) blobs[n.blob] = n.nbytes();
+    for (const Hash& c : n.Children())
+      if (seen.insert(c).second) todo.push_back(c);
   }
 }
 

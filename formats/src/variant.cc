@@ -53,6 +53,12 @@ std::vector<NamedTensor> ParseNamed(const Json& j, const char* key, const Hash& 
 
 }  // namespace
 
+std::vector<Hash> TensorNode::Children() const {
+  if (op == Op::kScale || op == Op::kCast) return {src};
+  if (op == Op::kMerge) return merge->inputs;
+  return {};
+}
+
 uint64_t TensorNode::numel() const {
   uint64_t n = 1;
   for (int64_t d : shape) n *= static_cast<uint64_t>(d);
@@ -71,6 +77,7 @@ std::string_view OpName(TensorNode::Op op) {
     case TensorNode::Op::kScale: return "scale";
     case TensorNode::Op::kCast: return "cast";
     case TensorNode::Op::kQuant: return "quant";
+    case TensorNode::Op::kMerge: return "merge";
   }
   return "?";
 }
@@ -84,6 +91,7 @@ Json TensorNode::ToJson() const {
   }
   if (op == Op::kScale || op == Op::kCast) j["src"] = src.Hex();
   if (op == Op::kScale) j["factor"] = factor;
+  if (op == Op::kMerge) j.update(merge->ToJson());
   return j;
 }
 
@@ -130,6 +138,9 @@ TensorNode ParseTensorNode(const Json& j, const Hash& h) {
       throw Error("tensor node " + h.Hex() + " is quantized but is not a matrix whose rows are whole " +
                   std::string(QuantTypeInfo(t.quant).name) + " blocks");
     if (j.contains("from")) t.from = HashField(j, "from", h);
+  } else if (op == "merge") {
+    t.op = TensorNode::Op::kMerge;
+    t.merge = std::make_shared<const MergeSpec>(ParseMergeSpec(j, h));
   } else {
     throw Error("tensor node " + h.Hex() + " has unknown op \"" + op + "\"");
   }

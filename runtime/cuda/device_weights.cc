@@ -171,7 +171,7 @@ ModelBindings DeviceWeights::Add(const Model& model, const DeviceLoadOptions& op
       if (auto it = depth_memo.find(h); it != depth_memo.end()) return it->second;
       const TensorNode n = reader_.Node(h);
       int d = 0;
-      if (n.op == TensorNode::Op::kCast || n.op == TensorNode::Op::kScale) d = 1 + depth(n.src);
+      for (const Hash& c : n.Children()) d = std::max(d, 1 + depth(c));
       depth_memo[h] = d;
       return d;
     };
@@ -266,6 +266,16 @@ void DeviceWeights::Materialize(AddState& st, const Hash& h, void* dst, bool cou
     case TensorNode::Op::kQuant:
       throw Error("tensor node " + h.Hex() + " is quantized (" + std::string(QuantTypeInfo(n.quant).name) +
                   "); the CUDA backend does not run quantized weights yet: use --device cpu");
+    case TensorNode::Op::kMerge: {
+      // Computed on the host (formats/src/merge, as export computes it) and
+      // uploaded: one tensor's bytes in host memory at a time.
+      std::vector<char> host(nbytes);
+      reader_.Read(h, 0, n.numel(), host.data());
+      CUDA_CHECK(cudaMemcpyAsync(dst, host.data(), nbytes, cudaMemcpyHostToDevice, stream));
+      CUDA_CHECK(cudaStreamSynchronize(stream));  // before host is freed
+      if (count_chunks) advance(nbytes);
+      return;
+    }
     case TensorNode::Op::kZeros:
       CUDA_CHECK(cudaMemsetAsync(dst, 0, nbytes, stream));
       if (count_chunks) advance(nbytes);

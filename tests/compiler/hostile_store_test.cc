@@ -96,7 +96,7 @@ TEST_F(HostileStoreTest, ChainPastTheLimitIsRefusedEverywhere) {
   // One node is blamed (the first past the limit), and the variant is broken.
   int chain_damage = 0;
   for (const Damage& d : rep.damage)
-    if (d.problem.find("scale/cast node of a chain") != std::string::npos) ++chain_damage;
+    if (d.problem.find("derived (scale/cast/merge) node of a chain") != std::string::npos) ++chain_damage;
   EXPECT_EQ(chain_damage, 1);
   EXPECT_THAT(rep.BrokenVariants(), ::testing::ElementsAre("deep"));
 }

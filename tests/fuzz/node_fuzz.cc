@@ -1,6 +1,7 @@
 // Fuzzes the store's node parsers (formats/src/variant.cc): ParseTensorNode,
 // ParseVariant and ParseLayer all run on every JSON value the input parses to;
-// an accepted tensor node must survive ToJson() -> ParseTensorNode unchanged.
+// an accepted tensor node (merge nodes included) must survive ToJson() ->
+// ParseTensorNode unchanged.
 #include <cstddef>
 #include <cstdint>
 #include <string_view>
@@ -25,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)strata::OpName(t.op);
     const strata::TensorNode back = strata::ParseTensorNode(t.ToJson(), h);
     if (back.dtype != t.dtype || back.shape != t.shape || back.op != t.op || back.blob != t.blob ||
-        back.src != t.src || back.factor != t.factor)
+        back.src != t.src || back.factor != t.factor || back.ToJson() != t.ToJson())
       __builtin_trap();
   } catch (const strata::Error&) {
   }

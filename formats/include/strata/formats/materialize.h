@@ -5,14 +5,16 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
+#include <vector>
 
 #include "strata/formats/safetensors.h"
 #include "strata/formats/variant.h"
 
 namespace strata {
 
-// The longest chain of derived nodes (scale, cast) above a blob or zeros node
+// The longest chain of derived nodes (scale, cast, merge) above a leaf node
 // that strata reads (STORE_FORMAT.md). Compile writes at most 3; the bound keeps
 // every walk of a chain, recursive or not, small.
 inline constexpr int kMaxTensorChain = 64;
@@ -56,6 +58,8 @@ class TensorReader {
   struct Stream;  // a blob being hashed as it is read in order
   int BlobFd(const Hash& blob, uint64_t expected_size);
   void ReadQuant(const TensorNode& n, uint64_t begin, uint64_t count, void* out);
+  void ReadMerge(const Hash& h, const TensorNode& n, uint64_t begin, uint64_t count, void* out);
+  const TensorNode& NodeAt(const Hash& h, const Hash& top, int level);
   void Hashed(const Hash& blob, uint64_t offset, const void* data, uint64_t n, uint64_t size);
   [[noreturn]] void Corrupt(const Hash& blob, const Hash& got) const;
   const Store& store_;
@@ -64,6 +68,9 @@ class TensorReader {
   std::map<Hash, int> depth_;  // derived nodes above the blob or zeros node
   std::set<Hash> verified_;
   std::map<Hash, std::unique_ptr<Stream>> streams_;
+  // The last merge node computed whole, for reads of it in parts (export).
+  std::optional<Hash> merged_node_;
+  std::vector<char> merged_;
 };
 
 }  // namespace strata

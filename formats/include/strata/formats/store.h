@@ -19,7 +19,7 @@ using Json = nlohmann::json;  // sorted keys: dump() is the canonical form
 // The newest store format this strata reads and writes. A store is created at
 // version 1; the first object that needs version 2 (a quant tensor node)
 // raises its marker, so older strata refuse it instead of misreading it.
-inline constexpr int kStoreFormatVersion = 2;
+inline constexpr int kStoreFormatVersion = 3;
 
 // What ingesting one range of a source file produced.
 struct IngestResult {

@@ -9,12 +9,14 @@
 #include "strata/formats/store.h"
 #include "strata/formats/arch.h"
 #include "strata/formats/dtype.h"
+#include "strata/formats/merge.h"
 #include "strata/formats/quant.h"
+#include <memory>
 
 namespace strata {
 
 struct TensorNode {
-  enum class Op { kBlob, kZeros, kScale, kCast, kQuant };
+  enum class Op { kBlob, kZeros, kScale, kCast, kQuant, kMerge };
   // The element type; for kQuant the type its values are read as when
   // dequantized (the source's), while the blob holds `quant` blocks.
   DType dtype = DType::kF32;
@@ -27,9 +29,13 @@ struct TensorNode {
   // kQuant: the node it was quantized from, or none (a GGUF's tensor). Only
   // provenance: nothing needs it to be in the store, and gc does not keep it.
   std::optional<Hash> from;
+  // kMerge (version 3): the method, its inputs and parameters.
+  std::shared_ptr<const MergeSpec> merge;
   // A node whose bytes are stored or implied (blob, zeros, quant), not
   // computed from another node.
   bool leaf() const { return op == Op::kBlob || op == Op::kZeros || op == Op::kQuant; }
+  // The nodes this one is computed from: src, or a merge's inputs.
+  std::vector<Hash> Children() const;
   uint64_t numel() const;
   // Bytes of the tensor as stored: its blob's size for kQuant.
   uint64_t nbytes() const;

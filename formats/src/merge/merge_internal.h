@@ -1,0 +1,79 @@
+// Shared pieces of the merge methods: PyTorch's per-op rounding, the
+// deterministic draws that stand in for torch's global RNG, and the methods'
+// entry points (one file each; registry.cc dispatches).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "strata/formats/dtype_convert.h"
+#include "strata/formats/merge.h"
+
+namespace strata::merge {
+
+// x rounded to `d` as a tensor op of dtype d stores its float32 result.
+inline float Rd(DType d, float x) {
+  switch (d) {
+    case DType::kBF16: return BF16ToFloat(FloatToBF16(x));
+    case DType::kF16: return F16ToFloat(FloatToF16(x));
+    default: return x;
+  }
+}
+
+// A Python number met by a tensor of dtype d: rounded to float32 (opmath).
+inline float F32(double x) { return static_cast<float>(x); }
+
+// The dtype torch.bernoulli works in for a tensor of dtype d on the CPU.
+inline DType WorkDType(DType d) { return d == DType::kBF16 ? DType::kBF16 : DType::kF32; }
+
+inline uint64_t SplitMix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+inline uint64_t Fnv1a64(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+// The draws of input k of a random method: u(i) in [0, 1), 24 bits.
+struct Draws {
+  uint64_t key;
+  Draws(uint64_t seed, const std::string& salt, size_t k)
+      : key(Fnv1a64(std::to_string(seed) + ":" + salt + ":" + std::to_string(k))) {}
+  double U(uint64_t i) const {
+    return static_cast<double>(SplitMix64(key + (i + 1) * 0x9E3779B97F4A7C15ull) >> 40) / 16777216.0;
+  }
+};
+
+void ComputeLinear(const MergeSpec& m, DType d, const std::vector<const float*>& in, size_t n, float* out);
+void ComputeTaskVector(const MergeSpec& m, DType d, const std::vector<int64_t>& shape,
+                       const std::vector<const float*>& in, size_t n, float* out, const Hash& node);
+void ComputeSlerp(const MergeSpec& m, DType d, const std::vector<const float*>& in, size_t n, float* out);
+
+// Sparsifies `delta` (n elements of dtype d, a tensor of `shape`) in place as
+// mergekit's sparsify() does for input k. Throws Error naming `node` for a
+// density or epsilon mergekit refuses.
+void SparsifyDelta(const MergeSpec& m, size_t k, DType d, const std::vector<int64_t>& shape, float* delta,
+                   size_t n, const Hash& node);
+
+// Runs f(begin, end) over [0, n) in chunks on every core.
+template <class F>
+void ParallelRange(size_t n, F&& f);
+
+}  // namespace strata::merge
+
+#include <tbb/parallel_for.h>
+
+template <class F>
+void strata::merge::ParallelRange(size_t n, F&& f) {
+  constexpr size_t kGrain = 1 << 16;
+  tbb::parallel_for(tbb::blocked_range<size_t>(0, n, kGrain),
+                    [&](const tbb::blocked_range<size_t>& r) { f(r.begin(), r.end()); });
+}

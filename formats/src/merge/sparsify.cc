@@ -1,0 +1,192 @@
+// mergekit's sparsify(): magnitude (TIES), random (DARE), magnitude_outliers
+// (breadcrumbs), della_magprune (DELLA), with its l1 rescale. Ties among equal
+// magnitudes and the random draws follow docs/merge_methods.md.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "merge_internal.h"
+#include "strata/formats/error.h"
+
+namespace strata::merge {
+
+namespace {
+
+// |x| as an integer key that sorts as the float magnitude (NaN above inf, as
+// torch sorts it).
+inline uint32_t MagKey(float x) { return dtype_internal::FloatBits(x) & 0x7FFFFFFFu; }
+
+// masked = delta * mask, then the l1 rescale, all in dtype w.
+void MaskAndRescale(DType w, bool rescale, float* delta, const std::vector<uint8_t>& keep, size_t n) {
+  double before = 0, after = 0;
+  for (size_t j = 0; j < n; ++j) {
+    const float x = delta[j];
+    before += std::fabs(static_cast<double>(x));
+    delta[j] = Rd(w, x * (keep[j] ? 1.0f : 0.0f));
+    after += std::fabs(static_cast<double>(delta[j]));
+  }
+  if (!rescale) return;
+  const float b = Rd(w, static_cast<float>(before)), a = Rd(w, static_cast<float>(after));
+  if (b < 1e-7f || a < 1e-7f) return;
+  const float ratio = Rd(w, b / a);
+  for (size_t j = 0; j < n; ++j) delta[j] = Rd(w, delta[j] * ratio);
+}
+
+// Keeps the elements at sorted positions [lo, hi) of a stable ascending sort
+// by magnitude (equal magnitudes in index order).
+std::vector<uint8_t> KeepSortedRange(const float* x, size_t n, size_t lo, size_t hi) {
+  std::vector<uint8_t> keep(n, 0);
+  if (lo >= hi) return keep;
+  std::vector<uint32_t> keys(n);
+  for (size_t j = 0; j < n; ++j) keys[j] = MagKey(x[j]);
+  // The keys at sorted positions lo and hi-1, and how many equal to each
+  // come before the range's ends.
+  std::vector<uint32_t> sorted = keys;
+  std::nth_element(sorted.begin(), sorted.begin() + lo, sorted.end());
+  const uint32_t klo = sorted[lo];
+  std::nth_element(sorted.begin(), sorted.begin() + (hi - 1), sorted.end());
+  const uint32_t khi = sorted[hi - 1];
+  size_t below_lo = 0, below_hi = 0;  // elements strictly below klo / at most below khi
+  for (uint32_t k : keys) {
+    below_lo += k < klo;
+    below_hi += k < khi;
+  }
+  // Among the elements equal to klo, the first (lo - below_lo) in index
+  // order sort before position lo; among those equal to khi, the first
+  // (hi - below_hi) sort before position hi.
+  size_t skip_lo = lo - below_lo, take_hi = hi - below_hi;
+  for (size_t j = 0; j < n; ++j) {
+    const uint32_t k = keys[j];
+    bool in = k > klo && k < khi;
+    if (k == klo && k == khi) {
+      // lo and hi-1 fall on one run of equal keys: skip some, take some.
+      if (skip_lo > 0) {
+        --skip_lo;
+        --take_hi;
+      } else if (take_hi > 0) {
+        --take_hi;
+        in = true;
+      }
+    } else if (k == klo) {
+      if (skip_lo > 0) --skip_lo; else in = true;
+    } else if (k == khi) {
+      if (take_hi > 0) {
+        --take_hi;
+        in = true;
+      }
+    }
+    keep[j] = in;
+  }
+  return keep;
+}
+
+[[noreturn]] void Refuse(const Hash& node, const std::string& what) {
+  throw Error("tensor node " + node.Hex() + " (merge): " + what);
+}
+
+}  // namespace
+
+void SparsifyDelta(const MergeSpec& m, size_t k, DType d, const std::vector<int64_t>& shape, float* delta,
+                   size_t n, const Hash& node) {
+  const double density = m.TensorParam(k, "density");
+  if (density >= 1.0) return;
+  const bool rescale = m.Param("rescale") != 0.0;
+  switch (m.method->sparsify) {
+    case Sparsify::kNone:
+      return;
+    case Sparsify::kMagnitude: {
+      const size_t keep_n = static_cast<size_t>(density * static_cast<double>(n));
+      if (keep_n == 0 || density <= 0)
+        Refuse(node, "density " + std::to_string(density) + " keeps no element of a tensor of " + std::to_string(n));
+      // The keep_n largest: sorted descending, stable = ascending positions
+      // [n - keep_n, n) with ties among equal magnitudes taken in index order
+      // from the top; written as a descending selection below.
+      std::vector<uint32_t> keys(n);
+      for (size_t j = 0; j < n; ++j) keys[j] = MagKey(delta[j]);
+      std::vector<uint32_t> sorted = keys;
+      std::nth_element(sorted.begin(), sorted.begin() + (keep_n - 1), sorted.end(), std::greater<>());
+      const uint32_t kth = sorted[keep_n - 1];
+      size_t above = 0;
+      for (uint32_t x : keys) above += x > kth;
+      size_t ties = keep_n - above;
+      std::vector<uint8_t> keep(n);
+      for (size_t j = 0; j < n; ++j) {
+        keep[j] = keys[j] > kth;
+        if (keys[j] == kth && ties > 0) {
+          keep[j] = 1;
+          --ties;
+        }
+      }
+      MaskAndRescale(d, rescale, delta, keep, n);
+      return;
+    }
+    case Sparsify::kMagnitudeOutliers: {
+      const double gamma = m.TensorParam(k, "gamma");
+      const int64_t num = static_cast<int64_t>(n);
+      const int64_t target = static_cast<int64_t>(density * static_cast<double>(n));
+      int64_t n_top = static_cast<int64_t>(gamma * static_cast<double>(n));
+      int64_t n_bot = num - target - n_top;
+      if (n_bot < 0) {
+        n_top += n_bot;
+        n_bot = 0;
+      }
+      // mergekit keeps indices[n_bot:-n_top]: nothing at all when n_top is 0.
+      const size_t hi = n_top == 0 ? 0 : static_cast<size_t>(num - n_top);
+      MaskAndRescale(d, rescale, delta, KeepSortedRange(delta, n, static_cast<size_t>(n_bot), hi), n);
+      return;
+    }
+    case Sparsify::kRandom: {
+      const DType w = WorkDType(d);
+      const double p = Rd(w, F32(density));
+      const Draws draws(*m.seed, m.salt, k);
+      std::vector<uint8_t> keep(n);
+      for (size_t j = 0; j < n; ++j) keep[j] = draws.U(j) < p;
+      for (size_t j = 0; j < n; ++j) delta[j] = Rd(w, delta[j]);
+      MaskAndRescale(w, rescale, delta, keep, n);
+      for (size_t j = 0; j < n; ++j) delta[j] = Rd(d, delta[j]);
+      return;
+    }
+    case Sparsify::kDellaMagprune: {
+      const double eps = m.TensorParam(k, "epsilon");
+      if (density <= 0) {
+        std::fill(delta, delta + n, 0.0f);
+        return;
+      }
+      if (density + eps >= 1 || density - eps <= 0)
+        Refuse(node, "epsilon " + std::to_string(eps) + " with density " + std::to_string(density) +
+                         ": density +/- epsilon must lie in (0, 1)");
+      const DType w = WorkDType(d);
+      const size_t cols = shape.size() >= 2 ? static_cast<size_t>(shape.back()) : n;
+      const size_t rows = cols == 0 ? 0 : n / cols;
+      const Draws draws(*m.seed, m.salt, k);
+      std::vector<uint8_t> keep(n);
+      const float lo = F32(density - eps), eps32 = F32(eps);
+      ParallelRange(rows, [&](size_t rb, size_t re) {
+        std::vector<size_t> order(cols);
+        std::vector<float> r(cols);
+        for (size_t row = rb; row < re; ++row) {
+          const float* x = delta + row * cols;
+          std::iota(order.begin(), order.end(), size_t{0});
+          std::stable_sort(order.begin(), order.end(),
+                           [&](size_t a, size_t b) { return MagKey(x[a]) < MagKey(x[b]); });
+          for (size_t pos = 0; pos < cols; ++pos) r[order[pos]] = Rd(w, Rd(w, static_cast<float>(pos)) + 1.0f);
+          const float mn = *std::min_element(r.begin(), r.end()), mx = *std::max_element(r.begin(), r.end());
+          const float span = Rd(w, mx - mn);
+          for (size_t c = 0; c < cols; ++c) {
+            float rn = Rd(w, Rd(w, r[c] - mn) / span);
+            if (!std::isnan(rn)) rn = std::clamp(rn, 0.0f, 1.0f);
+            const float p = Rd(w, lo + Rd(w, Rd(w, rn * 2.0f) * eps32));
+            const size_t i = row * cols + c;
+            keep[i] = draws.U(i) < static_cast<double>(p);  // NaN: never
+          }
+        }
+      });
+      for (size_t j = 0; j < n; ++j) delta[j] = Rd(w, delta[j]);
+      MaskAndRescale(w, rescale, delta, keep, n);
+      for (size_t j = 0; j < n; ++j) delta[j] = Rd(d, delta[j]);
+      return;
+    }
+  }
+}
+
+}  // namespace strata::merge
