@@ -38,6 +38,9 @@ int RunCompile(const std::vector<std::string>& args) {
                                          "), each layer as in its source model (see strata quantize)").c_str())(
       "name,n", po::value(&opts.name), "variant name (default: the plan's file name without .yml)")(
       "force", po::bool_switch(&opts.force), "replace a variant of the same name with different content")(
+      "random-seed", po::value(&opts.random_seed),
+      "seed of dare_* and della* draws (default 0); mergekit's option, but strata's draws are its own and "
+      "reproducible (docs/merge_methods.md)")(
       "quiet,q", po::bool_switch(&quiet), "no progress bar")("json", po::bool_switch(&json),
                                                              "print the result as JSON");
   AddStoreOption(d, store_dir);
@@ -45,14 +48,19 @@ int RunCompile(const std::vector<std::string>& args) {
   pos.add("plan", 1);
   po::variables_map vm;
   if (!ParseArgs(args, d, pos, vm, "strata compile PLAN|FILE.gguf [--name NAME] [--store DIR]",
-                 "Compiles a mergekit plan (same YAML, same meaning as mergekit-yaml) into the store.\n"
+                 (std::string("Compiles a mergekit plan (same YAML, same meaning as mergekit-yaml) into the store.\n") +
                  "Every distinct tensor is stored once; a variant over sources already compiled reads\n"
                  "no tensor bytes and costs kilobytes. Repeating a compile changes nothing.\n"
+                 "\n"
+                 "Merge methods: " + MergeMethodNames() + ".\n"
+                 "A merged tensor is stored as a recipe (its inputs and parameters, a few hundred\n"
+                 "bytes), computed with mergekit's arithmetic when it is exported or loaded.\n"
                  "\n"
                  "A GGUF file (llama or qwen2; F32, F16, BF16, Q4_0, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)\n"
                  "comes in as a variant named after the file, and a plan may name one as a model: Q/K\n"
                  "rows go back to Hugging Face's order, quantized tensors stay quantized, and tensors\n"
-                 "the store already has (from a checkpoint or another GGUF) are not stored again."))
+                 "the store already has (from a checkpoint or another GGUF) are not stored again.")
+                     .c_str()))
     return 0;
   if (!quantize.empty()) {
     opts.quantize = ParseQuantMix(quantize);

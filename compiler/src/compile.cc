@@ -55,16 +55,24 @@ struct Model {
   int num_layers = 0;
 };
 
-struct OutTensor {
-  std::string name;  // output name
+// One source tensor an output tensor is made from.
+struct OutInput {
   const Model* model = nullptr;
   std::string src_name;
   const SourceTensor* entry = nullptr;
-  std::optional<double> scale;
+  std::string source_key;
+  Json tensor_params = Json::object();  // the method's per-model parameters, evaluated
+};
+
+struct OutTensor {
+  std::string name;  // output name
+  std::vector<OutInput> in;  // passthrough: one
+  int base = -1;             // index of the base model's input, -1 when none
+  Json params = Json::object();  // the method's global parameters, evaluated
+  std::optional<double> scale;   // passthrough
   int layer = -1;    // output layer, -1 for pre/post tensors
   bool pre = false;  // before the layers (embeddings)
   std::string role;  // for layer tensors
-  std::string source_key;
 };
 
 struct SourceRange {
@@ -89,10 +97,19 @@ class Compiler {
  private:
   void LoadModels();
   const Model& ModelOf(const std::string& ref) const { return *models_.at(ref); }
-  std::optional<double> Scale(const PlanSlice& slice, const PlanSource& src,
-                              const std::string& tensor_name, double t) const;
+  // The output tensor `name` made from `srcs` (each with its source tensor
+  // name) at position t of `slice`, with the method's parameters evaluated.
+  void AddTensor(const PlanSlice& slice, const std::vector<std::pair<const PlanSource*, std::string>>& srcs,
+                 OutTensor t, double tpos, bool optional);
   void PlanTensors();
-  void AddTensor(OutTensor t, bool optional);
+  struct Built {
+    Hash h;
+    TensorNode node;
+    bool quant = false;  // node is a GGUF's quantized blocks (with its dtype changed by casts)
+  };
+  Built LeafNode(const OutInput& in);
+  void Derive(Built& b, const OutInput& in, TensorNode::Op op, DType dtype, double factor);
+  DType ComputeDType(const OutTensor& t) const;
   void CheckShapes() const;
   void Ingest();
   IngestResult IngestTransformed(int fd, const SourceRange& s);
@@ -140,7 +157,7 @@ void Compiler::LoadModels() {
     if (!same_layers(*m->arch, *first))
       throw Error("the plan mixes architectures: \"" + ref + "\" is " + std::string(m->arch->hf_name) +
                   " but \"" + plan_.ReferencedModels()[0] + "\" is " + std::string(first->hf_name) +
-                  "; passthrough stacks layers of one architecture");
+                  "; the models of a plan must share one architecture");
   for (PlanSlice& s : slices_)
     for (PlanSource& src : s.sources) {
       const Model& m = ModelOf(src.model);
@@ -150,83 +167,144 @@ void Compiler::LoadModels() {
                     std::to_string(src.end) + "] is past the " + std::to_string(m.num_layers) +
                     " layers of " + src.model + "; the range is half-open, so the last layer is " +
                     std::to_string(m.num_layers - 1));
+      const int n0 = s.sources[0].end - s.sources[0].begin;
+      if (src.end - src.begin != n0)  // the models: form, models of different depths
+        throw Error(src.loc.Str() + ": \"" + src.model + "\" has " + std::to_string(src.end - src.begin) +
+                    " layers but \"" + s.sources[0].model + "\" has " + std::to_string(n0) +
+                    "; the models merged layer by layer must have the same number of layers");
     }
 }
 
-std::optional<double> Compiler::Scale(const PlanSlice& slice, const PlanSource& src,
-                                      const std::string& tensor_name, double t) const {
-  // mergekit's precedence: the source's parameters, the slice's, the plan's.
-  for (const Params* p : {&src.params, &slice.params, &plan_.params}) {
-    auto it = p->find("scale");
-    if (it == p->end()) continue;
-    if (auto v = EvaluateNumber(it->second, tensor_name, t)) return v;
+void Compiler::AddTensor(const PlanSlice& slice, const std::vector<std::pair<const PlanSource*, std::string>>& srcs,
+                         OutTensor t, double tpos, bool optional) {
+  const MergeMethodInfo& m = *plan_.method;
+  const auto& base = plan_.BaseOf(slice);
+  for (const auto& [src, name] : srcs) {
+    OutInput in;
+    in.model = &ModelOf(src->model);
+    in.src_name = name;
+    in.entry = in.model->ckpt->Find(name);
+    if (in.entry) {
+      if (base && src->model == *base) t.base = static_cast<int>(t.in.size());
+      t.in.push_back(std::move(in));
+    } else if (!optional) {
+      throw Error("model \"" + in.model->resolved.ref + "\" (" + in.model->resolved.dir + ") has no tensor \"" + name +
+                  "\", needed for output tensor \"" + t.name + "\"");
+    }
   }
-  return std::nullopt;
-}
-
-void Compiler::AddTensor(OutTensor t, bool optional) {
-  t.entry = t.model->ckpt->Find(t.src_name);
-  if (!t.entry) {
-    if (optional) return;  // mergekit skips an optional weight no source has
-    throw Error("model \"" + t.model->resolved.ref + "\" (" + t.model->resolved.dir +
-                ") has no tensor \"" + t.src_name + "\", needed for output tensor \"" + t.name + "\"");
+  if (t.in.empty()) return;  // mergekit skips an optional weight no source has
+  if (t.in.size() != srcs.size())
+    throw Error("output tensor \"" + t.name + "\" is optional and only some of the models merged have it; strata "
+                "merges it from all of them or from none (mergekit would merge the ones that have it)");
+  // Per-model parameters: the source's, the slice's, the plan's, evaluated at
+  // the source tensor's name; global ones at the output tensor's name.
+  auto need = [&](const std::string& pname, const std::string& tensor, const std::string& model) {
+    return Error(slice.loc.Str() + ": merge_method " + std::string(m.name) + " needs parameter \"" + pname + "\"" +
+                 (model.empty() ? "" : " for model \"" + model + "\"") + " on tensor \"" + tensor +
+                 "\" (give it in the source's, the slice's or the plan's parameters)");
+  };
+  for (size_t k = 0; k < t.in.size(); ++k) {
+    OutInput& in = t.in[k];
+    // The task-vector family and slerp merge the others onto the base; linear
+    // weighs every model, the base too.
+    const bool is_base = static_cast<int>(k) == t.base && m.family != MergeMethodInfo::Family::kLinear;
+    for (const MergeParamDef& d : m.tensor_params) {
+      auto v = LookupParam(plan_, slice, srcs[k].first, d.name, in.src_name, tpos);
+      if (m.family == MergeMethodInfo::Family::kPassthrough) {
+        if (v) t.scale = v->value;
+        continue;
+      }
+      if (is_base) continue;  // the base's own parameters are never used
+      if (!v) {
+        if (d.required) throw need(d.name, in.src_name, in.model->resolved.ref);
+        v = ParamValue{d.default_value, {}};
+      }
+      if (std::string_view(d.name) == "density" && !is_base && !(v->value > 0 && v->value <= 1))
+        throw Error(v->loc.Str() + ": density " + Json(v->value).dump() + " for \"" + in.src_name + "\" of " +
+                    in.model->resolved.ref + " is outside (0, 1]: it is the fraction of the task vector kept");
+      in.tensor_params[d.name] = v->value;
+    }
+  }
+  for (const MergeParamDef& d : m.params) {
+    auto v = LookupParam(plan_, slice, nullptr, d.name, t.name, tpos);
+    if (!v && d.required) throw need(d.name, t.name, "");
+    t.params[d.name] = v ? v->value : d.default_value;
+  }
+  if (m.family == MergeMethodInfo::Family::kLinear && t.params.value("normalize", 1.0) != 0) {
+    double sum = 0;
+    for (const OutInput& in : t.in) sum += in.tensor_params.value("weight", 0.0);
+    if (sum == 0)
+      throw Error(slice.loc.Str() + ": the weights of the models merged into \"" + t.name +
+                  "\" sum to 0, and linear with normalize: true divides by their sum; change the weights "
+                  "or set normalize: false");
   }
   tensors_.push_back(std::move(t));
 }
 
 void Compiler::PlanTensors() {
   const ArchInfo& arch = *ModelOf(slices_[0].sources[0].model).arch;
-  auto non_layer = [&](const NonLayerTensor& w, const PlanSlice& slice, bool pre) {
-    const PlanSource& src = slice.sources[0];
+  using Srcs = std::vector<std::pair<const PlanSource*, std::string>>;
+  auto non_layer = [&](const NonLayerTensor& w, const PlanSlice& slice, size_t n_models, bool pre) {
     OutTensor t;
     t.pre = pre;
-    t.name = t.src_name = std::string(w.name);
-    t.model = &ModelOf(src.model);
-    t.scale = Scale(slice, src, t.name, 0.0);
-    // lm_head may only be absent when the model ties it to the embeddings.
-    if (w.optional && !t.model->config.tie_word_embeddings && !t.model->ckpt->Find(t.src_name))
-      throw Error("model \"" + t.model->resolved.ref + "\" (" + t.model->resolved.dir + ") has no \"" + t.src_name +
-                  "\" but its config.json says tie_word_embeddings: false; add the tensor, or set "
-                  "tie_word_embeddings to true if the model really ties it to the embeddings");
-    AddTensor(std::move(t), w.optional);
+    t.name = std::string(w.name);
+    Srcs srcs;
+    // mergekit zips the first slice's count of inputs with the last slice's models.
+    for (size_t k = 0; k < std::min(n_models, slice.sources.size()); ++k) {
+      const PlanSource& src = slice.sources[k];
+      const Model& m = ModelOf(src.model);
+      // lm_head may only be absent when the model ties it to the embeddings.
+      if (w.optional && !m.config.tie_word_embeddings && !m.ckpt->Find(t.name))
+        throw Error("model \"" + m.resolved.ref + "\" (" + m.resolved.dir + ") has no \"" + t.name +
+                    "\" but its config.json says tie_word_embeddings: false; add the tensor, or set "
+                    "tie_word_embeddings to true if the model really ties it to the embeddings");
+      srcs.push_back({&src, t.name});
+    }
+    AddTensor(slice, srcs, std::move(t), 0.0, w.optional);
   };
-  for (const NonLayerTensor& w : arch.pre) non_layer(w, slices_.front(), true);
+  const size_t first_models = slices_.front().sources.size();
+  for (const NonLayerTensor& w : arch.pre) non_layer(w, slices_.front(), first_models, true);
   int out_layer = 0;
   for (const PlanSlice& slice : slices_) {
-    const PlanSource& src = slice.sources[0];
-    int n = src.end - src.begin;
+    int n = slice.sources[0].end - slice.sources[0].begin;
     for (int idx = 0; idx < n; ++idx, ++out_layer) {
       double t = n > 1 ? static_cast<double>(idx) / (n - 1) : 1.0;
       for (const RoleName& r : arch.layer) {
         OutTensor o;
         o.role = std::string(r.name);
         o.name = LayerPrefix(out_layer) + o.role;
-        o.src_name = LayerPrefix(src.begin + idx) + o.role;
-        o.model = &ModelOf(src.model);
         o.layer = out_layer;
-        o.scale = Scale(slice, src, o.src_name, t);
-        AddTensor(std::move(o), false);
+        Srcs srcs;
+        for (const PlanSource& src : slice.sources) srcs.push_back({&src, LayerPrefix(src.begin + idx) + o.role});
+        AddTensor(slice, srcs, std::move(o), t, false);
       }
     }
   }
   total_layers_ = out_layer;
   if (total_layers_ == 0)
     throw Error("every slice of the plan is empty (layer_range [n, n]): the model would have no layers");
-  for (const NonLayerTensor& w : arch.post) non_layer(w, slices_.back(), false);
+  for (const NonLayerTensor& w : arch.post) non_layer(w, slices_.back(), first_models, false);
 }
 
 void Compiler::CheckShapes() const {
+  auto shape = [](const OutInput& o) { return Json(o.entry->shape).dump(); };
   std::map<std::string, const OutTensor*> first;
   for (const OutTensor& t : tensors_) {
+    for (const OutInput& in : t.in)
+      if (in.entry->shape != t.in[0].entry->shape)
+        throw Error("shapes disagree: output tensor \"" + t.name + "\" merges \"" + in.src_name + "\" of " +
+                    in.model->resolved.ref + " with shape " + shape(in) + " and \"" + t.in[0].src_name + "\" of " +
+                    t.in[0].model->resolved.ref + " with shape " + shape(t.in[0]) +
+                    "; the models merged must have the same shapes");
     if (t.layer < 0) continue;
     auto [it, inserted] = first.emplace(t.role, &t);
-    if (inserted || it->second->entry->shape == t.entry->shape) continue;
-    auto shape = [](const OutTensor& o) { return Json(o.entry->shape).dump(); };
-    throw Error("shapes disagree: output layer " + std::to_string(t.layer) + " takes \"" + t.src_name +
-                "\" of " + t.model->resolved.ref + " with shape " + shape(t) + ", but output layer " +
-                std::to_string(it->second->layer) + " takes \"" + it->second->src_name + "\" of " +
-                it->second->model->resolved.ref + " with shape " + shape(*it->second) +
-                "; the models stacked must have the same layer shapes");
+    const OutInput& a = t.in[0];
+    const OutInput& b = it->second->in[0];
+    if (inserted || a.entry->shape == b.entry->shape) continue;
+    throw Error("shapes disagree: output layer " + std::to_string(t.layer) + " takes \"" + a.src_name + "\" of " +
+                a.model->resolved.ref + " with shape " + shape(a) + ", but output layer " +
+                std::to_string(it->second->layer) + " takes \"" + b.src_name + "\" of " + b.model->resolved.ref +
+                " with shape " + shape(b) + "; the models stacked must have the same layer shapes");
   }
 }
 
@@ -245,16 +323,17 @@ IngestResult Compiler::IngestTransformed(int fd, const SourceRange& s) {
 }
 
 void Compiler::Ingest() {
-  for (OutTensor& t : tensors_) {
-    const std::string& path = t.entry->path;
-    auto id = identities_.find(path);
-    if (id == identities_.end()) id = identities_.emplace(path, IdentifyFile(path)).first;
-    const uint64_t offset = t.entry->offset, n = t.entry->nbytes;
-    const std::string transform = t.entry->TransformKey();
-    t.source_key = id->second.Key() + "@" + std::to_string(offset) + ":" + std::to_string(n) +
-                   (transform.empty() ? "" : ":" + transform);
-    sources_.try_emplace(t.source_key, SourceRange{path, id->second, offset, n, t.entry, transform, {}, false});
-  }
+  for (OutTensor& o : tensors_)
+    for (OutInput& t : o.in) {
+      const std::string& path = t.entry->path;
+      auto id = identities_.find(path);
+      if (id == identities_.end()) id = identities_.emplace(path, IdentifyFile(path)).first;
+      const uint64_t offset = t.entry->offset, n = t.entry->nbytes;
+      const std::string transform = t.entry->TransformKey();
+      t.source_key = id->second.Key() + "@" + std::to_string(offset) + ":" + std::to_string(n) +
+                     (transform.empty() ? "" : ":" + transform);
+      sources_.try_emplace(t.source_key, SourceRange{path, id->second, offset, n, t.entry, transform, {}, false});
+    }
   std::vector<SourceRange*> misses;
   uint64_t miss_bytes = 0;
   for (auto& [key, s] : sources_) {
@@ -295,49 +374,111 @@ void Compiler::Ingest() {
   for (const auto& [path, entries] : by_file) store_.RecordSources(identities_.at(path), entries);
 }
 
-Hash Compiler::TensorNodeFor(const OutTensor& t) {
-  const SourceRange& s = sources_.at(t.source_key);
-  TensorNode node;
-  node.dtype = t.entry->dtype;
-  node.shape = t.entry->shape;
+// The stored node of input `in` (a blob, zeros, or a GGUF's quantized
+// blocks), with the derived nodes mergekit's loading implies on top.
+Compiler::Built Compiler::LeafNode(const OutInput& in) {
+  const SourceRange& s = sources_.at(in.source_key);
+  Built b;
+  TensorNode& node = b.node;
+  node.dtype = in.entry->dtype;
+  node.shape = in.entry->shape;
   node.op = s.result.zeros ? TensorNode::Op::kZeros : TensorNode::Op::kBlob;
   node.blob = s.result.blob;
   // A GGUF's quantized tensor: its blocks, or zeros when every byte is 0
   // (every block's scale is 0, so every value is).
-  const bool quant = t.entry->quant != QuantType::kNone && !s.result.zeros;
-  if (quant) {
+  b.quant = in.entry->quant != QuantType::kNone && !s.result.zeros;
+  if (b.quant) {
     node.op = TensorNode::Op::kQuant;
-    node.quant = t.entry->quant;
+    node.quant = in.entry->quant;
     store_.RequireVersion(2);
   }
-  Hash h = store_.PutNode(node.ToJson());
-  auto derive = [&](TensorNode::Op op, DType dtype, double factor) {
-    if (quant) {
-      // Its values are the blocks dequantized in float32 and then rounded
-      // once to the node's dtype: a cast only changes that dtype.
-      if (op == TensorNode::Op::kScale)
-        throw Error("tensor \"" + t.src_name + "\" of " + t.model->resolved.ref + " is " +
-                    std::string(QuantTypeInfo(node.quant).name) + "; strata cannot scale a quantized tensor "
-                    "(import an unquantized file for a plan with scale)");
-      node.dtype = dtype;
-      h = store_.PutNode(node.ToJson());
-      return;
-    }
-    if (!IsComputeFloat(node.dtype) || !IsComputeFloat(dtype))
-      throw Error("tensor \"" + t.src_name + "\" of " + t.model->resolved.ref + " is " +
-                  std::string(DTypeName(node.dtype)) + "; strata can only cast and scale float tensors");
-    node.op = op;
-    node.src = h;
+  b.h = store_.PutNode(node.ToJson());
+  return b;
+}
+
+void Compiler::Derive(Built& b, const OutInput& in, TensorNode::Op op, DType dtype, double factor) {
+  TensorNode& node = b.node;
+  if (b.quant) {
+    // Its values are the blocks dequantized in float32 and then rounded
+    // once to the node's dtype: a cast only changes that dtype.
+    if (op == TensorNode::Op::kScale)
+      throw Error("tensor \"" + in.src_name + "\" of " + in.model->resolved.ref + " is " +
+                  std::string(QuantTypeInfo(node.quant).name) + "; strata cannot scale a quantized tensor "
+                  "(import an unquantized file for a plan with scale)");
     node.dtype = dtype;
-    node.factor = factor;
-    h = store_.PutNode(node.ToJson());
-  };
-  // mergekit: cast on load, then `tensor * scale`, then cast on save.
-  if (plan_.dtype && *plan_.dtype != node.dtype) derive(TensorNode::Op::kCast, *plan_.dtype, 1.0);
-  if (t.scale && *t.scale != 1.0) derive(TensorNode::Op::kScale, node.dtype, *t.scale);
-  if (plan_.out_dtype && *plan_.out_dtype != node.dtype) derive(TensorNode::Op::kCast, *plan_.out_dtype, 1.0);
-  stats_.logical_bytes += node.nbytes();
-  return h;
+    b.h = store_.PutNode(node.ToJson());
+    return;
+  }
+  if (!IsComputeFloat(node.dtype) || !IsComputeFloat(dtype))
+    throw Error("tensor \"" + in.src_name + "\" of " + in.model->resolved.ref + " is " +
+                std::string(DTypeName(node.dtype)) + "; strata can only cast, scale and merge float tensors");
+  node = TensorNode{};
+  node.op = op;
+  node.src = b.h;
+  node.dtype = dtype;
+  node.shape = in.entry->shape;
+  node.factor = factor;
+  b.h = store_.PutNode(node.ToJson());
+  b.quant = false;
+}
+
+DType Compiler::ComputeDType(const OutTensor& t) const {
+  if (plan_.dtype) return *plan_.dtype;
+  if (t.base >= 0 && plan_.method->family != MergeMethodInfo::Family::kLinear) {
+    // The task-vector family casts every model to the base's dtype.
+    const DType d = t.in[t.base].entry->dtype;
+    if (plan_.method->family == MergeMethodInfo::Family::kSlerp)
+      for (const OutInput& in : t.in)
+        if (in.entry->dtype != d)
+          throw Error("slerp of \"" + t.name + "\": " + in.model->resolved.ref + " stores it as " +
+                      std::string(DTypeName(in.entry->dtype)) + " but the base as " + std::string(DTypeName(d)) +
+                      "; give the plan a dtype: (mergekit would compute in float32 from both as stored)");
+    return d;
+  }
+  for (const OutInput& in : t.in)
+    if (in.entry->dtype != t.in[0].entry->dtype)
+      throw Error(std::string(plan_.method->name) + " of \"" + t.name + "\": the models store it as " +
+                  std::string(DTypeName(t.in[0].entry->dtype)) + " and " + std::string(DTypeName(in.entry->dtype)) +
+                  "; give the plan a dtype: to compute in");
+  return t.in[0].entry->dtype;
+}
+
+Hash Compiler::TensorNodeFor(const OutTensor& t) {
+  const MergeMethodInfo& m = *plan_.method;
+  Built b;
+  if (m.family == MergeMethodInfo::Family::kPassthrough ||
+      (t.in.size() == 1 && m.family != MergeMethodInfo::Family::kLinear)) {
+    // One model: mergekit's task-vector methods and slerp return it as loaded.
+    b = LeafNode(t.in[0]);
+    if (plan_.dtype && *plan_.dtype != b.node.dtype) Derive(b, t.in[0], TensorNode::Op::kCast, *plan_.dtype, 1.0);
+    if (t.scale && *t.scale != 1.0) Derive(b, t.in[0], TensorNode::Op::kScale, b.node.dtype, *t.scale);
+  } else {
+    const DType d = ComputeDType(t);
+    auto spec = std::make_shared<MergeSpec>();
+    spec->method = &m;
+    if (m.family != MergeMethodInfo::Family::kLinear) spec->base = t.base;
+    spec->params = t.params;
+    for (const OutInput& in : t.in) {
+      Built x = LeafNode(in);
+      if (x.node.dtype != d) Derive(x, in, TensorNode::Op::kCast, d, 1.0);
+      spec->inputs.push_back(x.h);
+      spec->tensor_params.push_back(in.tensor_params);
+    }
+    if (m.random()) {
+      spec->seed = opts_.random_seed;
+      spec->salt = t.in[spec->base].src_name;
+    }
+    b.node = TensorNode{};
+    b.node.op = TensorNode::Op::kMerge;
+    b.node.dtype = d;
+    b.node.shape = t.in[0].entry->shape;
+    b.node.merge = spec;
+    store_.RequireVersion(3);
+    b.h = store_.PutNode(b.node.ToJson());
+  }
+  if (plan_.out_dtype && *plan_.out_dtype != b.node.dtype) Derive(b, t.in[0], TensorNode::Op::kCast, *plan_.out_dtype, 1.0);
+  stats_.logical_bytes += b.node.nbytes();
+  return b.h;
 }
 
 Hash Compiler::ConfigBlob() const {
@@ -420,11 +561,17 @@ CompileStats Compiler::Run() {
   std::set<Hash> distinct;
   int out_layer = 0;
   for (size_t si = 0; si < slices_.size(); ++si) {
-    const PlanSource& src = slices_[si].sources[0];
-    for (int l = src.begin; l < src.end; ++l, ++out_layer) {
+    const PlanSlice& slice = slices_[si];
+    const int n = slice.sources[0].end - slice.sources[0].begin;
+    for (int idx = 0; idx < n; ++idx, ++out_layer) {
       Hash h = store_.PutNode(layer_nodes[out_layer]);
       distinct.insert(h);
-      layers.push_back(Json{{"layer", h.Hex()}, {"model", src.model}, {"source_layer", l},
+      // The source whose layer name sorts last: mergekit's group label for a
+      // merge (max of its inputs' names) decides where export writes it.
+      const PlanSource* src = &slice.sources[0];
+      for (const PlanSource& x : slice.sources)
+        if (LayerPrefix(x.begin + idx) > LayerPrefix(src->begin + idx)) src = &x;
+      layers.push_back(Json{{"layer", h.Hex()}, {"model", src->model}, {"source_layer", src->begin + idx},
                             {"slice", static_cast<int>(si)}});
     }
   }

@@ -159,6 +159,7 @@ class Parser {
   void Validate(const Plan& plan, const YAML::Node& root) const;
 
   std::string path_;
+  const MergeMethodInfo* method_ = nullptr;  // set once merge_method is read
 };
 
 void Parser::CheckKeys(const YAML::Node& map, const std::string& what,
@@ -262,9 +263,12 @@ Params Parser::ParseParams(const YAML::Node& n, const std::string& what, Plan& p
   if (!n.IsMap()) Fail(n, what + " must be a map of parameter names to values");
   for (const auto& kv : n) {
     std::string name = kv.first.as<std::string>();
-    if (name != "scale")
-      plan.warnings.push_back(Loc(kv.first).Str() + ": parameter \"" + name +
-                              "\" has no meaning for passthrough and is ignored");
+    bool known = false;
+    for (const auto* defs : {&method_->params, &method_->tensor_params})
+      for (const MergeParamDef& d : *defs) known = known || name == d.name;
+    if (!known)
+      plan.warnings.push_back(Loc(kv.first).Str() + ": parameter \"" + name + "\" has no meaning for " +
+                              method_->name + " and is ignored");
     out[name] = ParseSetting(kv.second, "parameter \"" + name + "\"");
   }
   return out;
@@ -307,6 +311,10 @@ PlanSlice Parser::ParseSlice(const YAML::Node& n, size_t index, Plan& plan) cons
   for (size_t i = 0; i < sources.size(); ++i)
     slice.sources.push_back(ParseSource(sources[i], what + " source " + std::to_string(i), plan));
   slice.params = ParseParams(n["parameters"], "parameters", plan);
+  if (n["base_model"] && !n["base_model"].IsNull()) {
+    slice.base_model = String(n["base_model"], "base_model");
+    slice.base_model_loc = Loc(n["base_model"]);
+  }
   return slice;
 }
 
@@ -340,13 +348,13 @@ Plan Parser::Parse(const std::string& text) {
     Fail(root["tokenizer"], "tokenizer: is not supported by strata yet; use tokenizer_source: base or a model");
   int forms = (root["slices"] ? 1 : 0) + (root["models"] ? 1 : 0);
   if (forms != 1) Fail(root, "a plan needs exactly one of \"slices:\" or \"models:\"");
-  if (!root["merge_method"]) Fail(root, "the plan has no merge_method (strata supports: " +
-                                            std::string(kSupportedMergeMethods) + ")");
+  if (!root["merge_method"]) Fail(root, "the plan has no merge_method (strata supports: " + MergeMethodNames() + ")");
   plan.merge_method = String(root["merge_method"], "merge_method");
-  if (plan.merge_method != kSupportedMergeMethods)
-    Fail(root["merge_method"], "merge_method \"" + plan.merge_method +
-                                   "\" is not supported; supported: " +
-                                   std::string(kSupportedMergeMethods));
+  plan.method = FindMergeMethod(plan.merge_method);
+  if (!plan.method)
+    Fail(root["merge_method"], "merge_method \"" + plan.merge_method + "\" is not supported; supported: " +
+                                   MergeMethodNames());
+  method_ = plan.method;
   if (root["base_model"] && !root["base_model"].IsNull()) {
     plan.base_model = String(root["base_model"], "base_model");
     plan.base_model_loc = Loc(root["base_model"]);
@@ -414,11 +422,29 @@ void Parser::Validate(const Plan& plan, const YAML::Node& root) const {
                     " must span the same number of layers (" + std::to_string(n0) +
                     " in the first, " + std::to_string(n) + " here)");
     }
-    if (s.sources.size() != 1)
-      throw Error(s.loc.Str() + ": " + (plan.models_form ? std::string("models:") : "slice " + std::to_string(i)) +
-                  " has " + std::to_string(s.sources.size()) +
-                  " sources; merge_method passthrough takes exactly one" +
-                  (plan.models_form && plan.base_model ? " (base_model counts as one)" : ""));
+    const std::string what = plan.models_form ? std::string("models:") : "slice " + std::to_string(i);
+    if (s.sources.size() > kMaxMergeInputs)
+      throw Error(s.loc.Str() + ": " + what + " has " + std::to_string(s.sources.size()) +
+                  " sources; strata merges at most " + std::to_string(kMaxMergeInputs) + " models into one tensor");
+    for (size_t a = 0; a < s.sources.size(); ++a)
+      for (size_t b = 0; b < a; ++b)
+        if (s.sources[a].model == s.sources[b].model)
+          throw Error(s.sources[a].loc.Str() + ": model \"" + s.sources[a].model + "\" is already a source of " + what +
+                      " (at " + s.sources[b].loc.Str() + "); mergekit would silently keep one of them: list it once");
+    const MergeMethodInfo& m = *plan.method;
+    if (m.models > 0 && static_cast<int>(s.sources.size()) != m.models)
+      throw Error(s.loc.Str() + ": " + what + " has " + std::to_string(s.sources.size()) + " source" +
+                  (s.sources.size() == 1 ? "" : "s") + "; merge_method " + m.name + " takes exactly " +
+                  std::to_string(m.models) + (plan.models_form && plan.base_model ? " (base_model counts as one)" : ""));
+    if (m.needs_base) {
+      const auto& base = plan.BaseOf(s);
+      if (!base)
+        throw Error(s.loc.Str() + ": merge_method " + std::string(m.name) + " needs a base_model (the model the " +
+                    "others are merged onto); add base_model: to the plan or to " + what);
+      if (std::none_of(s.sources.begin(), s.sources.end(), [&](const PlanSource& x) { return x.model == *base; }))
+        throw Error(s.loc.Str() + ": base_model \"" + *base + "\" is not a source of " + what +
+                    "; mergekit needs the base among the sources it merges: add it with the same layer_range");
+    }
   }
 }
 
@@ -445,7 +471,23 @@ std::optional<double> EvaluateNumber(const Setting& s, std::string_view tensor_n
     case Setting::Kind::kStringList:
       break;
   }
-  throw Error(s.loc.Str() + ": expected a number here (scale multiplies each tensor)");
+  throw Error(s.loc.Str() + ": expected a number here (a parameter's value is a number, a list of numbers or a list of {filter, value})");
+}
+
+std::optional<ParamValue> LookupParam(const Plan& plan, const PlanSlice& slice, const PlanSource* src,
+                                      const std::string& name, std::string_view tensor_name, double t) {
+  auto from = [&](const Params& p) -> std::optional<ParamValue> {
+    auto it = p.find(name);
+    if (it == p.end()) return std::nullopt;
+    if (auto v = EvaluateNumber(it->second, tensor_name, t)) return ParamValue{*v, it->second.loc};
+    return std::nullopt;
+  };
+  if (src)
+    for (const PlanSource& s : slice.sources)
+      if (s.model == src->model)
+        if (auto v = from(s.params)) return v;
+  if (auto v = from(slice.params)) return v;
+  return from(plan.params);
 }
 
 std::vector<std::string> Plan::ReferencedModels() const {
@@ -454,8 +496,10 @@ std::vector<std::string> Plan::ReferencedModels() const {
     if (std::find(out.begin(), out.end(), m) == out.end()) out.push_back(m);
   };
   if (base_model) add(*base_model);
-  for (const PlanSlice& s : slices)
+  for (const PlanSlice& s : slices) {
+    if (s.base_model) add(*s.base_model);
     for (const PlanSource& src : s.sources) add(src.model);
+  }
   if (tokenizer_source && *tokenizer_source != "base") add(*tokenizer_source);
   return out;
 }

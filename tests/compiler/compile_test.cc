@@ -1143,5 +1143,132 @@ TEST_F(CompileTest, ExampleBlockExpansionAddsOnlyTwoScaleZeroNodes) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// Merge methods: recipes in the store (docs/merge_methods.md)
+
+// float -> bf16 bits, round to nearest even (finite values only).
+uint16_t FloatToBf16ByHand(float f) {
+  uint32_t a;
+  std::memcpy(&a, &f, 4);
+  const uint32_t rest = a & 0xffffu;
+  uint32_t h = a >> 16;
+  if (rest > 0x8000u || (rest == 0x8000u && (h & 1u))) ++h;
+  return static_cast<uint16_t>(h);
+}
+
+TEST_F(CompileTest, LinearMergeIsARecipeOverStoredSources) {
+  SynthResult a = Synth("org/a", "mistral", 4, std::nullopt, false, 1);
+  SynthResult b = Synth("org/b", "mistral", 4, std::nullopt, false, 2);
+  Run(PlanFile("a", OneSlice("org/a", 0, 4, "merge_method: passthrough\n")));
+  Run(PlanFile("b", OneSlice("org/b", 0, 4, "merge_method: passthrough\n")));
+  const size_t blobs_before = testutil::FilesUnder(StorePath("blobs")).size();
+  CompileStats st = Run(PlanFile("sum",
+                                 "merge_method: linear\n"
+                                 "models:\n"
+                                 "  - {model: org/a, parameters: {weight: 1}}\n"
+                                 "  - {model: org/b, parameters: {weight: 1}}\n"
+                                 "parameters: {normalize: false}\n"));
+  // Every merged tensor is a node naming the two stored sources: no tensor bytes.
+  EXPECT_EQ(st.blobs_written, 0u);
+  EXPECT_EQ(st.bytes_read, 0u);
+  EXPECT_LE(testutil::FilesUnder(StorePath("blobs")).size(), blobs_before + 2);  // plan text, config
+  Variant v = LoadVariant(*store_, *store_->GetRef("sum"));
+  for (const auto& [role, h] : LoadLayer(*store_, v.layers[2].layer)) {
+    TensorNode n = ParseTensorNode(store_->GetNode(h), h);
+    ASSERT_EQ(n.op, TensorNode::Op::kMerge) << role;
+    EXPECT_STREQ(n.merge->method->name, "linear");
+    EXPECT_EQ(n.merge->inputs.size(), 2u);
+    EXPECT_EQ(n.merge->base, -1);
+  }
+
+  // Exported: round_bf16(1*a + 1*b), element by element (no normalize).
+  Export(*store_, "sum", tmp_ / "out", ExportOptions{});
+  SafetensorsFile out(tmp_ / "out/model.safetensors");
+  SafetensorsFile sa(a.dir + "/model.safetensors"), sb(b.dir + "/model.safetensors");
+  ASSERT_EQ(out.tensors().size(), 39u);
+  uint64_t checked = 0;
+  for (const TensorInfo& o : out.tensors()) {
+    const TensorInfo* x = sa.Find(o.name);
+    const TensorInfo* y = sb.Find(o.name);
+    ASSERT_TRUE(x && y) << o.name;
+    ASSERT_EQ(o.dtype, DType::kBF16);
+    for (uint64_t i = 0; i < o.numel(); ++i) {
+      const float sum = Bf16ToFloatByHand(Bits16(sa.Data(*x), i)) + Bf16ToFloatByHand(Bits16(sb.Data(*y), i));
+      const uint16_t want = FloatToBf16ByHand(sum), got = Bits16(out.Data(o), i);
+      if (got != want) {
+        ADD_FAILURE() << o.name << "[" << i << "]: got 0x" << std::hex << got << ", want 0x" << want;
+        break;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, (2 * kEmbedBytes + 4 * kLayerBytes + kNormBytes) / 2);
+}
+
+TEST_F(CompileTest, MergeParameterErrorsNameThePlan) {
+  Synth("org/a", "mistral", 2, std::nullopt, false, 1);
+  Synth("org/b", "mistral", 2, std::nullopt, false, 2);
+  // A density outside (0, 1], where it was written.
+  Plan dense = PlanFile("dense",
+                        "merge_method: ties\n"
+                        "base_model: org/a\n"
+                        "models:\n"
+                        "  - model: org/a\n"
+                        "  - model: org/b\n"
+                        "    parameters: {weight: 1, density: 1.5}\n");
+  std::string msg = ErrorOf([&] { Run(dense); });
+  EXPECT_THAT(msg, HasSubstr(dense.path + ":6:38"));
+  EXPECT_THAT(msg, HasSubstr("outside (0, 1]"));
+  // Weights that sum to 0 under normalize.
+  Plan zero = PlanFile("zero",
+                       "merge_method: linear\n"
+                       "models:\n"
+                       "  - {model: org/a, parameters: {weight: 0.5}}\n"
+                       "  - {model: org/b, parameters: {weight: -0.5}}\n");
+  msg = ErrorOf([&] { Run(zero); });
+  EXPECT_THAT(msg, HasSubstr(zero.path + ":"));
+  EXPECT_THAT(msg, HasSubstr("sum to 0"));
+  EXPECT_THAT(msg, HasSubstr("normalize: false"));
+  // A model's required weight missing: names the parameter, the model and a tensor.
+  Plan noweight = PlanFile("noweight",
+                           "merge_method: task_arithmetic\n"
+                           "base_model: org/a\n"
+                           "models:\n"
+                           "  - model: org/a\n"
+                           "  - model: org/b\n"
+                           "    parameters:\n"
+                           "      weight:\n"
+                           "        - filter: mlp\n"
+                           "          value: 1\n");
+  msg = ErrorOf([&] { Run(noweight); });
+  EXPECT_THAT(msg, HasSubstr("needs parameter \"weight\" for model \"org/b\""));
+  EXPECT_THAT(msg, HasSubstr("model.embed_tokens.weight"));  // the first tensor the filter does not reach
+  EXPECT_TRUE(store_->ListRefs().empty());
+}
+
+TEST_F(CompileTest, OnlyRandomMethodsDependOnTheSeed) {
+  Synth("org/a", "mistral", 2, std::nullopt, false, 1);
+  Synth("org/b", "mistral", 2, std::nullopt, false, 2);
+  auto plan = [&](const std::string& method) {
+    return PlanFile(method, "merge_method: " + method +
+                                "\n"
+                                "base_model: org/a\n"
+                                "models:\n"
+                                "  - model: org/a\n"
+                                "  - {model: org/b, parameters: {weight: 1, density: 0.5}}\n");
+  };
+  auto compile = [&](const Plan& p, uint64_t seed, const std::string& name) {
+    CompileOptions o;
+    o.name = name;
+    o.random_seed = seed;
+    return Compile(*store_, p, o);
+  };
+  const Plan dare = plan("dare_ties"), ties = plan("ties");
+  const Hash d0 = compile(dare, 0, "d0").variant, d7 = compile(dare, 7, "d7").variant;
+  EXPECT_NE(d0, d7);
+  EXPECT_TRUE(compile(dare, 7, "d7").ref_unchanged);  // same seed, same variant
+  EXPECT_EQ(compile(ties, 0, "t0").variant, compile(ties, 7, "t7").variant);
+}
+
 }  // namespace
 }  // namespace strata

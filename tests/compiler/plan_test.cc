@@ -241,20 +241,142 @@ TEST(PlanErrors, UnknownTopLevelKey) {
   EXPECT_THAT(msg, HasSubstr("bogus"));
 }
 
-TEST(PlanErrors, MergeMethodLinearListsSupported) {
+TEST(PlanErrors, UnsupportedMergeMethodListsSupported) {
   std::string msg = ErrorOf([] {
     ParsePlan(
         "slices:\n"
         "  - sources:\n"
         "    - model: org/a\n"
         "      layer_range: [0, 4]\n"
-        "merge_method: linear\n",
+        "merge_method: karcher\n",
         "p.yml");
   });
   // "merge_method: " is 14 characters: the value starts in column 15.
   EXPECT_THAT(msg, HasSubstr("p.yml:5:15"));
-  EXPECT_THAT(msg, HasSubstr("linear"));
-  EXPECT_THAT(msg, HasSubstr("passthrough"));
+  EXPECT_THAT(msg, HasSubstr("karcher"));
+  for (const char* m : {"passthrough", "linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
+                        "breadcrumbs_ties", "della", "della_linear", "slerp"})
+    EXPECT_THAT(msg, HasSubstr(m));
+}
+
+// The models: form of a merge: listed models in order, the base among them.
+TEST(PlanParse, TiesModelsFormKeepsOrderAndBase) {
+  Plan p = ParsePlan(
+      "merge_method: ties\n"
+      "base_model: org/base\n"
+      "models:\n"
+      "  - model: org/a\n"
+      "    parameters: {weight: 0.5, density: 0.5}\n"
+      "  - model: org/base\n"
+      "  - model: org/b\n"
+      "    parameters: {weight: 0.5, density: [0.2, 0.8]}\n",
+      "p.yml");
+  ASSERT_NE(p.method, nullptr);
+  EXPECT_STREQ(p.method->name, "ties");
+  ASSERT_EQ(p.slices.size(), 1u);
+  std::vector<std::string> models;
+  for (const PlanSource& s : p.slices[0].sources) models.push_back(s.model);
+  EXPECT_THAT(models, ElementsAre("org/a", "org/base", "org/b"));
+  ASSERT_TRUE(p.BaseOf(p.slices[0]).has_value());
+  EXPECT_EQ(*p.BaseOf(p.slices[0]), "org/base");
+  EXPECT_TRUE(p.warnings.empty()) << p.warnings[0];
+}
+
+TEST(PlanParse, SliceBaseModelOverridesThePlans) {
+  Plan p = ParsePlan(
+      "merge_method: task_arithmetic\n"
+      "base_model: org/base\n"
+      "slices:\n"
+      "  - sources:\n"
+      "    - {model: org/base, layer_range: [0, 2]}\n"
+      "    - {model: org/a, layer_range: [0, 2], parameters: {weight: 1}}\n"
+      "  - base_model: org/a\n"
+      "    sources:\n"
+      "    - {model: org/a, layer_range: [2, 4]}\n"
+      "    - {model: org/b, layer_range: [2, 4], parameters: {weight: 1}}\n",
+      "p.yml");
+  ASSERT_EQ(p.slices.size(), 2u);
+  EXPECT_EQ(*p.BaseOf(p.slices[0]), "org/base");
+  EXPECT_EQ(*p.BaseOf(p.slices[1]), "org/a");
+  // org/b is referenced only by the second slice; the plan's base comes first.
+  EXPECT_THAT(p.ReferencedModels(), ElementsAre("org/base", "org/a", "org/b"));
+}
+
+TEST(PlanErrors, SlerpTakesExactlyTwoModels) {
+  std::string msg = ErrorOf([] {
+    ParsePlan(
+        "merge_method: slerp\n"
+        "base_model: org/a\n"
+        "parameters: {t: 0.5}\n"
+        "slices:\n"
+        "  - sources:\n"
+        "    - {model: org/a, layer_range: [0, 4]}\n"
+        "    - {model: org/b, layer_range: [0, 4]}\n"
+        "    - {model: org/c, layer_range: [0, 4]}\n",
+        "p.yml");
+  });
+  EXPECT_THAT(msg, HasSubstr("p.yml:5:5"));
+  EXPECT_THAT(msg, HasSubstr("3 sources"));
+  EXPECT_THAT(msg, HasSubstr("exactly 2"));
+}
+
+TEST(PlanErrors, TiesWithoutBaseModel) {
+  std::string msg = ErrorOf([] {
+    ParsePlan(
+        "merge_method: ties\n"
+        "models:\n"
+        "  - {model: org/a, parameters: {weight: 1}}\n"
+        "  - {model: org/b, parameters: {weight: 1}}\n",
+        "p.yml");
+  });
+  EXPECT_THAT(msg, HasSubstr("p.yml:"));
+  EXPECT_THAT(msg, HasSubstr("needs a base_model"));
+}
+
+TEST(PlanErrors, BaseModelMustBeASourceOfTheSlice) {
+  std::string msg = ErrorOf([] {
+    ParsePlan(
+        "merge_method: ties\n"
+        "base_model: org/base\n"
+        "slices:\n"
+        "  - sources:\n"
+        "    - {model: org/a, layer_range: [0, 4], parameters: {weight: 1}}\n"
+        "    - {model: org/b, layer_range: [0, 4], parameters: {weight: 1}}\n",
+        "p.yml");
+  });
+  EXPECT_THAT(msg, HasSubstr("p.yml:4:5"));
+  EXPECT_THAT(msg, HasSubstr("\"org/base\" is not a source"));
+}
+
+TEST(PlanErrors, ModelListedTwiceInASlice) {
+  std::string msg = ErrorOf([] {
+    ParsePlan(
+        "merge_method: linear\n"
+        "models:\n"
+        "  - {model: org/a, parameters: {weight: 1}}\n"
+        "  - {model: org/b, parameters: {weight: 1}}\n"
+        "  - {model: org/a, parameters: {weight: 2}}\n",
+        "p.yml");
+  });
+  EXPECT_THAT(msg, HasSubstr("p.yml:5:5"));
+  EXPECT_THAT(msg, HasSubstr("p.yml:3:5"));
+  EXPECT_THAT(msg, HasSubstr("already a source"));
+}
+
+TEST(PlanParse, ParameterOfAnotherMethodWarns) {
+  Plan p = ParsePlan(
+      "merge_method: linear\n"
+      "models:\n"
+      "  - {model: org/a, parameters: {weight: 1, density: 0.5}}\n"
+      "  - {model: org/b, parameters: {weight: 1}}\n"
+      "parameters:\n"
+      "  normalize: false\n"
+      "  t: 0.5\n",
+      "p.yml");
+  ASSERT_EQ(p.warnings.size(), 2u);
+  EXPECT_THAT(p.warnings[0] + p.warnings[1], HasSubstr("\"density\""));
+  EXPECT_THAT(p.warnings[0] + p.warnings[1], HasSubstr("\"t\""));
+  EXPECT_THAT(p.warnings[0] + p.warnings[1], HasSubstr("p.yml:7:3"));
 }
 
 TEST(PlanErrors, TwoSourcesInPassthroughSlice) {

@@ -240,7 +240,20 @@ merge_method: passthrough
 """,
     "bad_range.yml": "slices:\n  - sources:\n      - model: a\n        layer_range: [4, 2]\nmerge_method: passthrough\n",
     "bad_unknown_key.yml": "slices:\n  - sources:\n      - model: a\n        layer_range: [0, 2]\n        weight: 1\nmerge_method: passthrough\n",
-    "bad_method.yml": "models:\n  - model: a\n  - model: b\nmerge_method: slerp\nbase_model: a\n",
+    "bad_method.yml": "models:\n  - model: a\n  - model: b\nmerge_method: karcher\nbase_model: a\n",
+    "slerp.yml": "slices:\n  - sources:\n      - {model: a, layer_range: [0, 32]}\n      - {model: b, layer_range: [0, 32]}\n"
+                 "merge_method: slerp\nbase_model: a\nparameters:\n  t:\n    - filter: self_attn\n"
+                 "      value: [0, 0.5, 0.3, 0.7, 1]\n    - value: 0.5\ndtype: bfloat16\n",
+    "ties.yml": "models:\n  - model: base\n  - model: a\n    parameters: {density: 0.5, weight: [0.2, 0.8]}\n"
+                "  - model: b\n    parameters: {density: 0.7, weight: 0.5}\nmerge_method: ties\nbase_model: base\n"
+                "parameters: {normalize: true, int8_mask: true}\ndtype: float16\n",
+    "dare_slice_base.yml": "merge_method: dare_linear\nslices:\n  - base_model: a\n    sources:\n"
+                           "      - {model: a, layer_range: [0, 4]}\n      - {model: b, layer_range: [0, 4], "
+                           "parameters: {weight: 1, density: 0.3}}\n",
+    "bad_density.yml": "models:\n  - model: base\n  - model: a\n    parameters: {density: 1.5, weight: 1}\n"
+                       "merge_method: ties\nbase_model: base\n",
+    "bad_slerp_three.yml": "models:\n  - model: a\n  - model: b\n  - model: c\nmerge_method: slerp\n"
+                           "base_model: a\nparameters: {t: 0.5}\n",
     "bad_union.yml": "models:\n  - model: a\nmerge_method: passthrough\ntokenizer_source: union\n",
     "bad_lora.yml": "models:\n  - model: a+lora\nmerge_method: passthrough\n",
     "bad_dtype.yml": "models:\n  - model: a\nmerge_method: passthrough\ndtype: int4\n",
@@ -300,6 +313,18 @@ def node_seeds():
         "tokenizer.json": h(6), "tokenizer_config.json": h(7), "special_tokens_map.json": h(8)})))
     write(t, "variant_llama.json", dump(variant("LlamaForCausalLM", 2, {"tokenizer.model": h(9)})))
     write(t, "variant_qwen2.json", dump(variant("Qwen2ForCausalLM", 1, {})))
+    merge = {"kind": "tensor", "dtype": "BF16", "shape": [64, 64], "op": "merge", "method": "ties",
+             "inputs": [h(23), h(24), h(25)], "base": 0, "params": {"int8_mask": False, "lambda": 1.0,
+             "normalize": True, "rescale": False},
+             "tensor_params": [{}, {"density": 0.5, "weight": 0.5}, {"density": 0.7, "weight": 0.3}]}
+    write(t, "tensor_merge_ties.json", dump(merge))
+    write(t, "tensor_merge_dare.json", dump(dict(merge, method="dare_ties", seed=7,
+                                                 salt="model.layers.3.mlp.up_proj.weight")))
+    write(t, "tensor_merge_slerp.json", dump({"kind": "tensor", "dtype": "F16", "shape": [4096], "op": "merge",
+                                              "method": "slerp", "inputs": [h(26), h(27)], "base": 1,
+                                              "params": {"t": 0.25}, "tensor_params": [{}, {}]}))
+    write(t, "bad_merge_base.json", dump(dict(merge, base=3)))
+    write(t, "bad_merge_seed.json", dump(dict(merge, seed=1, salt="x")))
     write(t, "bad_tensor_shape.json", dump({"kind": "tensor", "dtype": "F32", "shape": [-1], "op": "zeros"}))
     write(t, "bad_tensor_huge.json", dump({"kind": "tensor", "dtype": "F32", "shape": [2**24, 2**24, 2], "op": "zeros"}))
     write(t, "bad_tensor_op.json", dump({"kind": "tensor", "dtype": "F32", "shape": [1], "op": "add", "src": h(1)}))

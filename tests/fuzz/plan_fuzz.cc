@@ -1,6 +1,6 @@
 // Fuzzes the mergekit plan parser: strata::ParsePlan (compiler/src/plan.cc) on the
-// input as YAML text, then ReferencedModels and EvaluateNumber on every parameter
-// of an accepted plan.
+// input as YAML text, then ReferencedModels, LookupParam and EvaluateNumber on
+// the parameters of an accepted plan; checks the method's source counts and base.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -38,8 +38,28 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (plan.slices.empty() || plan.text != text) __builtin_trap();
   (void)plan.ReferencedModels();
   Evaluate(plan.params);
+  if (!plan.method) __builtin_trap();
   for (const strata::PlanSlice& s : plan.slices) {
-    if (s.sources.size() != 1) __builtin_trap();  // passthrough: exactly one source per slice
+    // The method's count of models (passthrough 1, slerp 2), at most what a merge node holds;
+    // a method that needs a base has it among the slice's sources.
+    const int n = static_cast<int>(s.sources.size());
+    if (n < 1 || n > static_cast<int>(strata::kMaxMergeInputs) || (plan.method->models > 0 && n != plan.method->models))
+      __builtin_trap();
+    if (plan.method->needs_base) {
+      const auto& base = plan.BaseOf(s);
+      if (!base) __builtin_trap();
+      bool found = false;
+      for (const strata::PlanSource& src : s.sources) found |= src.model == *base;
+      if (!found) __builtin_trap();
+    }
+    for (const strata::PlanSource& src : s.sources)
+      for (const char* p : {"weight", "density", "t", "scale"}) {
+        try {
+          (void)strata::LookupParam(plan, s, &src, p, "model.layers.0.mlp.up_proj.weight", 0.5);
+        } catch (const strata::Error&) {
+          // A string where a number is needed: rejected with its location.
+        }
+      }
     Evaluate(s.params);
     for (const strata::PlanSource& src : s.sources) {
       // [n, n] is legal (mergekit); reversed or negative ranges are refused.

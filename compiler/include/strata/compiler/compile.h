@@ -18,6 +18,8 @@ namespace strata {
 struct CompileOptions {
   std::string name;    // the ref to write; empty: the plan file's stem
   bool force = false;  // replace a ref that names a different variant
+  // --random-seed: the seed of DARE's and DELLA's draws (docs/merge_methods.md).
+  uint64_t random_seed = 0;
   // Called once with the number of source bytes that must be read (0 when
   // everything comes from the source cache); `bytes_done` then advances.
   std::function<void(uint64_t total)> on_ingest_start;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "strata/formats/dtype.h"
+#include "strata/formats/merge.h"
 
 namespace strata {
 
@@ -44,6 +45,8 @@ using Params = std::map<std::string, Setting>;
 // when the value that applies is not a number.
 std::optional<double> EvaluateNumber(const Setting& s, std::string_view tensor_name, double t);
 
+
+
 struct PlanSource {
   std::string model;          // as written: HF id (maybe "@rev") or a local path
   int begin = 0, end = -1;    // half-open layer range; end = -1: all layers (models: form)
@@ -55,6 +58,8 @@ struct PlanSlice {
   std::vector<PlanSource> sources;
   Params params;
   SourceLoc loc;
+  std::optional<std::string> base_model;  // the slice's own, overriding the plan's
+  SourceLoc base_model_loc;
 };
 
 struct Plan {
@@ -63,6 +68,7 @@ struct Plan {
   std::vector<PlanSlice> slices;  // the models: form becomes one slice per rule
   bool models_form = false;
   std::string merge_method;
+  const MergeMethodInfo* method = nullptr;  // merge_method's entry
   std::optional<std::string> base_model;
   std::optional<std::string> tokenizer_source;
   std::optional<std::string> chat_template;
@@ -73,7 +79,21 @@ struct Plan {
 
   // Models in order of first mention, base_model first when given.
   std::vector<std::string> ReferencedModels() const;
+  // The base model of slice `s`: its own base_model, else the plan's.
+  const std::optional<std::string>& BaseOf(const PlanSlice& s) const { return s.base_model ? s.base_model : base_model; }
 };
+
+// A parameter's value for one tensor and where it was written.
+struct ParamValue {
+  double value = 0;
+  SourceLoc loc;
+};
+// mergekit's ConfigReader.parameter: with `src` (a per-model parameter) the
+// first source of `slice` for that model, then the slice's parameters, then
+// the plan's; without, the slice's and the plan's. The first whose setting
+// yields a value for (tensor_name, t) wins; nullopt when none does.
+std::optional<ParamValue> LookupParam(const Plan& plan, const PlanSlice& slice, const PlanSource* src,
+                                      const std::string& name, std::string_view tensor_name, double t);
 
 // Parses plan text. Throws Error naming path:line:column and what to change:
 // malformed YAML, unknown keys, wrong types, an unsupported merge_method (the
@@ -85,7 +105,5 @@ Plan ParsePlan(const std::string& text, const std::string& path);
 // Reads `path` and parses it. Throws Error when it cannot be read or parsed.
 Plan LoadPlan(const std::string& path);
 
-// The merge methods strata implements.
-inline constexpr std::string_view kSupportedMergeMethods = "passthrough";
 
 }  // namespace strata
