@@ -1,7 +1,7 @@
 // Whole-model checks of the CUDA backend against the CPU backend on tiny
 // synthetic models compiled into a temporary store: a base model, SOLAR-style
 // DUS, block expansion (with and without elision), Qwen2 (biases), tied
-// embeddings, F32 weights and dtype/scale chains. Logits: rel err <= 2e-2
+// embeddings, F32 weights, dtype/scale chains and merge recipes. Logits: rel err <= 2e-2
 // (max |gpu - cpu| / max |cpu|); greedy tokens identical wherever the CPU's
 // top-2 margin exceeds that tolerance. Also: weights resident once per
 // distinct tensor node, bit for bit what the host materializes, and one
@@ -70,13 +70,14 @@ class CudaBackendTest : public ::testing::Test {
   }
 
   void Synth(const std::string& id, const std::string& arch, DType dt = DType::kBF16, bool tie = false,
-             std::optional<int> layers = std::nullopt) {
+             std::optional<int> layers = std::nullopt, uint64_t seed = 0) {
     SynthSpec s;
     s.arch = arch;
     s.preset = "tiny";
     s.dtype = dt;
     s.tie_embeddings = tie;
     s.layers = layers;
+    s.seed = seed;
     SynthToHfCache(s, cache_, id);
   }
 
@@ -286,6 +287,49 @@ TEST_F(CudaBackendTest, ResidentBytesEqualHostBytes) {
       }
       CUDA_CHECK(cudaStreamDestroy(stream));
     }
+  }
+}
+
+// Merge recipes (ties, slerp, dare_linear over two stored models): the device
+// holds each merged tensor node once, bit for bit what the host materializes,
+// and the logits match the CPU's.
+TEST_F(CudaBackendTest, MergeRecipesMatchCpuAndHostBytes) {
+  Synth("org/base", "mistral", DType::kBF16, false, 6, 1);
+  Synth("org/tuned", "mistral", DType::kBF16, false, 6, 2);
+  CompileText("ties",
+              "merge_method: ties\nbase_model: org/base\nmodels:\n  - model: org/base\n"
+              "  - {model: org/tuned, parameters: {weight: 0.7, density: [0.3, 0.8]}}\n");
+  CompileText("slerp",
+              "merge_method: slerp\nbase_model: org/base\nmodels:\n  - model: org/base\n  - model: org/tuned\n"
+              "parameters: {t: [0.1, 0.9]}\n");
+  CompileText("dare",
+              "merge_method: dare_linear\nbase_model: org/base\nmodels:\n  - model: org/base\n"
+              "  - {model: org/tuned, parameters: {weight: 1, density: 0.4}}\ndtype: float16\n");
+  for (const char* variant : {"ties", "slerp", "dare"}) {
+    CompareWithCpu(variant, true, {}, /*prompt_len=*/24, /*steps=*/4);
+    WeightStore weights(*store_);
+    Model m = AssembleModel(*store_, weights, store_->ResolveRef(variant));
+    cudaStream_t stream;
+    CUDA_CHECK(cudaStreamCreate(&stream));
+    {
+      cuda::DeviceWeights dw(*store_);
+      const cuda::ModelBindings b = dw.Add(m, cuda::DeviceLoadOptions{}, stream);
+      uint64_t sum = 0;
+      int merged = 0;
+      for (const auto& [h, t] : DistinctTensors(m)) {
+        const cuda::DeviceTensor* d = dw.Find(h);
+        ASSERT_NE(d, nullptr) << variant << " " << h.Hex();
+        std::vector<uint8_t> got(Bytes(t));
+        CUDA_CHECK(cudaMemcpy(got.data(), d->data, got.size(), cudaMemcpyDeviceToHost));
+        EXPECT_EQ(0, std::memcmp(got.data(), t->data, got.size())) << variant << " tensor node " << h.Hex();
+        sum += Bytes(t);
+        merged += ParseTensorNode(store_->GetNode(h), h).op == TensorNode::Op::kMerge;
+      }
+      EXPECT_GT(merged, 6 * 9) << variant;  // every layer tensor is a merge (embeddings and norms too)
+      EXPECT_EQ(b.stats().tensor_bytes, sum) << variant;
+      EXPECT_EQ(dw.bytes(), sum) << variant;
+    }
+    CUDA_CHECK(cudaStreamDestroy(stream));
   }
 }
 
