@@ -111,6 +111,7 @@ class Compiler {
   void Derive(Built& b, const OutInput& in, TensorNode::Op op, DType dtype, double factor);
   DType ComputeDType(const OutTensor& t) const;
   void CheckShapes() const;
+  void WarnEmptyBreadcrumbs();
   void Ingest();
   IngestResult IngestTransformed(int fd, const SourceRange& s);
   Hash TensorNodeFor(const OutTensor& t);
@@ -543,6 +544,34 @@ void Compiler::Prepare() {
   LoadModels();
   PlanTensors();
   CheckShapes();
+  WarnEmptyBreadcrumbs();
+}
+
+// mergekit's magnitude_outliers keeps indices[n_bot:-n_top]: nothing at all
+// when int(gamma * numel) is 0. strata does the same, and says so.
+void Compiler::WarnEmptyBreadcrumbs() {
+  if (plan_.method->sparsify != Sparsify::kMagnitudeOutliers) return;
+  size_t count = 0;
+  const OutTensor* first = nullptr;
+  for (const OutTensor& t : tensors_) {
+    for (size_t k = 0; k < t.in.size(); ++k) {
+      if (static_cast<int>(k) == t.base) continue;
+      const Json& p = t.in[k].tensor_params;
+      double numel = 1;
+      for (int64_t d : t.in[k].entry->shape) numel *= static_cast<double>(d);
+      if (p.value("density", 1.0) < 1.0 && static_cast<int64_t>(p.value("gamma", 0.01) * numel) == 0) {
+        if (!first) first = &t;
+        ++count;
+        break;
+      }
+    }
+  }
+  if (count)
+    stats_.warnings.push_back(std::to_string(count) + " tensor" + (count == 1 ? "" : "s") + " (the first \"" +
+                              first->name + "\") keep no task vector at all: int(gamma * elements) is 0, and " +
+                              plan_.merge_method + " keeps sorted positions [n_bot, -n_top), empty for n_top = 0, as "
+                              "mergekit does; raise gamma or use " +
+                              (plan_.method->consensus ? "ties" : "task_arithmetic") + " for small tensors");
 }
 
 CompileStats Compiler::Run() {

@@ -1270,5 +1270,22 @@ TEST_F(CompileTest, OnlyRandomMethodsDependOnTheSeed) {
   EXPECT_EQ(compile(ties, 0, "t0").variant, compile(ties, 7, "t7").variant);
 }
 
+TEST_F(CompileTest, BreadcrumbsThatKeepNothingWarn) {
+  Synth("org/a", "mistral", 2, std::nullopt, false, 1);
+  Synth("org/b", "mistral", 2, std::nullopt, false, 2);
+  // gamma 0.01 of a 64-element norm is 0 elements: mergekit keeps none of its task vector.
+  CompileStats st = Run(PlanFile("bc",
+                                 "merge_method: breadcrumbs\n"
+                                 "base_model: org/a\n"
+                                 "models:\n"
+                                 "  - model: org/a\n"
+                                 "  - {model: org/b, parameters: {weight: 1, density: 0.9}}\n"));
+  ASSERT_EQ(st.warnings.size(), 1u);
+  // Two norms per layer and the final norm (64 elements); the 4096-element q/o
+  // projections and up give int(0.01 * n) >= 1.
+  EXPECT_THAT(st.warnings[0], HasSubstr("5 tensors (the first \"model.layers.0.input_layernorm.weight\")"));
+  EXPECT_THAT(st.warnings[0], HasSubstr("gamma"));
+}
+
 }  // namespace
 }  // namespace strata
