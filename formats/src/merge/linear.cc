@@ -1,4 +1,6 @@
 // linear: mergekit's LinearMergeTask, (weights * tensors).sum(0) / weights.sum(0).
+#include <algorithm>
+
 #include "merge_internal.h"
 
 namespace strata::merge {
@@ -13,14 +15,26 @@ void ComputeLinear(const MergeSpec& m, DType d, const std::vector<const float*>&
   }
   wsum = Rd(d, wsum);
   const bool normalize = m.Param("normalize") != 0.0;
-  ParallelRange(n, [&](size_t b, size_t e) {
-    for (size_t j = b; j < e; ++j) {
-      float acc = 0.0f;  // sum(dim=0): float32 from +0, in input order
-      for (size_t i = 0; i < k; ++i) acc += Rd(d, w[i] * in[i][j]);
-      float r = Rd(d, acc);
-      if (normalize) r = Rd(d, r / wsum);
-      out[j] = r;
-    }
+  WithDType(d, [&]<DType D>() {
+    ParallelRange(n, [&](size_t b, size_t e) {
+      constexpr size_t kBlock = 512;  // elements at a time, so each loop below vectorizes
+      float acc[kBlock];
+      for (size_t j0 = b; j0 < e; j0 += kBlock) {
+        const size_t len = std::min(kBlock, e - j0);
+        for (size_t j = 0; j < len; ++j) acc[j] = 0.0f;  // sum(dim=0): float32 from +0, in input order
+        for (size_t i = 0; i < k; ++i) {
+          const float* x = in[i] + j0;
+          const float wi = w[i];
+          for (size_t j = 0; j < len; ++j) acc[j] += RdT<D>(wi * x[j]);
+        }
+        float* o = out + j0;
+        if (normalize) {
+          for (size_t j = 0; j < len; ++j) o[j] = RdT<D>(RdT<D>(acc[j]) / wsum);
+        } else {
+          for (size_t j = 0; j < len; ++j) o[j] = RdT<D>(acc[j]);
+        }
+      }
+    });
   });
 }
 

@@ -21,6 +21,31 @@ inline float Rd(DType d, float x) {
   }
 }
 
+// Rd with the dtype fixed at compile time: branch-free, so loops over
+// elements vectorize. Same results as Rd(D, x).
+template <DType D>
+inline float RdT(float x) {
+  if constexpr (D == DType::kBF16) {
+    const uint32_t u = dtype_internal::FloatBits(x);
+    const uint32_t r = (u + (((u >> 16) & 1u) + 0x7FFFu)) & 0xFFFF0000u;
+    return dtype_internal::BitsFloat((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : r);
+  } else if constexpr (D == DType::kF16) {
+    return F16ToFloat(FloatToF16(x));
+  } else {
+    return x;
+  }
+}
+
+// Calls f.template operator()<D>() for the compute dtype d (BF16, F16, F32).
+template <class F>
+void WithDType(DType d, F&& f) {
+  switch (d) {
+    case DType::kBF16: return f.template operator()<DType::kBF16>();
+    case DType::kF16: return f.template operator()<DType::kF16>();
+    default: return f.template operator()<DType::kF32>();
+  }
+}
+
 // A Python number met by a tensor of dtype d: rounded to float32 (opmath).
 inline float F32(double x) { return static_cast<float>(x); }
 

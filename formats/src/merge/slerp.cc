@@ -38,11 +38,13 @@ void ComputeSlerp(const MergeSpec& m, DType d, const std::vector<const float*>& 
     c0 = F32(std::sin(theta0 - theta_t) / sin0);
     c1 = F32(std::sin(theta_t) / sin0);
   }
-  ParallelRange(n, [&](size_t b, size_t e) {
-    for (size_t j = b; j < e; ++j) {
-      const float p = c0 * v0[j], q = c1 * v1[j];
-      out[j] = Rd(d, p + q);
-    }
+  WithDType(d, [&]<DType D>() {
+    ParallelRange(n, [&](size_t b, size_t e) {
+      for (size_t j = b; j < e; ++j) {
+        const float p = c0 * v0[j], q = c1 * v1[j];
+        out[j] = RdT<D>(p + q);
+      }
+    });
   });
 }
 

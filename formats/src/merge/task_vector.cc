@@ -1,5 +1,6 @@
 // The task-vector family (mergekit's generalized task arithmetic):
 // task_arithmetic, ties, dare_*, breadcrumbs*, della*.
+#include <algorithm>
 #include <cmath>
 
 #include "merge_internal.h"
@@ -22,8 +23,10 @@ void ComputeTaskVector(const MergeSpec& m, DType d, const std::vector<int64_t>& 
   for (size_t i = 0; i < nm; ++i) {
     const float* x = in[models[i]];
     float* dl = delta[i].data();
-    ParallelRange(n, [&](size_t b, size_t e) {
-      for (size_t j = b; j < e; ++j) dl[j] = Rd(d, x[j] - base[j]);
+    WithDType(d, [&]<DType D>() {
+      ParallelRange(n, [&](size_t b, size_t e) {
+        for (size_t j = b; j < e; ++j) dl[j] = RdT<D>(x[j] - base[j]);
+      });
     });
     if (m.method->sparsify != Sparsify::kNone) SparsifyDelta(m, models[i], d, shape, dl, n, node);
   }
@@ -35,36 +38,60 @@ void ComputeTaskVector(const MergeSpec& m, DType d, const std::vector<int64_t>& 
   const bool consensus = m.method->consensus, normalize = m.Param("normalize") != 0.0;
   const double lambda = m.Param("lambda");
   const float lambda32 = F32(lambda);
-  ParallelRange(n, [&](size_t b, size_t e) {
-    std::vector<float> wd(nm);
-    for (size_t j = b; j < e; ++j) {
-      for (size_t i = 0; i < nm; ++i) wd[i] = Rd(d, delta[i][j] * w[i]);
-      float mixed, div;
-      if (consensus) {
-        // get_mask(weighted_deltas, "sum"): the sign of the sum elects.
-        float s = 0.0f;
-        for (float x : wd) s += x;
-        const float majority = Rd(d, s) >= 0.0f ? 1.0f : -1.0f;
-        float acc = 0.0f, wacc = 0.0f;
+  WithDType(d, [&]<DType D>() {
+    // divisor[divisor.abs() < 1e-8] = 1: torch compares in D, where 1e-8
+    // is 0 in float16 (so a float16 zero sum divides by zero, as there).
+    const float plain_div = std::fabs(wsum) < RdT<D>(F32(1e-8)) ? 1.0f : wsum;
+    ParallelRange(n, [&](size_t b, size_t e) {
+      constexpr size_t kBlock = 512;  // elements at a time, so each loop below vectorizes
+      std::vector<float> wd(nm * kBlock);
+      float s[kBlock], acc[kBlock], wacc[kBlock], mixed[kBlock];
+      for (size_t j0 = b; j0 < e; j0 += kBlock) {
+        const size_t len = std::min(kBlock, e - j0);
         for (size_t i = 0; i < nm; ++i) {
-          const float sign = wd[i] > 0.0f ? 1.0f : wd[i] < 0.0f ? -1.0f : 0.0f;  // NaN: 0, never kept
-          const float mask = sign == majority ? 1.0f : 0.0f;
-          acc += Rd(d, wd[i] * mask);
-          wacc += Rd(d, w[i] * mask);
+          const float* dl = delta[i].data() + j0;
+          float* o = wd.data() + i * kBlock;
+          const float wi = w[i];
+          for (size_t j = 0; j < len; ++j) o[j] = RdT<D>(dl[j] * wi);
         }
-        mixed = Rd(d, acc);
-        div = Rd(d, wacc);
-        if (div == 0.0f) div = 1.0f;
-      } else {
-        float acc = 0.0f;
-        for (float x : wd) acc += x;
-        mixed = Rd(d, acc);
-        div = std::fabs(static_cast<double>(wsum)) < 1e-8 ? 1.0f : wsum;
+        for (size_t j = 0; j < len; ++j) s[j] = acc[j] = wacc[j] = 0.0f;
+        if (consensus) {
+          // get_mask(weighted_deltas, "sum"): the sign of the sum elects (>= 0: +).
+          for (size_t i = 0; i < nm; ++i)
+            for (size_t j = 0; j < len; ++j) s[j] += wd[i * kBlock + j];
+          for (size_t i = 0; i < nm; ++i) {
+            const float* x = wd.data() + i * kBlock;
+            const float wi = w[i];
+            for (size_t j = 0; j < len; ++j) {
+              const float majority = RdT<D>(s[j]) >= 0.0f ? 1.0f : -1.0f;
+              const float sign = x[j] > 0.0f ? 1.0f : x[j] < 0.0f ? -1.0f : 0.0f;  // NaN: 0, never kept
+              const float mask = sign == majority ? 1.0f : 0.0f;
+              acc[j] += RdT<D>(x[j] * mask);
+              wacc[j] += RdT<D>(wi * mask);
+            }
+          }
+          for (size_t j = 0; j < len; ++j) {
+            mixed[j] = RdT<D>(acc[j]);
+            const float div = RdT<D>(wacc[j]);
+            wacc[j] = div == 0.0f ? 1.0f : div;
+          }
+        } else {
+          for (size_t i = 0; i < nm; ++i)
+            for (size_t j = 0; j < len; ++j) acc[j] += wd[i * kBlock + j];
+          for (size_t j = 0; j < len; ++j) {
+            mixed[j] = RdT<D>(acc[j]);
+            wacc[j] = plain_div;
+          }
+        }
+        if (normalize)
+          for (size_t j = 0; j < len; ++j) mixed[j] = RdT<D>(mixed[j] / wacc[j]);
+        if (lambda != 1.0)
+          for (size_t j = 0; j < len; ++j) mixed[j] = RdT<D>(mixed[j] * lambda32);
+        const float* bs = base + j0;
+        float* o = out + j0;
+        for (size_t j = 0; j < len; ++j) o[j] = RdT<D>(bs[j] + mixed[j]);
       }
-      if (normalize) mixed = Rd(d, mixed / div);
-      if (lambda != 1.0) mixed = Rd(d, mixed * lambda32);
-      out[j] = Rd(d, base[j] + mixed);
-    }
+    });
   });
 }
 
