@@ -206,6 +206,7 @@ void Compiler::AddTensor(const PlanSlice& slice, const std::vector<std::pair<con
   };
   for (size_t k = 0; k < t.in.size(); ++k) {
     OutInput& in = t.in[k];
+    SourceLoc density_loc = slice.loc;
     // The task-vector family and slerp merge the others onto the base; linear
     // weighs every model, the base too.
     const bool is_base = static_cast<int>(k) == t.base && m.family != MergeMethodInfo::Family::kLinear;
@@ -223,9 +224,35 @@ void Compiler::AddTensor(const PlanSlice& slice, const std::vector<std::pair<con
       if (std::string_view(d.name) == "density" && !is_base && !(v->value > 0 && v->value <= 1))
         throw Error(v->loc.Str() + ": density " + Json(v->value).dump() + " for \"" + in.src_name + "\" of " +
                     in.model->resolved.ref + " is outside (0, 1]: it is the fraction of the task vector kept");
+      if (std::string_view(d.name) == "density") density_loc = v->loc;
       in.tensor_params[d.name] = v->value;
     }
+    if (is_base || m.family != MergeMethodInfo::Family::kTaskVector) continue;
+    // What the sparsifier would refuse when it runs, refused here with the plan's line.
+    const double density = in.tensor_params.value("density", 1.0);
+    if (density >= 1) continue;
+    double numel = 1;
+    for (int64_t dim : in.entry->shape) numel *= static_cast<double>(dim);
+    if (m.sparsify == Sparsify::kMagnitude && static_cast<int64_t>(density * numel) == 0)
+      throw Error(density_loc.Str() + ": density " + Json(density).dump() + " keeps int(density * " +
+                  std::to_string(static_cast<int64_t>(numel)) + ") = 0 elements of \"" + in.src_name + "\" of " +
+                  in.model->resolved.ref + " (mergekit's top-k of 0 fails); raise it for small tensors with a filter");
+    if (m.sparsify == Sparsify::kDellaMagprune) {
+      const double eps = in.tensor_params.value("epsilon", 0.15);
+      if (density - eps <= 0 || density + eps >= 1)
+        throw Error(density_loc.Str() + ": density " + Json(density).dump() + " with epsilon " + Json(eps).dump() +
+                    " for \"" + in.src_name + "\" of " + in.model->resolved.ref +
+                    ": DELLA keeps each element with a probability in [density - epsilon, density + epsilon], "
+                    "which must lie inside (0, 1)");
+    }
   }
+  // mergekit merges the final norm and lm_head from the last slice's first
+  // models (as many as the first slice has); the base must be among them.
+  if (m.needs_base && t.base < 0)
+    throw Error(slice.loc.Str() + ": merge_method " + std::string(m.name) + " merges \"" + t.name +
+                "\" from the first " + std::to_string(t.in.size()) + " source" + (t.in.size() == 1 ? "" : "s") +
+                " of this slice (mergekit takes as many as the first slice has), and the base model \"" +
+                *plan_.BaseOf(slice) + "\" is not among them (mergekit fails here too); list the base first");
   for (const MergeParamDef& d : m.params) {
     auto v = LookupParam(plan_, slice, nullptr, d.name, t.name, tpos);
     if (!v && d.required) throw need(d.name, t.name, "");
