@@ -44,6 +44,7 @@ void WriteProvenanceFiles(const Json& show, const std::string& svg_path, const s
 int RunCompile(const std::vector<std::string>& args);
 int RunExport(const std::vector<std::string>& args);
 int RunQuantize(const std::vector<std::string>& args);  // quantize.cc
+int RunMaterialize(const std::vector<std::string>& args);  // materialize.cc
 int RunSynth(const std::vector<std::string>& args);
 int RunLs(const std::vector<std::string>& args);
 int RunShow(const std::vector<std::string>& args);

@@ -30,6 +30,7 @@ const std::vector<Command>& Commands() {
   static const std::vector<Command> cmds = {
       {"compile", "compile a mergekit plan into the store as a named variant", RunCompile, true},
       {"quantize", "store a quantized twin of a variant (Q8_0, Q4_K_M, ...: llama-quantize's types and bytes)", RunQuantize, true},
+      {"materialize", "store a variant's merged (computed) tensors as blobs, so loads map them instead of computing them", RunMaterialize, true},
       {"export", "write a variant as a Hugging Face checkpoint (as mergekit would)", RunExport, true},
       {"synth", "write a deterministic synthetic HF checkpoint of a supported architecture", RunSynth, true},
       {"run", "run a variant (or an HF directory) from the store, on the CPU or a CUDA GPU", RunRun},

@@ -56,6 +56,9 @@ Live Mark(const Store& store) {
       if (e.blob) live.blobs.insert(e.hash);
       else stack.push_back(e.hash);
     }
+    // What `strata materialize` stored for a live derived node stays.
+    if (n->derived_bytes)
+      if (auto b = store.LookupMaterialized(h, *n->derived_bytes)) live.blobs.insert(*b);
   }
   return live;
 }
@@ -109,6 +112,7 @@ class Collector {
   void SweepBlobs();
   void SweepTmp();
   void PruneSourceCache();
+  void PruneMaterializedCache();
   bool PruneCacheFile(const std::string& path);
 
   Store& store_;
@@ -212,6 +216,32 @@ void Collector::PruneSourceCache() {
     if (PruneCacheFile(path)) ++report_.cache_files;
 }
 
+// Entries of the materialized cache whose node is gone, whose blob is gone, or
+// that are damaged (a lookup would only miss on them).
+void Collector::PruneMaterializedCache() {
+  const std::string dir = store_.MaterializedCacheDir();
+  if (!fs::is_directory(dir)) return;
+  std::vector<std::string> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) files.push_back(e.path().string());
+  for (const std::string& path : files) {
+    bool keep = false;
+    try {
+      const Json j = Json::parse(ReadFile(path));
+      auto node = Hash::FromHex(j.value("node", ""));
+      auto blob = Hash::FromHex(j.value("blob", ""));
+      keep = node && blob && store_.MaterializedCachePath(*node) == path && live_.nodes.count(*node) &&
+             blobs_left_.count(*blob);
+    } catch (const std::exception&) {
+      keep = false;  // unreadable: only ever a miss
+    }
+    if (keep) continue;
+    if (!opts_.dry_run) fs::remove(path);
+    ++report_.cache_entries;
+    ++report_.cache_files;
+  }
+}
+
 GcReport Collector::Run() {
   FileLock lock(store_.LockPath(), /*exclusive=*/true, opts_.on_lock_wait);
   live_ = Mark(store_);
@@ -219,6 +249,7 @@ GcReport Collector::Run() {
   SweepBlobs();
   SweepTmp();
   PruneSourceCache();
+  PruneMaterializedCache();
   return std::move(report_);
 }
 

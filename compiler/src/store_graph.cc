@@ -19,6 +19,7 @@ void TensorEdges(const Hash& h, const Json& j, ParsedNode& out) {
   TensorNode t = ParseTensorNode(j, h);
   if (t.op == TensorNode::Op::kBlob || t.op == TensorNode::Op::kQuant) out.edges.push_back(Edge{true, t.blob, "", t.nbytes()});
   for (const Hash& c : t.Children()) out.edges.push_back(NodeEdge(c, "tensor"));
+  if (!t.leaf()) out.derived_bytes = t.nbytes();
 }
 
 void VariantEdges(const Store& store, const Hash& h, ParsedNode& out) {

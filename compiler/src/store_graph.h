@@ -22,6 +22,9 @@ struct Edge {
 struct ParsedNode {
   std::string kind;
   std::vector<Edge> edges;
+  // A derived tensor node (merge, cast, scale): its bytes, the size of the
+  // blob `strata materialize` may have stored for it.
+  std::optional<uint64_t> derived_bytes;
 };
 
 // Parses the node `h` (its bytes `j` already matched its name) with the

@@ -1,7 +1,9 @@
 // Tensor materialization: the ops of the store's tensor nodes.
 #include "strata/formats/materialize.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -157,8 +159,21 @@ void TensorReader::VerifyMapped(const Hash& blob, const void* data, uint64_t siz
   verified_.insert(blob);
 }
 
+std::optional<Hash> TensorReader::Materialized(const Hash& h) {
+  if (!use_materialized_) return std::nullopt;
+  const TensorNode& n = Node(h);
+  if (n.leaf()) return std::nullopt;
+  auto it = materialized_.find(h);
+  if (it == materialized_.end()) it = materialized_.emplace(h, store_.LookupMaterialized(h, n.nbytes())).first;
+  return it->second;
+}
+
 void TensorReader::Read(const Hash& h, uint64_t begin, uint64_t count, void* out) {
-  const TensorNode n = Node(h);  // a copy: the recursion may grow nodes_ (depth <= kMaxTensorChain)
+  TensorNode n = Node(h);  // a copy: the recursion may grow nodes_ (depth <= kMaxTensorChain)
+  if (auto b = Materialized(h)) {  // read as the blob that holds its bytes
+    n.op = TensorNode::Op::kBlob;
+    n.blob = *b;
+  }
   const size_t es = DTypeSize(n.dtype);
   switch (n.op) {
     case TensorNode::Op::kBlob: {
@@ -199,6 +214,22 @@ void TensorReader::Read(const Hash& h, uint64_t begin, uint64_t count, void* out
 // Inputs read as float32 (exact), the method computed, rounded to the
 // node's dtype: in chunks for an elementwise method, else the whole tensor
 // once (kept for the next reads of this node unless one read took it all).
+void TensorReader::Prefetch(const Hash& h, uint64_t begin, uint64_t count) {
+  const TensorNode& n = Node(h);
+  std::optional<Hash> blob = Materialized(h);
+  if (!blob && n.op == TensorNode::Op::kBlob) blob = n.blob;
+  if (blob) {
+    const std::string path = store_.BlobPath(*blob);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;  // only a hint: Read reports what is wrong
+    const uint64_t es = DTypeSize(n.dtype);
+    posix_fadvise(fd, static_cast<off_t>(begin * es), static_cast<off_t>(count * es), POSIX_FADV_WILLNEED);
+    ::close(fd);
+    return;
+  }
+  if (n.op == TensorNode::Op::kScale || n.op == TensorNode::Op::kCast) Prefetch(n.src, begin, count);
+}
+
 void TensorReader::ReadMerge(const Hash& h, const TensorNode& n, uint64_t begin, uint64_t count, void* out) {
   const MergeSpec& m = *n.merge;
   const size_t es = DTypeSize(n.dtype);
@@ -219,6 +250,9 @@ void TensorReader::ReadMerge(const Hash& h, const TensorNode& n, uint64_t begin,
   if (!MergeNeedsWholeTensor(m)) {
     for (uint64_t done = 0; done < count; done += kChunkElements) {
       const uint64_t k = std::min<uint64_t>(kChunkElements, count - done);
+      // The disk reads the next chunk of every input while this one is computed.
+      if (done + k < count)
+        for (const Hash& in : m.inputs) Prefetch(in, begin + done + k, std::min<uint64_t>(kChunkElements, count - done - k));
       compute(begin + done, k, o + done * es);
     }
     return;
@@ -267,8 +301,13 @@ void TensorReader::CollectBlobs(const Hash& h, std::map<Hash, uint64_t>& blobs) 
   std::set<Hash> seen{h};
   std::vector<Hash> todo{h};  // each node once: a DAG of shared inputs stays linear
   while (!todo.empty()) {
-    const TensorNode& n = nodes_.at(todo.back());
+    const Hash h = todo.back();
     todo.pop_back();
+    const TensorNode& n = nodes_.at(h);
+    if (auto b = Materialized(h)) {  // read from its blob: nothing below is needed
+      blobs[*b] = n.nbytes();
+      continue;
+    }
     if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kQuant) blobs[n.blob] = n.nbytes();
     for (const Hash& c : n.Children())
       if (seen.insert(c).second) todo.push_back(c);
@@ -276,7 +315,11 @@ void TensorReader::CollectBlobs(const Hash& h, std::map<Hash, uint64_t>& blobs) 
 }
 
 void TensorReader::AppendTo(const Hash& h, SafetensorsWriter& w, std::atomic<uint64_t>* progress) {
-  const TensorNode n = Node(h);
+  TensorNode n = Node(h);
+  if (auto b = Materialized(h)) {
+    n.op = TensorNode::Op::kBlob;
+    n.blob = *b;
+  }
   if (n.op == TensorNode::Op::kZeros) {
     w.AppendZeros(n.nbytes());
     if (progress) *progress += n.nbytes();

@@ -1,6 +1,8 @@
 // The content-addressed store (see formats/STORE_FORMAT.md).
 #include "strata/formats/store.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cstring>
 #include <cstdlib>
@@ -322,6 +324,35 @@ void Store::RecordQuant(const Hash& src, std::string_view type, const Hash& node
   const Json n = GetNode(node);
   const Json j{{"src", src.Hex()}, {"type", std::string(type)}, {"node", node.Hex()}, {"blob", n.value("blob", "")}};
   const std::string path = QuantCachePath(src, type);
+  MakeDirs(fs::path(path).parent_path().string());
+  WriteFileAtomically(path, j.dump(), TmpDir());
+}
+
+std::string Store::MaterializedCachePath(const Hash& node) const { return FanOut(MaterializedCacheDir(), node.Hex()); }
+
+std::optional<Hash> Store::LookupMaterialized(const Hash& node, uint64_t nbytes) const {
+  const std::string path = MaterializedCachePath(node);
+  if (!FileExists(path)) return std::nullopt;
+  try {
+    const Json j = Json::parse(ReadFile(path));
+    if (!j.is_object() || j.value("node", "") != node.Hex() || !j.contains("bytes") || !j["bytes"].is_number_unsigned() ||
+        j["bytes"].get<uint64_t>() != nbytes)
+      return std::nullopt;
+    auto blob = Hash::FromHex(j.value("blob", ""));
+    if (!blob) return std::nullopt;
+    struct stat st;
+    const std::string bp = BlobPath(*blob);
+    if (stat(bp.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != nbytes)
+      return std::nullopt;
+    return blob;
+  } catch (const std::exception&) {
+    return std::nullopt;  // damaged: a miss
+  }
+}
+
+void Store::RecordMaterialized(const Hash& node, const Hash& blob, uint64_t nbytes) {
+  const Json j{{"node", node.Hex()}, {"blob", blob.Hex()}, {"bytes", nbytes}};
+  const std::string path = MaterializedCachePath(node);
   MakeDirs(fs::path(path).parent_path().string());
   WriteFileAtomically(path, j.dump(), TmpDir());
 }

@@ -46,17 +46,20 @@ const HostTensor& WeightStore::Get(const Hash& h) {
     }
     return tensors_.emplace(h, std::move(t)).first->second;
   }
-  if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kQuant) {
-    auto& m = blobs_[n.blob];
+  // A derived node `strata materialize` stored is mapped as its blob.
+  std::optional<Hash> mat = t.zero ? std::nullopt : reader_.Materialized(h);
+  if (n.op == TensorNode::Op::kBlob || n.op == TensorNode::Op::kQuant || mat) {
+    const Hash blob = mat ? *mat : n.blob;
+    auto& m = blobs_[blob];
     if (!m) {
-      std::string path = store_.BlobPath(n.blob);
-      Store::RequireObjectFile("blob " + n.blob.Hex() + " of tensor node " + h.Hex(), path);
+      std::string path = store_.BlobPath(blob);
+      Store::RequireObjectFile("blob " + blob.Hex() + " of tensor node " + h.Hex(), path);
       m = std::make_unique<MappedFile>(path);
       if (m->size() != n.nbytes())
-        throw Error("blob " + n.blob.Hex() + " has " + std::to_string(m->size()) + " bytes, tensor node " + h.Hex() +
+        throw Error("blob " + blob.Hex() + " has " + std::to_string(m->size()) + " bytes, tensor node " + h.Hex() +
                     " needs " + std::to_string(n.nbytes()) + "; the store is damaged, run `strata verify`");
       mapped_bytes_ += m->size();
-      if (verify_) reader_.VerifyMapped(n.blob, m->data(), m->size());
+      if (verify_) reader_.VerifyMapped(blob, m->data(), m->size());
     }
     t.data = m->data();
   } else {

@@ -14,7 +14,9 @@
 #include <set>
 
 #include "strata/compiler/export.h"
+#include "strata/compiler/gc.h"
 #include "strata/compiler/inspect.h"
+#include "strata/compiler/materialize.h"
 #include "strata/compiler/render.h"
 #include "strata/compiler/resolve.h"
 #include "strata/compiler/synth.h"
@@ -1285,6 +1287,53 @@ TEST_F(CompileTest, BreadcrumbsThatKeepNothingWarn) {
   // projections and up give int(0.01 * n) >= 1.
   EXPECT_THAT(st.warnings[0], HasSubstr("5 tensors (the first \"model.layers.0.input_layernorm.weight\")"));
   EXPECT_THAT(st.warnings[0], HasSubstr("gamma"));
+}
+
+TEST_F(CompileTest, MaterializeStoresMergedBytesThatGcKeepsWhileUsed) {
+  Synth("org/a", "mistral", 2, std::nullopt, false, 1);
+  Synth("org/b", "mistral", 2, std::nullopt, false, 2);
+  Run(PlanFile("ties",
+               "merge_method: ties\n"
+               "base_model: org/a\n"
+               "models:\n"
+               "  - model: org/a\n"
+               "  - {model: org/b, parameters: {weight: 0.5, density: 0.5}}\n"
+               "out_dtype: float16\n"));
+  Export(*store_, "ties", tmp_ / "recipe", ExportOptions{});
+  const std::string recipe = testutil::ReadText(tmp_ / "recipe/model.safetensors");
+
+  const MaterializeStats st = MaterializeVariant(*store_, "ties", MaterializeOptions{});
+  EXPECT_EQ(st.tensors, 2 * 9 + 3u);
+  EXPECT_EQ(st.derived, st.tensors);  // every tensor is a cast over a merge
+  EXPECT_EQ(st.computed, st.derived);
+  EXPECT_EQ(st.blob_bytes_written, (2 * kEmbedBytes + 2 * kLayerBytes + kNormBytes));  // f16: as many bytes as bf16
+  EXPECT_EQ(MaterializeVariant(*store_, "ties", MaterializeOptions{}).computed, 0u);  // all cached now
+
+  // Export reads the stored bytes: the same file, and every top node has an entry.
+  Export(*store_, "ties", tmp_ / "mat", ExportOptions{});
+  EXPECT_EQ(testutil::ReadText(tmp_ / "mat/model.safetensors"), recipe);
+  Variant v = LoadVariant(*store_, *store_->GetRef("ties"));
+  const Hash q = LoadLayer(*store_, v.layers[1].layer).at("self_attn.q_proj.weight");
+  const TensorNode qn = ParseTensorNode(store_->GetNode(q), q);
+  const std::optional<Hash> qb = store_->LookupMaterialized(q, qn.nbytes());
+  ASSERT_TRUE(qb.has_value());
+  EXPECT_FALSE(store_->LookupMaterialized(q, qn.nbytes() + 2).has_value());  // a size mismatch is a miss
+
+  // gc keeps the blobs while the variant lives...
+  GcOptions o;
+  o.grace_s = 0;
+  CollectGarbage(*store_, o);
+  EXPECT_TRUE(store_->HasBlob(*qb));
+  // ...a damaged entry is only a miss (export computes the recipe again)...
+  testutil::WriteText(store_->MaterializedCachePath(q), "{not json");
+  EXPECT_FALSE(store_->LookupMaterialized(q, qn.nbytes()).has_value());
+  Export(*store_, "ties", tmp_ / "damaged", ExportOptions{});
+  EXPECT_EQ(testutil::ReadText(tmp_ / "damaged/model.safetensors"), recipe);
+  // ...and after rm, gc removes the blobs and the entries.
+  RemoveVariants(*store_, {"ties"});
+  CollectGarbage(*store_, o);
+  EXPECT_FALSE(store_->HasBlob(*qb));
+  EXPECT_TRUE(testutil::FilesUnder(store_->MaterializedCacheDir()).empty());
 }
 
 }  // namespace

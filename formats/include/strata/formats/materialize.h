@@ -45,6 +45,16 @@ class TensorReader {
   // blob goes file to file with copy_file_range). `progress` (may be null)
   // advances by bytes. Throws as Read.
   void AppendTo(const Hash& h, SafetensorsWriter& w, std::atomic<uint64_t>* progress);
+  // The blob `strata materialize` stored for derived node `h` (merge, cast,
+  // scale), which Read, AppendTo and CollectBlobs then use in its place;
+  // nullopt for a leaf, a miss, or when materialized blobs are not used.
+  std::optional<Hash> Materialized(const Hash& h);
+  // Off: every derived node is computed from its inputs (`strata materialize`
+  // itself, and checks that recompute).
+  void UseMaterialized(bool on) {
+    use_materialized_ = on;
+    materialized_.clear();
+  }
   // Hashes blob `blob` of `size` bytes in one pass unless it was verified
   // already. Throws Error naming the blob when its bytes do not match its name.
   void VerifyBlob(const Hash& blob, uint64_t size);
@@ -58,6 +68,9 @@ class TensorReader {
   struct Stream;  // a blob being hashed as it is read in order
   int BlobFd(const Hash& blob, uint64_t expected_size);
   void ReadQuant(const TensorNode& n, uint64_t begin, uint64_t count, void* out);
+  // Asks the kernel to start reading elements [begin, begin+count) of `h`'s
+  // blob (through scale/cast nodes); a hint, never an error.
+  void Prefetch(const Hash& h, uint64_t begin, uint64_t count);
   void ReadMerge(const Hash& h, const TensorNode& n, uint64_t begin, uint64_t count, void* out);
   const TensorNode& NodeAt(const Hash& h, const Hash& top, int level);
   void Hashed(const Hash& blob, uint64_t offset, const void* data, uint64_t n, uint64_t size);
@@ -68,6 +81,8 @@ class TensorReader {
   std::map<Hash, int> depth_;  // derived nodes above the blob or zeros node
   std::set<Hash> verified_;
   std::map<Hash, std::unique_ptr<Stream>> streams_;
+  bool use_materialized_ = true;
+  std::map<Hash, std::optional<Hash>> materialized_;  // memo of Materialized()
   // The last merge node computed whole, for reads of it in parts (export).
   std::optional<Hash> merged_node_;
   std::vector<char> merged_;

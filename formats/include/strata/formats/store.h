@@ -110,6 +110,16 @@ class Store {
   std::optional<Hash> LookupQuant(const Hash& src, std::string_view type) const;
   // Records one result (atomically; a lost update only costs recomputing it).
   void RecordQuant(const Hash& src, std::string_view type, const Hash& node);
+  // Materialized cache (`strata materialize`): the blob that holds the bytes
+  // of derived tensor node `node` (a merge, cast or scale), so readers map it
+  // instead of computing it. Lookup returns nullopt on a miss, for a damaged
+  // entry, or when the blob has left the store or is not `nbytes` long.
+  std::optional<Hash> LookupMaterialized(const Hash& node, uint64_t nbytes) const;
+  // Records one (atomically, after the blob is stored).
+  void RecordMaterialized(const Hash& node, const Hash& blob, uint64_t nbytes);
+  // Every entry's file: cache/materialized/<k0k1>/<node hash>.
+  std::string MaterializedCacheDir() const { return root_ + "/cache/materialized"; }
+  std::string MaterializedCachePath(const Hash& node) const;
   // Sizes for `du`: bytes of every blob file, and of every node file.
   struct Usage {
     uint64_t blob_bytes = 0, blob_count = 0, node_bytes = 0, node_count = 0;
