@@ -61,10 +61,11 @@ void DropBlobCaches(const Store& store, const Model& m) {
     todo.pop_back();
     if (!seen.insert(h).second) continue;
     const TensorNode n = reader.Node(h);
-    if (!n.leaf()) {
+    const std::optional<Hash> mat = reader.Materialized(h);  // `strata materialize`: the load maps this blob
+    if (!n.leaf() && !mat) {
       for (const Hash& c : n.Children()) todo.push_back(c);
-    } else if (n.op == TensorNode::Op::kBlob) {
-      const std::string path = store.BlobPath(n.blob);
+    } else if (n.op == TensorNode::Op::kBlob || mat) {
+      const std::string path = store.BlobPath(mat ? *mat : n.blob);
       if (!FileExists(path)) continue;  // the load reports it
       int fd = OpenReadOnly(path);
       DropCache(fd, 0, 0);
