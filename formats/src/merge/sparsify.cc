@@ -5,6 +5,8 @@
 #include <cmath>
 #include <numeric>
 
+#include <tbb/parallel_reduce.h>
+
 #include "merge_internal.h"
 #include "strata/formats/error.h"
 
@@ -15,6 +17,35 @@ namespace {
 // |x| as an integer key that sorts as the float magnitude (NaN above inf, as
 // torch sorts it).
 inline uint32_t MagKey(float x) { return dtype_internal::FloatBits(x) & 0x7FFFFFFFu; }
+
+// The key at position `rank` (0-based) of the keys of x sorted ascending:
+// a two-pass radix select over 16-bit digits, histograms built on every
+// core; no copy of the keys.
+uint32_t KthKey(const float* x, size_t n, size_t rank) {
+  uint32_t prefix = 0;
+  for (int pass = 0; pass < 2; ++pass) {
+    const int shift = pass == 0 ? 16 : 0;
+    std::vector<uint64_t> hist = tbb::parallel_reduce(
+        tbb::blocked_range<size_t>(0, n, 1 << 16), std::vector<uint64_t>(),
+        [&](const tbb::blocked_range<size_t>& r, std::vector<uint64_t> h) {
+          if (h.empty()) h.assign(65536, 0);
+          for (size_t j = r.begin(); j < r.end(); ++j) {
+            const uint32_t k = MagKey(x[j]);
+            if (pass == 0 || (k >> 16) == prefix) ++h[(k >> shift) & 0xFFFFu];
+          }
+          return h;
+        },
+        [](std::vector<uint64_t> a, const std::vector<uint64_t>& b) {
+          if (a.empty()) return b;
+          for (size_t i = 0; i < b.size(); ++i) a[i] += b[i];
+          return a;
+        });
+    size_t bin = 0;
+    for (; bin < 65535 && rank >= hist[bin]; ++bin) rank -= hist[bin];
+    prefix = pass == 0 ? static_cast<uint32_t>(bin) : (prefix << 16) | static_cast<uint32_t>(bin);
+  }
+  return prefix;
+}
 
 // masked = delta * mask, then the l1 rescale, all in dtype w.
 void MaskAndRescale(DType w, bool rescale, float* delta, const std::vector<uint8_t>& keep, size_t n) {
@@ -37,17 +68,12 @@ void MaskAndRescale(DType w, bool rescale, float* delta, const std::vector<uint8
 std::vector<uint8_t> KeepSortedRange(const float* x, size_t n, size_t lo, size_t hi) {
   std::vector<uint8_t> keep(n, 0);
   if (lo >= hi) return keep;
-  std::vector<uint32_t> keys(n);
-  for (size_t j = 0; j < n; ++j) keys[j] = MagKey(x[j]);
   // The keys at sorted positions lo and hi-1, and how many equal to each
   // come before the range's ends.
-  std::vector<uint32_t> sorted = keys;
-  std::nth_element(sorted.begin(), sorted.begin() + lo, sorted.end());
-  const uint32_t klo = sorted[lo];
-  std::nth_element(sorted.begin(), sorted.begin() + (hi - 1), sorted.end());
-  const uint32_t khi = sorted[hi - 1];
+  const uint32_t klo = KthKey(x, n, lo), khi = KthKey(x, n, hi - 1);
   size_t below_lo = 0, below_hi = 0;  // elements strictly below klo / at most below khi
-  for (uint32_t k : keys) {
+  for (size_t j = 0; j < n; ++j) {
+    const uint32_t k = MagKey(x[j]);
     below_lo += k < klo;
     below_hi += k < khi;
   }
@@ -56,7 +82,7 @@ std::vector<uint8_t> KeepSortedRange(const float* x, size_t n, size_t lo, size_t
   // (hi - below_hi) sort before position hi.
   size_t skip_lo = lo - below_lo, take_hi = hi - below_hi;
   for (size_t j = 0; j < n; ++j) {
-    const uint32_t k = keys[j];
+    const uint32_t k = MagKey(x[j]);
     bool in = k > klo && k < khi;
     if (k == klo && k == khi) {
       // lo and hi-1 fall on one run of equal keys: skip some, take some.
@@ -101,18 +127,16 @@ void SparsifyDelta(const MergeSpec& m, size_t k, DType d, const std::vector<int6
       // The keep_n largest: sorted descending, stable = ascending positions
       // [n - keep_n, n) with ties among equal magnitudes taken in index order
       // from the top; written as a descending selection below.
-      std::vector<uint32_t> keys(n);
-      for (size_t j = 0; j < n; ++j) keys[j] = MagKey(delta[j]);
-      std::vector<uint32_t> sorted = keys;
-      std::nth_element(sorted.begin(), sorted.begin() + (keep_n - 1), sorted.end(), std::greater<>());
-      const uint32_t kth = sorted[keep_n - 1];
+      // Position keep_n - 1 from the top is n - keep_n from the bottom.
+      const uint32_t kth = KthKey(delta, n, n - keep_n);
       size_t above = 0;
-      for (uint32_t x : keys) above += x > kth;
+      for (size_t j = 0; j < n; ++j) above += MagKey(delta[j]) > kth;
       size_t ties = keep_n - above;
       std::vector<uint8_t> keep(n);
       for (size_t j = 0; j < n; ++j) {
-        keep[j] = keys[j] > kth;
-        if (keys[j] == kth && ties > 0) {
+        const uint32_t key = MagKey(delta[j]);
+        keep[j] = key > kth;
+        if (key == kth && ties > 0) {
           keep[j] = 1;
           --ties;
         }
