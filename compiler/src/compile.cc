@@ -111,7 +111,6 @@ class Compiler {
   void Derive(Built& b, const OutInput& in, TensorNode::Op op, DType dtype, double factor);
   DType ComputeDType(const OutTensor& t) const;
   void CheckShapes() const;
-  void WarnEmptyBreadcrumbs();
   void Ingest();
   IngestResult IngestTransformed(int fd, const SourceRange& s);
   Hash TensorNodeFor(const OutTensor& t);
@@ -128,6 +127,8 @@ class Compiler {
   std::map<std::string, SourceRange> sources_;  // by source key
   std::map<std::string, FileIdentity> identities_;
   int total_layers_ = 0;
+  size_t empty_crumbs_ = 0;         // tensors whose breadcrumbs keep nothing (a warning)
+  std::string first_empty_crumbs_;  // the first of them
   CompileStats stats_;
 };
 
@@ -204,6 +205,7 @@ void Compiler::AddTensor(const PlanSlice& slice, const std::vector<std::pair<con
                  (model.empty() ? "" : " for model \"" + model + "\"") + " on tensor \"" + tensor +
                  "\" (give it in the source's, the slice's or the plan's parameters)");
   };
+  bool empty_crumbs = false;  // some input's breadcrumbs keep nothing
   for (size_t k = 0; k < t.in.size(); ++k) {
     OutInput& in = t.in[k];
     SourceLoc density_loc = slice.loc;
@@ -233,6 +235,11 @@ void Compiler::AddTensor(const PlanSlice& slice, const std::vector<std::pair<con
     if (density >= 1) continue;
     double numel = 1;
     for (int64_t dim : in.entry->shape) numel *= static_cast<double>(dim);
+    // mergekit's magnitude_outliers keeps indices[n_bot:-n_top]: nothing at
+    // all when int(gamma * numel) is 0. strata does the same, and says so.
+    if (m.sparsify == Sparsify::kMagnitudeOutliers &&
+        static_cast<int64_t>(in.tensor_params.value("gamma", 0.01) * numel) == 0)
+      empty_crumbs = true;
     if (m.sparsify == Sparsify::kMagnitude && static_cast<int64_t>(density * numel) == 0)
       throw Error(density_loc.Str() + ": density " + Json(density).dump() + " keeps int(density * " +
                   std::to_string(static_cast<int64_t>(numel)) + ") = 0 elements of \"" + in.src_name + "\" of " +
@@ -258,6 +265,7 @@ void Compiler::AddTensor(const PlanSlice& slice, const std::vector<std::pair<con
     if (!v && d.required) throw need(d.name, t.name, "");
     t.params[d.name] = v ? v->value : d.default_value;
   }
+  if (empty_crumbs && empty_crumbs_++ == 0) first_empty_crumbs_ = t.name;
   if (m.family == MergeMethodInfo::Family::kLinear && t.params.value("normalize", 1.0) != 0) {
     double sum = 0;
     for (const OutInput& in : t.in) sum += in.tensor_params.value("weight", 0.0);
@@ -571,33 +579,12 @@ void Compiler::Prepare() {
   LoadModels();
   PlanTensors();
   CheckShapes();
-  WarnEmptyBreadcrumbs();
-}
-
-// mergekit's magnitude_outliers keeps indices[n_bot:-n_top]: nothing at all
-// when int(gamma * numel) is 0. strata does the same, and says so.
-void Compiler::WarnEmptyBreadcrumbs() {
-  if (plan_.method->sparsify != Sparsify::kMagnitudeOutliers) return;
-  size_t count = 0;
-  const OutTensor* first = nullptr;
-  for (const OutTensor& t : tensors_) {
-    for (size_t k = 0; k < t.in.size(); ++k) {
-      if (static_cast<int>(k) == t.base) continue;
-      const Json& p = t.in[k].tensor_params;
-      double numel = 1;
-      for (int64_t d : t.in[k].entry->shape) numel *= static_cast<double>(d);
-      if (p.value("density", 1.0) < 1.0 && static_cast<int64_t>(p.value("gamma", 0.01) * numel) == 0) {
-        if (!first) first = &t;
-        ++count;
-        break;
-      }
-    }
-  }
-  if (count)
-    stats_.warnings.push_back(std::to_string(count) + " tensor" + (count == 1 ? "" : "s") + " (the first \"" +
-                              first->name + "\") keep no task vector at all: int(gamma * elements) is 0, and " +
-                              plan_.merge_method + " keeps sorted positions [n_bot, -n_top), empty for n_top = 0, as "
-                              "mergekit does; raise gamma or use " +
+  if (empty_crumbs_)
+    stats_.warnings.push_back(std::to_string(empty_crumbs_) + " tensor" + (empty_crumbs_ == 1 ? "" : "s") +
+                              " (the first \"" + first_empty_crumbs_ +
+                              "\") keep no task vector at all: int(gamma * elements) is 0, and " + plan_.merge_method +
+                              " keeps sorted positions [n_bot, -n_top), empty for n_top = 0, as mergekit does; raise "
+                              "gamma or use " +
                               (plan_.method->consensus ? "ties" : "task_arithmetic") + " for small tensors");
 }
 
