@@ -59,6 +59,24 @@ std::map<Hash, const HostTensor*> DistinctTensors(const Model& m) {
 
 uint64_t Bytes(const HostTensor* t) { return t->numel() * DTypeSize(t->dtype); }
 
+// Every distinct tensor of `m` is resident in `dw`, bit for bit what the host
+// materialized; returns their bytes.
+uint64_t ExpectResidentAsOnHost(const cuda::DeviceWeights& dw, const Model& m, const std::string& variant) {
+  uint64_t sum = 0;
+  for (const auto& [h, t] : DistinctTensors(m)) {
+    const cuda::DeviceTensor* d = dw.Find(h);
+    if (!d) {
+      ADD_FAILURE() << variant << ": tensor node " << h.Hex() << " is not resident";
+      continue;
+    }
+    std::vector<uint8_t> got(Bytes(t));
+    CUDA_CHECK(cudaMemcpy(got.data(), d->data, got.size(), cudaMemcpyDeviceToHost));
+    EXPECT_EQ(0, std::memcmp(got.data(), t->data, got.size())) << variant << " tensor node " << h.Hex();
+    sum += Bytes(t);
+  }
+  return sum;
+}
+
 class CudaBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -267,15 +285,7 @@ TEST_F(CudaBackendTest, ResidentBytesEqualHostBytes) {
         cuda::DeviceWeights dw(*store_);
         const cuda::ModelBindings b = dw.Add(m, o, stream);
         EXPECT_EQ(done.load(), total) << variant;
-        uint64_t sum = 0;
-        for (const auto& [h, t] : DistinctTensors(m)) {
-          const cuda::DeviceTensor* d = dw.Find(h);
-          ASSERT_NE(d, nullptr) << variant << " " << h.Hex();
-          std::vector<uint8_t> got(Bytes(t));
-          CUDA_CHECK(cudaMemcpy(got.data(), d->data, got.size(), cudaMemcpyDeviceToHost));
-          EXPECT_EQ(0, std::memcmp(got.data(), t->data, got.size())) << variant << " tensor node " << h.Hex();
-          sum += Bytes(t);
-        }
+        const uint64_t sum = ExpectResidentAsOnHost(dw, m, variant);
         EXPECT_EQ(b.stats().tensor_bytes, sum);
         EXPECT_EQ(b.stats().uploaded_bytes, sum);  // a fresh pool: everything is new
         EXPECT_EQ(dw.bytes(), sum);
@@ -314,17 +324,10 @@ TEST_F(CudaBackendTest, MergeRecipesMatchCpuAndHostBytes) {
     {
       cuda::DeviceWeights dw(*store_);
       const cuda::ModelBindings b = dw.Add(m, cuda::DeviceLoadOptions{}, stream);
-      uint64_t sum = 0;
+      const uint64_t sum = ExpectResidentAsOnHost(dw, m, variant);
       int merged = 0;
-      for (const auto& [h, t] : DistinctTensors(m)) {
-        const cuda::DeviceTensor* d = dw.Find(h);
-        ASSERT_NE(d, nullptr) << variant << " " << h.Hex();
-        std::vector<uint8_t> got(Bytes(t));
-        CUDA_CHECK(cudaMemcpy(got.data(), d->data, got.size(), cudaMemcpyDeviceToHost));
-        EXPECT_EQ(0, std::memcmp(got.data(), t->data, got.size())) << variant << " tensor node " << h.Hex();
-        sum += Bytes(t);
+      for (const auto& [h, t] : DistinctTensors(m))
         merged += ParseTensorNode(store_->GetNode(h), h).op == TensorNode::Op::kMerge;
-      }
       EXPECT_GT(merged, 6 * 9) << variant;  // every layer tensor is a merge (embeddings and norms too)
       EXPECT_EQ(b.stats().tensor_bytes, sum) << variant;
       EXPECT_EQ(dw.bytes(), sum) << variant;
