@@ -858,25 +858,7 @@ def cmd_compare(a):
                 d.add("file bytes", f"{fn}: file bytes differ though header and "
                       "tensors match")
 
-    cfg_path = os.path.join(exp_dir, "config.json")
-    if not os.path.isfile(cfg_path):
-        d.add("config.json", "missing")
-    else:
-        try:
-            with open(cfg_path, encoding="utf-8") as f:
-                got = json.load(f)
-        except ValueError as err:
-            got = None
-            d.add("config.json", f"not JSON ({err})")
-        if got is not None:
-            want = ex.config()
-            for k in sorted(set(want) | set(got)):
-                if k not in got:
-                    d.add("config.json", f"key {k} missing (expected {want[k]!r})")
-                elif k not in want:
-                    d.add("config.json", f"unexpected key {k} = {got[k]!r}")
-                elif got[k] != want[k] or type(got[k]) is not type(want[k]):
-                    d.add("config.json", f"{k}: expected {want[k]!r}, got {got[k]!r}")
+    mr._compare_config(ex, exp_dir, d)
 
     if a.ulps > 0:
         for kind, (n, nd, nbig, mx) in sorted(stats.items()):
