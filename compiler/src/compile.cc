@@ -209,9 +209,9 @@ void Compiler::AddTensor(const PlanSlice& slice, const std::vector<std::pair<con
   for (size_t k = 0; k < t.in.size(); ++k) {
     OutInput& in = t.in[k];
     SourceLoc density_loc = slice.loc;
-    // The task-vector family and slerp merge the others onto the base; linear
-    // weighs every model, the base too.
-    const bool is_base = static_cast<int>(k) == t.base && m.family != MergeMethodInfo::Family::kLinear;
+    // Most methods merge the others onto the base; linear weighs every model,
+    // the base too.
+    const bool is_base = static_cast<int>(k) == t.base && m.base_role;
     for (const MergeParamDef& d : m.tensor_params) {
       auto v = LookupParam(plan_, slice, srcs[k].first, d.name, in.src_name, tpos);
       if (m.family == MergeMethodInfo::Family::kPassthrough) {
@@ -460,15 +460,17 @@ void Compiler::Derive(Built& b, const OutInput& in, TensorNode::Op op, DType dty
 
 DType Compiler::ComputeDType(const OutTensor& t) const {
   if (plan_.dtype) return *plan_.dtype;
-  if (t.base >= 0 && plan_.method->family != MergeMethodInfo::Family::kLinear) {
+  if (t.base >= 0 && plan_.method->casts_to_base) {
     // The task-vector family casts every model to the base's dtype.
+    return t.in[t.base].entry->dtype;
+  }
+  if (t.base >= 0 && plan_.method->family == MergeMethodInfo::Family::kSlerp) {
     const DType d = t.in[t.base].entry->dtype;
-    if (plan_.method->family == MergeMethodInfo::Family::kSlerp)
-      for (const OutInput& in : t.in)
-        if (in.entry->dtype != d)
-          throw Error("slerp of \"" + t.name + "\": " + in.model->resolved.ref + " stores it as " +
-                      std::string(DTypeName(in.entry->dtype)) + " but the base as " + std::string(DTypeName(d)) +
-                      "; give the plan a dtype: (mergekit would compute in float32 from both as stored)");
+    for (const OutInput& in : t.in)
+      if (in.entry->dtype != d)
+        throw Error("slerp of \"" + t.name + "\": " + in.model->resolved.ref + " stores it as " +
+                    std::string(DTypeName(in.entry->dtype)) + " but the base as " + std::string(DTypeName(d)) +
+                    "; give the plan a dtype: (mergekit would compute in float32 from both as stored)");
     return d;
   }
   for (const OutInput& in : t.in)
@@ -483,8 +485,8 @@ Hash Compiler::TensorNodeFor(const OutTensor& t) {
   const MergeMethodInfo& m = *plan_.method;
   Built b;
   if (m.family == MergeMethodInfo::Family::kPassthrough ||
-      (t.in.size() == 1 && m.family != MergeMethodInfo::Family::kLinear)) {
-    // One model: mergekit's task-vector methods and slerp return it as loaded.
+      (t.in.size() == 1 && m.base_role)) {
+    // One model, the base: mergekit's methods with a base return it as loaded.
     b = LeafNode(t.in[0]);
     if (plan_.dtype && *plan_.dtype != b.node.dtype) Derive(b, t.in[0], TensorNode::Op::kCast, *plan_.dtype, 1.0);
     if (t.scale && *t.scale != 1.0) Derive(b, t.in[0], TensorNode::Op::kScale, b.node.dtype, *t.scale);
@@ -492,7 +494,7 @@ Hash Compiler::TensorNodeFor(const OutTensor& t) {
     const DType d = ComputeDType(t);
     auto spec = std::make_shared<MergeSpec>();
     spec->method = &m;
-    if (m.family != MergeMethodInfo::Family::kLinear) spec->base = t.base;
+    if (m.base_role) spec->base = t.base;
     spec->params = t.params;
     for (const OutInput& in : t.in) {
       Built x = LeafNode(in);

@@ -436,6 +436,11 @@ void Parser::Validate(const Plan& plan, const YAML::Node& root) const {
       throw Error(s.loc.Str() + ": " + what + " has " + std::to_string(s.sources.size()) + " source" +
                   (s.sources.size() == 1 ? "" : "s") + "; merge_method " + m.name + " takes exactly " +
                   std::to_string(m.models) + (plan.models_form && plan.base_model ? " (base_model counts as one)" : ""));
+    if (static_cast<int>(s.sources.size()) < m.min_models)
+      throw Error(s.loc.Str() + ": " + what + " has " + std::to_string(s.sources.size()) + " source" +
+                  (s.sources.size() == 1 ? "" : "s") + "; merge_method " + m.name + " takes at least " +
+                  std::to_string(m.min_models) + " (the base model and " + std::to_string(m.min_models - 1) +
+                  " others)");
     if (m.needs_base) {
       const auto& base = plan.BaseOf(s);
       if (!base)

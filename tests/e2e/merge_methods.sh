@@ -235,6 +235,97 @@ plan slerp_f32 \
   "out_dtype: bfloat16"
 check_merge slerp_f32 1
 
+plan nearswap \
+  "merge_method: nearswap" \
+  "base_model: org/base" \
+  "models:" \
+  "  - model: org/a" \
+  "  - model: org/base" \
+  "parameters:" \
+  "  t:" \
+  "    - filter: mlp" \
+  "      value: [0.0005, 0.02]" \
+  "    - value: 0.004"
+check_merge nearswap 0
+
+plan nearswap_f16 \
+  "merge_method: nearswap" \
+  "base_model: org/h0" \
+  "models:" \
+  "  - model: org/h0" \
+  "  - model: org/h1" \
+  "parameters: {t: 0.001}"
+check_merge nearswap_f16 0
+
+plan ram \
+  "merge_method: ram" \
+  "base_model: org/base" \
+  "models:" \
+  "  - model: org/base" \
+  "  - model: org/a" \
+  "  - model: org/b" \
+  "parameters:" \
+  "  epsilon:" \
+  "    - filter: self_attn" \
+  "      value: 0.03" \
+  "    - value: 0.015"
+check_merge ram 0
+
+plan ram_f32 \
+  "merge_method: ram" \
+  "base_model: org/f0" \
+  "models:" \
+  "  - model: org/f0" \
+  "  - model: org/f1" \
+  "  - model: org/h0" \
+  "dtype: float32" \
+  "out_dtype: bfloat16"
+check_merge ram_f32 0
+
+plan model_stock \
+  "merge_method: model_stock" \
+  "base_model: org/base" \
+  "models:" \
+  "  - model: org/base" \
+  "  - model: org/a" \
+  "  - model: org/b"
+check_merge model_stock 1
+
+plan model_stock_rows \
+  "merge_method: model_stock" \
+  "base_model: org/h0" \
+  "models:" \
+  "  - model: org/a" \
+  "  - model: org/h1" \
+  "  - model: org/f0" \
+  "  - model: org/h0" \
+  "parameters: {filter_wise: true}" \
+  "dtype: float16"
+check_merge model_stock_rows 1
+
+plan sce \
+  "merge_method: sce" \
+  "base_model: org/base" \
+  "models:" \
+  "  - model: org/base" \
+  "  - model: org/a" \
+  "  - model: org/b" \
+  "parameters:" \
+  "  select_topk:" \
+  "    - filter: mlp" \
+  "      value: 0.3" \
+  "    - value: [0.5, 1]"
+check_merge sce 1
+
+plan sce_f32 \
+  "merge_method: sce" \
+  "base_model: org/f1" \
+  "models:" \
+  "  - model: org/f1" \
+  "  - model: org/f0" \
+  "parameters: {int8_mask: true}"
+check_merge sce_f32 1
+
 # --- recipes, not tensors -------------------------------------------------------------
 store_bytes() { du -sb "$STRATA_STORE" | cut -f1; }
 plan stack_ties \
@@ -356,6 +447,29 @@ plan bad_zip \
   "      - {model: org/base, layer_range: [2, 4]}" \
   "base_model: org/a"
 expect_error bad_zip "bad_zip.yml:5:5: merge_method task_arithmetic merges \"model.norm.weight\" from the first 1 source"
+plan bad_stock2 \
+  "merge_method: model_stock" \
+  "base_model: org/base" \
+  "models:" \
+  "  - model: org/base" \
+  "  - model: org/a"
+expect_error bad_stock2 "bad_stock2.yml:4:3: models: has 2 sources; merge_method model_stock takes at least 3"
+plan bad_swap3 \
+  "merge_method: nearswap" \
+  "base_model: org/base" \
+  "parameters: {t: 0.1}" \
+  "models:" \
+  "  - model: org/base" \
+  "  - model: org/a" \
+  "  - model: org/b"
+expect_error bad_swap3 "bad_swap3.yml:5:3: models: has 3 sources; merge_method nearswap takes exactly 2"
+plan bad_ram_dtypes \
+  "merge_method: ram" \
+  "base_model: org/base" \
+  "models:" \
+  "  - model: org/base" \
+  "  - model: org/h0"
+expect_error bad_ram_dtypes "ram of \"[^\"]+\": the models store it as BF16 and F16; give the plan a dtype:"
 "$STRATA" synth --preset tiny --layers 4 --hidden 128 --hf-cache "$T/hf" --as org/wide --seed 8 -q \
   >"$T/logs/synth-wide" 2>&1 || bad "synth org/wide" "$T/logs/synth-wide"
 plan bad_shape \
@@ -370,10 +484,13 @@ expect_error bad_shape "shapes disagree: output tensor \"[^\"]+\" merges"
 # variant and its exported checkpoint score the same to the last bit.
 "$STRATA" synth --preset tiny --layers 32 --hidden 96 --heads 3 --kv-heads 1 --intermediate 256 \
   --vocab 4096 --hf-cache "$T/hf" --as org/noise --seed 9 -q >"$T/logs/noise" 2>&1 || bad "synth org/noise" "$T/logs/noise"
-for m in ties slerp; do
+for m in ties slerp sce; do
   if [[ $m == ties ]]; then
     plan "fix_$m" "merge_method: ties" "base_model: \"$FIX\"" "models:" "  - model: \"$FIX\"" \
       "  - {model: org/noise, parameters: {weight: 0.3, density: 0.5}}"
+  elif [[ $m == sce ]]; then
+    plan "fix_$m" "merge_method: sce" "base_model: \"$FIX\"" "models:" "  - model: \"$FIX\"" \
+      "  - model: org/noise" "parameters: {select_topk: 0.4}"
   else
     plan "fix_$m" "merge_method: slerp" "base_model: \"$FIX\"" "models:" "  - model: \"$FIX\"" \
       "  - model: org/noise" "parameters: {t: 0.2}"

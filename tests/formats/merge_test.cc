@@ -66,6 +66,12 @@ TEST(MergeMethods, TableHasMergekitsDefaults) {
   EXPECT_EQ(Spec("breadcrumbs", 2, 0).TensorParam(1, "gamma"), 0.01);
   EXPECT_EQ(Spec("della_linear", 2, 0).TensorParam(1, "epsilon"), 0.15);
   EXPECT_EQ(FindMergeMethod("slerp")->models, 2);
+  EXPECT_EQ(FindMergeMethod("nearswap")->models, 2);
+  EXPECT_EQ(FindMergeMethod("model_stock")->min_models, 3);  // base plus two others
+  EXPECT_EQ(Spec("ram", 2, 0).Param("epsilon"), 1e-5);
+  EXPECT_EQ(Spec("sce", 2, 0).Param("select_topk"), 1.0);
+  EXPECT_TRUE(FindMergeMethod("sce")->whole_tensor);
+  EXPECT_FALSE(FindMergeMethod("ram")->whole_tensor);
   EXPECT_EQ(FindMergeMethod("karcher"), nullptr);
   EXPECT_THAT(MergeMethodNames(), HasSubstr("passthrough, linear, task_arithmetic, ties"));
 }
@@ -271,6 +277,59 @@ Json NodeJson(const MergeSpec& m) {
   Json j{{"kind", "tensor"}, {"dtype", "F32"}, {"shape", {2}}, {"op", "merge"}};
   j.update(m.ToJson());
   return j;
+}
+
+TEST(MergeMethods, NearswapSwapsNearElements) {
+  MergeSpec m = Spec("nearswap", 2, 0);
+  m.params["t"] = 0.01;
+  // |a - b| = 0.001 and 0: weight t/|a-b| clamps to 1 (the other model's value);
+  // 0.5: weight 0.02, 0.02 * 1.5 + 0.98 * 1.
+  const std::vector<float> r = Merge(m, DType::kF32, {{0, 1, 5}, {0.001f, 1.5f, 5}});
+  EXPECT_EQ(r[0], 0.001f);
+  EXPECT_FLOAT_EQ(r[1], 1.01f);
+  EXPECT_EQ(r[2], 5.0f);
+  m.params["t"] = -1.0;  // a negative weight clamps to 0: the base
+  EXPECT_EQ(Merge(m, DType::kF32, {{0, 1, 5}, {0.001f, 1.5f, 5}}), (std::vector<float>{0, 1, 5}));
+}
+
+TEST(MergeMethods, RamTakesUniqueChangesAndAveragesShared) {
+  MergeSpec m = Spec("ram", 3, 0);
+  m.params["epsilon"] = 0.1;
+  // changes below epsilon dropped; one model's change kept; two averaged.
+  EXPECT_EQ(Merge(m, DType::kF32, {{0, 0, 0, 0}, {0.05f, 1, 1, 0}, {0.05f, 0.05f, 3, -2}}),
+            (std::vector<float>{0, 1, 2, -2}));
+  // epsilon is compared in the tensor's dtype: bf16(0.1) = 0.10009765625 is not above itself.
+  MergeSpec one = Spec("ram", 2, 0);
+  one.params["epsilon"] = 0.1;
+  EXPECT_EQ(Merge(one, DType::kBF16, {{0}, {0.10009765625f}})[0], 0.0f);
+  EXPECT_EQ(Merge(one, DType::kF32, {{0}, {0.10009765625f}})[0], 0.10009765625f);
+}
+
+TEST(MergeMethods, ModelStockInterpolatesByTheOffsetsAngle) {
+  MergeSpec m = Spec("model_stock", 3, 0);
+  // offsets [1, 0] and [1, 1]: cos = 1/sqrt(2), t = 2 cos / (1 + cos); mean [1, 0.5]
+  const double c = 1 / std::sqrt(2.0), t = 2 * c / (1 + c);
+  const std::vector<float> r = Merge(m, DType::kF32, {{0, 0}, {1, 0}, {1, 1}});
+  EXPECT_NEAR(r[0], t, 1e-6);
+  EXPECT_NEAR(r[1], t * 0.5, 1e-6);
+  // filter_wise: per row; row 0's offsets are orthogonal (t = 0: the base),
+  // row 1's parallel (t = 1: the mean).
+  m.params["filter_wise"] = true;
+  EXPECT_EQ(Merge(m, DType::kF32, {{0, 0, 0, 0}, {1, 0, 1, 0}, {0, 1, 1, 0}}, {2, 2}),
+            (std::vector<float>{0, 0, 1, 0}));
+}
+
+TEST(MergeMethods, SceWeighsBySquaresAndErasesDisagreeingSigns) {
+  MergeSpec m = Spec("sce", 3, 0);
+  // mean squares 2 and 14/3: weights 0.3, 0.7; the sum's signs +, + (0), -.
+  std::vector<float> r = Merge(m, DType::kF32, {{0, 0, 0}, {1, 2, -1}, {3, -2, -1}});
+  EXPECT_FLOAT_EQ(r[0], 2.4f);  // (0.3 * 1 + 0.7 * 3) / 1
+  EXPECT_FLOAT_EQ(r[1], 2.0f);  // only the first agrees: 0.3 * 2 / 0.3
+  EXPECT_FLOAT_EQ(r[2], -1.0f);
+  // select_topk 0.5: variances 1, 4, 0; int(2 nonzero * 0.5) = 1 kept (the middle).
+  m.params["select_topk"] = 0.5;
+  r = Merge(m, DType::kF32, {{0, 0, 0}, {1, 2, -1}, {3, -2, -1}});
+  EXPECT_EQ(r, (std::vector<float>{0, 2, 0}));
 }
 
 TEST(MergeNode, RoundTrips) {

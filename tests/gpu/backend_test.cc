@@ -300,12 +300,20 @@ TEST_F(CudaBackendTest, ResidentBytesEqualHostBytes) {
   }
 }
 
-// Merge recipes (ties, slerp, dare_linear over two stored models): the device
+// Merge recipes (ties, slerp, dare_linear, ram over two stored models,
+// model_stock over three): the device
 // holds each merged tensor node once, bit for bit what the host materializes,
 // and the logits match the CPU's.
 TEST_F(CudaBackendTest, MergeRecipesMatchCpuAndHostBytes) {
   Synth("org/base", "mistral", DType::kBF16, false, 6, 1);
   Synth("org/tuned", "mistral", DType::kBF16, false, 6, 2);
+  Synth("org/other", "mistral", DType::kBF16, false, 6, 3);
+  CompileText("stock",
+              "merge_method: model_stock\nbase_model: org/base\nmodels:\n  - model: org/base\n"
+              "  - model: org/tuned\n  - model: org/other\nparameters: {filter_wise: [0, 1]}\n");
+  CompileText("ram",
+              "merge_method: ram\nbase_model: org/base\nmodels:\n  - model: org/base\n  - model: org/tuned\n"
+              "parameters: {epsilon: 0.02}\n");
   CompileText("ties",
               "merge_method: ties\nbase_model: org/base\nmodels:\n  - model: org/base\n"
               "  - {model: org/tuned, parameters: {weight: 0.7, density: [0.3, 0.8]}}\n");
@@ -315,7 +323,7 @@ TEST_F(CudaBackendTest, MergeRecipesMatchCpuAndHostBytes) {
   CompileText("dare",
               "merge_method: dare_linear\nbase_model: org/base\nmodels:\n  - model: org/base\n"
               "  - {model: org/tuned, parameters: {weight: 1, density: 0.4}}\ndtype: float16\n");
-  for (const char* variant : {"ties", "slerp", "dare"}) {
+  for (const char* variant : {"ties", "slerp", "dare", "stock", "ram"}) {
     CompareWithCpu(variant, true, {}, /*prompt_len=*/24, /*steps=*/4);
     WeightStore weights(*store_);
     Model m = AssembleModel(*store_, weights, store_->ResolveRef(variant));

@@ -3,9 +3,10 @@
 
 Works out, from a mergekit plan and a Hugging Face cache directory, the checkpoint
 mergekit would write for linear, task_arithmetic, ties, dare_ties, dare_linear,
-breadcrumbs, breadcrumbs_ties, della, della_linear and slerp merges, and compares a
-directory exported by strata against it.  It is a separate reading of mergekit
-(merge_methods/{linear,slerp,generalized_task_arithmetic,registry}.py, sparsify.py,
+breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, nearswap, ram, model_stock
+and sce merges, and compares a directory exported by strata against it.  It is a
+separate reading of mergekit (merge_methods/{linear,slerp,generalized_task_arithmetic,
+registry,nearswap,ram,model_stock,sce,easy_define}.py, sparsify.py,
 plan.py, config.py, io/tasks.py) and of strata's contract docs/merge_methods.md;
 it shares no code with strata or mergekit.  The safetensors, HF-cache, parameter
 and shard-layout building blocks come from mergekit_ref.py (same folder).
@@ -22,7 +23,9 @@ rounded to the compute dtype D (round to nearest even), Python numbers meeting a
 tensor are rounded to float32 first, a sum over the models accumulates in float32
 from +0.0 in input order and rounds once.  The random draws of DARE/DELLA are
 strata's deterministic ones (docs/merge_methods.md); slerp's norms and dot product
-are computed in float64 as strata does (mergekit's are float32 numpy).
+are computed in float64 as strata does (mergekit's are float32 numpy); so are the
+full reductions of model_stock and sce (norms, dot products, means: float64, rounded
+to float32, then to the dtype), where torch's own summation order is not reproduced.
 """
 
 import argparse
@@ -53,7 +56,16 @@ GTA_METHODS = {
     "della": (True, "della_magprune", True, True),
     "della_linear": (False, "della_magprune", False, True),
 }
-METHODS = ["linear", "slerp"] + list(GTA_METHODS)
+# mergekit's easy_define methods and model_stock: (global parameters and
+# defaults, least number of models, most number of models); every one needs a
+# base_model and refuses models of different dtypes without a plan dtype.
+BASE_METHODS = {
+    "nearswap": ({"t": None}, 2, 2),
+    "ram": ({"epsilon": 1e-5}, 1, None),
+    "model_stock": ({"filter_wise": False}, 3, None),
+    "sce": ({"int8_mask": False, "select_topk": 1.0}, 1, None),
+}
+METHODS = ["linear", "slerp"] + list(GTA_METHODS) + list(BASE_METHODS)
 
 
 # ----------------------------------------------------------------------------
@@ -278,6 +290,97 @@ def merge_slerp(v0, v1, t, Dout):
     return rd(res, Dout)
 
 
+def _full_sum(x):
+    """A full reduction of a tensor (torch's sum/norm/mean): taken here in float64
+    and rounded to float32 (torch's own summation order is not reproduced)."""
+    return F32(np.sum(np.asarray(x, dtype=np.float64)))
+
+
+def merge_nearswap(a, b, t, D):
+    """nearswap_merge(tensors=[b], base_tensor=a, t)."""
+    absdiff = np.abs(rd(a - b, D))
+    c = np.maximum(absdiff, rd(f32(1e-6), D))          # .clamp(min=1e-6), bound in D
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        w = rd(rd(F32(1) / c, D) * f32(t), D)          # t / x == x.reciprocal() * t
+    w = np.clip(w, F32(0), F32(1))
+    return rd(rd(w * b, D) + rd(rd(F32(1) - w, D) * a, D), D)
+
+
+def merge_ram(base, xs, eps, D):
+    """ram_merge(tensors=xs, base_tensor=base, epsilon)."""
+    tv = [rd(x - base, D) for x in xs]
+    nz = [np.abs(v) > rd(f32(eps), D) for v in tv]     # scalar compared in D
+    counts = np.sum(np.stack(nz), axis=0)
+    unique = (counts == 1).astype(F32)
+    overlap = (counts > 1).astype(F32)
+    div = np.maximum(counts, 1).astype(F32)
+    tz = [v * m.astype(F32) for v, m in zip(tv, nz)]   # exact: signed zeros kept
+    parts = [rd(z * unique + rd(z * overlap / div, D), D) for z in tz]
+    return rd(base + rd(msum(parts), D), D)
+
+
+def merge_model_stock(w0, ws, filter_wise, D):
+    """ModelStockMergeTask.execute: ws in the plan's order, the base excluded."""
+    shape = w0.shape
+    if filter_wise:
+        rows = w0.reshape(1, -1) if w0.ndim == 1 else w0.reshape(-1, shape[-1])
+        wsr = [w.reshape(rows.shape) for w in ws]
+    else:
+        rows = w0.reshape(1, -1)
+        wsr = [w.reshape(1, -1) for w in ws]
+    offs = [rd(w - rows, D) for w in wsr]
+    lo = rd(f32(1e-6), D)
+    cos = []
+    for i in range(len(offs)):
+        for j in range(i + 1, len(offs)):
+            ni = np.array([rd(np.sqrt(_full_sum(r * r.astype(np.float64))), D) for r in offs[i]])
+            nj = np.array([rd(np.sqrt(_full_sum(r * r.astype(np.float64))), D) for r in offs[j]])
+            npd = np.maximum(rd(ni * nj, D), lo)
+            dot = np.array([rd(_full_sum(rd(a * b, D)), D) for a, b in zip(offs[i], offs[j])])
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cos.append(np.clip(rd(dot / npd, D), F32(-1), F32(1)))
+    c = rd(msum(cos) / F32(len(cos)), D)[:, None]
+    n = len(ws)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = rd(rd(c * F32(n), D) / rd(rd(c * F32(n - 1), D) + F32(1), D), D)
+    avg = None
+    for w in wsr:                                      # Python's sum(): 0 + w0 + w1 ...
+        avg = rd(F32(0) + w, D) if avg is None else rd(avg + w, D)
+    avg = rd(avg / F32(n), D)
+    out = rd(rd(t * avg, D) + rd(rd(F32(1) - t, D) * rows, D), D)
+    return out.reshape(shape)
+
+
+def merge_sce(base, xs, topk, D):
+    """sce_merge(tensors=xs, base_tensor=base, select_topk); int8_mask changes nothing."""
+    tv = np.stack([rd(x - base, D).reshape(-1) for x in xs])
+    k_models = tv.shape[0]
+    if topk < 1:
+        mask = np.zeros(tv.shape[1], dtype=F32)
+        if topk > 0:
+            t64 = tv.astype(np.float64)
+            var = rd(F32(np.mean((t64 - t64.mean(axis=0)) ** 2, axis=0)), D)
+            k = int(F32(F32(np.count_nonzero(var)) * F32(topk)))
+            if k > 0:
+                # torch.topk(largest): equal values in index order (strata's rule)
+                order = np.argsort(-np.abs(var), kind="stable")
+                mask[order[:k]] = 1
+        tv = tv * mask[None, :]
+    s = rd(msum(list(tv)), D)
+    majority = np.where(s >= 0, F32(1), F32(-1))
+    erase = (np.sign(tv) == majority[None, :]).astype(F32)
+    w = np.array([rd(_full_sum(rd(v * v, D)) / F32(v.size), D) for v in tv], dtype=F32)
+    wsum = float(rd(msum(list(w)), D))
+    if abs(wsum) < 1e-6:
+        w = np.full(k_models, rd(F32(1) / F32(k_models), D), dtype=F32)
+    else:
+        w = rd(w / F32(wsum), D)
+    ew = w[:, None] * erase
+    merged = rd(msum([rd(v * e, D) for v, e in zip(tv, ew)]), D)
+    den = np.maximum(rd(msum(list(ew)), D), rd(f32(1e-6), D))
+    return rd(base.reshape(-1) + rd(merged / den, D), D).reshape(base.shape)
+
+
 # ----------------------------------------------------------------------------
 # plans
 
@@ -410,6 +513,11 @@ class MergePlan:
             if self.method == "slerp" and len(refs) != 2:
                 raise RefError(f"slices[{i}]: slerp takes exactly two models, "
                                f"got {len(refs)}")
+            if self.method in BASE_METHODS:
+                _, least, most = BASE_METHODS[self.method]
+                if len(refs) < least or (most and len(refs) > most):
+                    raise RefError(f"slices[{i}]: {self.method} takes {least} to "
+                                   f"{most or 'any number of'} models, got {len(refs)}")
         if self.total_layers() == 0:
             raise RefError(f"{path}: every slice is empty")
         archs = {self.model(r).arch for r in self.referenced_models()}
@@ -468,6 +576,8 @@ def _gparam_defs(method):
         return {"normalize": True}
     if method == "slerp":
         return {"t": None}
+    if method in BASE_METHODS:
+        return dict(BASE_METHODS[method][0])
     _, _, norm, resc = GTA_METHODS[method]
     return {"int8_mask": False, "normalize": norm, "rescale": resc, "lambda": 1.0}
 
@@ -475,7 +585,7 @@ def _gparam_defs(method):
 def _tparam_defs(method):
     if method == "linear":
         return {"weight": None}
-    if method == "slerp":
+    if method == "slerp" or method in BASE_METHODS:
         return {}
     d = {"weight": None, "density": 1.0}
     kind = GTA_METHODS[method][1]
@@ -515,7 +625,7 @@ def _plan_tensor(plan, slc, out_name, pairs, t, entries):
         for name, default in _tparam_defs(method).items():
             v = plan.parameter(slc, name, m, src, t)
             p[name] = default if v is None else v
-        if method != "slerp" and p.get("weight") is None and \
+        if (method == "linear" or method in GTA_METHODS) and p.get("weight") is None and \
                 (method == "linear" or not is_base):
             raise RefError(f"{m}:{src}: missing required parameter weight")
         if method in GTA_METHODS and not is_base:
@@ -588,6 +698,23 @@ def entry_value(plan, e, seed):
         res = merge_linear([x for x, _, _ in loaded], e.tparams, e.gparams, D)
     elif len(loaded) == 1:
         res, D, _ = loaded[0]       # single input: the input itself
+    elif method in BASE_METHODS:
+        dts = {d for _, d, _ in loaded}
+        if len(dts) != 1:
+            raise RefError(f"{e.out_name}: {method} over inputs of dtypes {sorted(dts)} "
+                           "without a plan dtype")
+        D = loaded[0][1]
+        base = loaded[e.base][0]
+        xs = [x for k, (x, _, _) in enumerate(loaded) if k != e.base]
+        g = e.gparams
+        if method == "nearswap":
+            res = merge_nearswap(base, xs[0], g["t"], D)
+        elif method == "ram":
+            res = merge_ram(base, xs, g["epsilon"], D)
+        elif method == "model_stock":
+            res = merge_model_stock(base, xs, bool(g["filter_wise"]), D)
+        else:
+            res = merge_sce(base, xs, g["select_topk"], D)
     elif method == "slerp":
         v0, D, _ = loaded[e.base]
         v1 = loaded[1 - e.base][0]   # .float() of its own dtype, not cast to the base's
@@ -1035,6 +1162,25 @@ def cmd_selftest(a):
     ok(same(got, F32(0.75) * A(1, 2) + F32(0.25) * A(2, 4)), "slerp: colinear -> lerp")
     got = merge_slerp(A(2, 0), A(0, 4), 1.0, "F32")
     ok(np.allclose(got, [0, 4], atol=1e-6), "slerp: t = 1 is v1 (norms kept)")
+    # nearswap, ram, model_stock, sce on hand-worked values
+    got = merge_nearswap(A(0, 1, 5), A(0.001, 1.5, 5), 0.01, "F32")
+    ok(got[0] == F32(0.001) and abs(got[1] - 1.01) < 1e-6 and got[2] == 5,
+       "nearswap: near elements swapped, others moved by t/|a-b|")
+    got = merge_ram(A(0, 0, 0, 0), [A(0.05, 1, 1, 0), A(0.05, 0.05, 3, -2)], 0.1, "F32")
+    ok(same(got, A(0, 1, 2, -2)), "ram: small changes dropped, unique kept, shared averaged")
+    ok(merge_ram(A(0), [A(0.10009765625)], 0.1, "BF16")[0] == 0,
+       "ram: epsilon compared in the dtype")
+    c = 1 / np.sqrt(2.0)
+    t = 2 * c / (1 + c)
+    got = merge_model_stock(A(0, 0), [A(1, 0), A(1, 1)], False, "F32")
+    ok(np.allclose(got, [t, t / 2], atol=1e-6), "model_stock: t = 2cos/(1+cos)")
+    got = merge_model_stock(A(0, 0, 0, 0).reshape(2, 2), [A(1, 0, 1, 0).reshape(2, 2),
+                            A(0, 1, 1, 0).reshape(2, 2)], True, "F32")
+    ok(same(got.reshape(-1), A(0, 0, 1, 0)), "model_stock: filter_wise per row")
+    got = merge_sce(A(0, 0, 0), [A(1, 2, -1), A(3, -2, -1)], 1.0, "F32")
+    ok(np.allclose(got, [2.4, 2, -1], atol=1e-6), "sce: weights by mean square, signs erased")
+    got = merge_sce(A(0, 0, 0), [A(1, 2, -1), A(3, -2, -1)], 0.5, "F32")
+    ok(same(got, A(0, 2, 0)), "sce: select_topk keeps the largest variance")
 
     # parameters: per-model at the source name, global at the output name
     tmp = tempfile.mkdtemp(prefix="merge_ref_selftest.")

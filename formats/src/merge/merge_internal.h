@@ -81,6 +81,24 @@ void ComputeLinear(const MergeSpec& m, DType d, const std::vector<const float*>&
 void ComputeTaskVector(const MergeSpec& m, DType d, const std::vector<int64_t>& shape,
                        const std::vector<const float*>& in, size_t n, float* out, const Hash& node);
 void ComputeSlerp(const MergeSpec& m, DType d, const std::vector<const float*>& in, size_t n, float* out);
+void ComputeNearswap(const MergeSpec& m, DType d, const std::vector<const float*>& in, size_t n, float* out);
+void ComputeRam(const MergeSpec& m, DType d, const std::vector<const float*>& in, size_t n, float* out);
+void ComputeModelStock(const MergeSpec& m, DType d, const std::vector<int64_t>& shape,
+                       const std::vector<const float*>& in, size_t n, float* out);
+void ComputeSce(const MergeSpec& m, DType d, const std::vector<const float*>& in, size_t n, float* out);
+
+// The inputs other than the base, in input order (the plan's).
+inline std::vector<const float*> Others(const MergeSpec& m, const std::vector<const float*>& in) {
+  std::vector<const float*> o;
+  for (size_t k = 0; k < in.size(); ++k)
+    if (static_cast<int>(k) != m.base) o.push_back(in[k]);
+  return o;
+}
+
+// A full reduction of float32 values (torch's sum/norm/mean over a tensor): taken
+// in float64 and rounded to float32 once; torch's own order is not reproduced
+// (docs/merge_methods.md: within one unit in the last place of the output).
+inline float Rd32(double x) { return static_cast<float>(x); }
 
 // Sparsifies `delta` (n elements of dtype d, a tensor of `shape`) in place as
 // mergekit's sparsify() does for input k. Throws Error naming `node` for a
@@ -88,11 +106,22 @@ void ComputeSlerp(const MergeSpec& m, DType d, const std::vector<const float*>& 
 void SparsifyDelta(const MergeSpec& m, size_t k, DType d, const std::vector<int64_t>& shape, float* delta,
                    size_t n, const Hash& node);
 
+// The k largest |x| (NaN above inf), ties among equal magnitudes kept in
+// index order: 1 where kept.
+std::vector<uint8_t> KeepLargest(const float* x, size_t n, size_t k);
+
+// sum over j in [0, n) of f(j), in float64, on every core; deterministic (fixed
+// blocks added in order), whatever the number of threads.
+template <class F>
+double BlockSum(size_t n, F&& f);
+
 // Runs f(begin, end) over [0, n) in chunks on every core.
 template <class F>
 void ParallelRange(size_t n, F&& f);
 
 }  // namespace strata::merge
+
+#include <algorithm>
 
 #include <tbb/parallel_for.h>
 
@@ -101,4 +130,19 @@ void strata::merge::ParallelRange(size_t n, F&& f) {
   constexpr size_t kGrain = 1 << 16;
   tbb::parallel_for(tbb::blocked_range<size_t>(0, n, kGrain),
                     [&](const tbb::blocked_range<size_t>& r) { f(r.begin(), r.end()); });
+}
+
+template <class F>
+double strata::merge::BlockSum(size_t n, F&& f) {
+  constexpr size_t kBlock = 1 << 16;
+  const size_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> part(blocks, 0.0);
+  tbb::parallel_for(size_t{0}, blocks, [&](size_t b) {
+    double s = 0;
+    for (size_t j = b * kBlock, e = std::min(n, j + kBlock); j < e; ++j) s += f(j);
+    part[b] = s;
+  });
+  double s = 0;
+  for (double p : part) s += p;
+  return s;
 }

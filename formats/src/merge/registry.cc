@@ -13,6 +13,7 @@ using F = MergeMethodInfo::Family;
 
 MergeMethodInfo TaskVector(const char* name, bool consensus, Sparsify s, bool normalize, bool rescale) {
   MergeMethodInfo m{name, F::kTaskVector, consensus, s, /*needs_base=*/true, 0, {}, {}};
+  m.casts_to_base = true;
   m.params = {{"int8_mask", 0}, {"normalize", normalize ? 1.0 : 0.0}, {"rescale", rescale ? 1.0 : 0.0},
               {"lambda", 1.0}};
   m.tensor_params = {{"weight", 0, true}, {"density", 1.0}};
@@ -24,7 +25,9 @@ MergeMethodInfo TaskVector(const char* name, bool consensus, Sparsify s, bool no
 std::vector<MergeMethodInfo> MakeTable() {
   std::vector<MergeMethodInfo> t;
   t.push_back({"passthrough", F::kPassthrough, false, Sparsify::kNone, false, 1, {}, {{"scale", 1.0}}});
+  t.back().base_role = false;
   t.push_back({"linear", F::kLinear, false, Sparsify::kNone, false, 0, {{"normalize", 1.0}}, {{"weight", 0, true}}});
+  t.back().base_role = false;
   // mergekit's registry: consensus, sparsification, default normalize and rescale.
   t.push_back(TaskVector("task_arithmetic", false, Sparsify::kNone, false, false));
   t.push_back(TaskVector("ties", true, Sparsify::kMagnitude, true, false));
@@ -35,6 +38,15 @@ std::vector<MergeMethodInfo> MakeTable() {
   t.push_back(TaskVector("della", true, Sparsify::kDellaMagprune, true, true));
   t.push_back(TaskVector("della_linear", false, Sparsify::kDellaMagprune, false, true));
   t.push_back({"slerp", F::kSlerp, false, Sparsify::kNone, true, 2, {{"t", 0, true}}, {}});
+  t.back().whole_tensor = true;
+  // mergekit's easy_define methods and model_stock: the base plus the others.
+  t.push_back({"model_stock", F::kModelStock, false, Sparsify::kNone, true, 0, {{"filter_wise", 0}}, {}});
+  t.back().min_models = 3;
+  t.back().whole_tensor = true;
+  t.push_back({"sce", F::kSce, false, Sparsify::kNone, true, 0, {{"int8_mask", 0}, {"select_topk", 1.0}}, {}});
+  t.back().whole_tensor = true;
+  t.push_back({"nearswap", F::kNearswap, false, Sparsify::kNone, true, 2, {{"t", 0, true}}, {}});
+  t.push_back({"ram", F::kRam, false, Sparsify::kNone, true, 0, {{"epsilon", 1e-5}}, {}});
   return t;
 }
 
@@ -154,7 +166,7 @@ MergeSpec ParseMergeSpec(const Json& j, const Hash& h) {
 }
 
 bool MergeNeedsWholeTensor(const MergeSpec& m) {
-  if (m.method->family == F::kSlerp) return true;
+  if (m.method->whole_tensor) return true;
   if (m.method->family != F::kTaskVector || m.method->sparsify == Sparsify::kNone) return false;
   for (size_t k = 0; k < m.inputs.size(); ++k)
     if (static_cast<int>(k) != m.base && m.TensorParam(k, "density") < 1.0) return true;
@@ -167,6 +179,10 @@ void ComputeMerge(const MergeSpec& m, DType dtype, const std::vector<int64_t>& s
     case F::kLinear: return merge::ComputeLinear(m, dtype, in, n, out);
     case F::kTaskVector: return merge::ComputeTaskVector(m, dtype, shape, in, n, out, node);
     case F::kSlerp: return merge::ComputeSlerp(m, dtype, in, n, out);
+    case F::kNearswap: return merge::ComputeNearswap(m, dtype, in, n, out);
+    case F::kRam: return merge::ComputeRam(m, dtype, in, n, out);
+    case F::kModelStock: return merge::ComputeModelStock(m, dtype, shape, in, n, out);
+    case F::kSce: return merge::ComputeSce(m, dtype, in, n, out);
     case F::kPassthrough: break;
   }
   throw Error("tensor node " + node.Hex() + ": passthrough is not a merge node");

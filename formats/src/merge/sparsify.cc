@@ -106,6 +106,31 @@ std::vector<uint8_t> KeepSortedRange(const float* x, size_t n, size_t lo, size_t
   return keep;
 }
 
+}  // namespace
+
+std::vector<uint8_t> KeepLargest(const float* x, size_t n, size_t k) {
+  std::vector<uint8_t> keep(n, 0);
+  if (k == 0) return keep;
+  k = std::min(k, n);
+  // The k largest: sorted descending, stable = ascending positions [n - k, n)
+  // with ties among equal magnitudes taken in index order from the top.
+  const uint32_t kth = KthKey(x, n, n - k);
+  size_t above = 0;
+  for (size_t j = 0; j < n; ++j) above += MagKey(x[j]) > kth;
+  size_t ties = k - above;
+  for (size_t j = 0; j < n; ++j) {
+    const uint32_t key = MagKey(x[j]);
+    keep[j] = key > kth;
+    if (key == kth && ties > 0) {
+      keep[j] = 1;
+      --ties;
+    }
+  }
+  return keep;
+}
+
+namespace {
+
 [[noreturn]] void Refuse(const Hash& node, const std::string& what) {
   throw Error("tensor node " + node.Hex() + " (merge): " + what);
 }
@@ -124,23 +149,7 @@ void SparsifyDelta(const MergeSpec& m, size_t k, DType d, const std::vector<int6
       const size_t keep_n = static_cast<size_t>(density * static_cast<double>(n));
       if (keep_n == 0 || density <= 0)
         Refuse(node, "density " + std::to_string(density) + " keeps no element of a tensor of " + std::to_string(n));
-      // The keep_n largest: sorted descending, stable = ascending positions
-      // [n - keep_n, n) with ties among equal magnitudes taken in index order
-      // from the top; written as a descending selection below.
-      // Position keep_n - 1 from the top is n - keep_n from the bottom.
-      const uint32_t kth = KthKey(delta, n, n - keep_n);
-      size_t above = 0;
-      for (size_t j = 0; j < n; ++j) above += MagKey(delta[j]) > kth;
-      size_t ties = keep_n - above;
-      std::vector<uint8_t> keep(n);
-      for (size_t j = 0; j < n; ++j) {
-        const uint32_t key = MagKey(delta[j]);
-        keep[j] = key > kth;
-        if (key == kth && ties > 0) {
-          keep[j] = 1;
-          --ties;
-        }
-      }
+      std::vector<uint8_t> keep = KeepLargest(delta, n, keep_n);
       MaskAndRescale(d, rescale, delta, keep, n);
       return;
     }

@@ -28,7 +28,7 @@ struct MergeParamDef {
 };
 
 struct MergeMethodInfo {
-  enum class Family { kPassthrough, kLinear, kTaskVector, kSlerp };
+  enum class Family { kPassthrough, kLinear, kTaskVector, kSlerp, kNearswap, kRam, kModelStock, kSce };
   const char* name;
   Family family;
   bool consensus = false;           // task-vector family: TIES sign election
@@ -37,6 +37,15 @@ struct MergeMethodInfo {
   int models = 0;                   // exactly this many distinct models, or 0: any
   std::vector<MergeParamDef> params;         // global: one value per tensor
   std::vector<MergeParamDef> tensor_params;  // one value per tensor and model
+  int min_models = 0;               // at least this many (the base counts as one)
+  // The base is merged onto (its per-model parameters unused) rather than
+  // weighed like any other model (linear).
+  bool base_role = true;
+  // Every model is cast to the base's dtype (the task-vector family); the
+  // others refuse models of different dtypes unless the plan gives a dtype.
+  bool casts_to_base = false;
+  // Needs every element of its inputs at once (norms, means, top-k).
+  bool whole_tensor = false;
   // Random draws (dare, della): the node carries `seed` and `salt`.
   bool random() const { return sparsify == Sparsify::kRandom || sparsify == Sparsify::kDellaMagprune; }
 };
