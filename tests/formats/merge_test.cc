@@ -385,6 +385,13 @@ TEST(MergeNode, RefusesMalformedNodes) {
   j = good;
   j["tensor_params"] = Json::array({Json::object()});
   refused(j, "tensor_params");
+  // Input counts the method cannot take (the compiler writes a one-input merge as its input).
+  j = NodeJson(Spec("model_stock", 2, 0));
+  refused(j, "model_stock with 2 inputs (it takes 3 to 256)");
+  j = NodeJson(Spec("nearswap", 3, 0));
+  refused(j, "nearswap with 3 inputs (it takes 2)");
+  j = NodeJson(Spec("ram", 1, 0));
+  refused(j, "ram with 1 input (it takes 2 to 256)");
   j = good;
   j["tensor_params"][1]["weight"] = "half";
   refused(j, "finite value");

@@ -1,5 +1,6 @@
 // The table of merge methods, the merge node's fields, and the dispatch to
 // each method's arithmetic.
+#include <algorithm>
 #include <cmath>
 
 #include "merge_internal.h"
@@ -133,6 +134,12 @@ MergeSpec ParseMergeSpec(const Json& j, const Hash& h) {
     m.base = static_cast<int>(b->get<int64_t>());
   }
   if (m.method->needs_base && m.base < 0) Bad(h, std::string(m.method->name) + " needs a base input");
+  const size_t most = m.method->models > 0 ? static_cast<size_t>(m.method->models) : kMaxMergeInputs;
+  const size_t least = std::max<size_t>(m.method->min_models, m.method->base_role ? 2 : 1);
+  if (m.inputs.size() < least || m.inputs.size() > most)
+    Bad(h, std::string(m.method->name) + " with " + std::to_string(m.inputs.size()) +
+               (m.inputs.size() == 1 ? " input" : " inputs") + " (it takes " +
+               std::to_string(least) + (most == least ? "" : " to " + std::to_string(most)) + ")");
   auto check_params = [&](const Json& p, const std::vector<MergeParamDef>& defs, const char* what) {
     if (!p.is_object()) Bad(h, std::string(what) + " is not an object");
     for (const auto& [k, v] : p.items())
