@@ -330,12 +330,11 @@ def merge_model_stock(w0, ws, filter_wise, D):
         wsr = [w.reshape(1, -1) for w in ws]
     offs = [rd(w - rows, D) for w in wsr]
     lo = rd(f32(1e-6), D)
+    norms = [np.array([rd(np.sqrt(_full_sum(r * r.astype(np.float64))), D) for r in o]) for o in offs]
     cos = []
     for i in range(len(offs)):
         for j in range(i + 1, len(offs)):
-            ni = np.array([rd(np.sqrt(_full_sum(r * r.astype(np.float64))), D) for r in offs[i]])
-            nj = np.array([rd(np.sqrt(_full_sum(r * r.astype(np.float64))), D) for r in offs[j]])
-            npd = np.maximum(rd(ni * nj, D), lo)
+            npd = np.maximum(rd(norms[i] * norms[j], D), lo)
             dot = np.array([rd(_full_sum(rd(a * b, D)), D) for a, b in zip(offs[i], offs[j])])
             with np.errstate(divide="ignore", invalid="ignore"):
                 cos.append(np.clip(rd(dot / npd, D), F32(-1), F32(1)))
