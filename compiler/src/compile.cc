@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <ctime>
 #include <filesystem>
 #include <set>
@@ -260,10 +261,22 @@ void Compiler::AddTensor(const PlanSlice& slice, const std::vector<std::pair<con
                 "\" from the first " + std::to_string(t.in.size()) + " source" + (t.in.size() == 1 ? "" : "s") +
                 " of this slice (mergekit takes as many as the first slice has), and the base model \"" +
                 *plan_.BaseOf(slice) + "\" is not among them (mergekit fails here too); list the base first");
+  if (const size_t others = t.in.size() - (t.base >= 0 ? 1 : 0);
+      m.others > 0 && others != static_cast<size_t>(m.others))
+    throw Error(slice.loc.Str() + ": merge_method " + std::string(m.name) + " merges \"" + t.name + "\" from the first " +
+                std::to_string(t.in.size()) + " sources of this slice (mergekit takes as many as the first slice " +
+                "has), " + std::to_string(others) + " besides the base; it takes exactly " + std::to_string(m.others));
   for (const MergeParamDef& d : m.params) {
     auto v = LookupParam(plan_, slice, nullptr, d.name, t.name, tpos);
     if (!v && d.required) throw need(d.name, t.name, "");
     t.params[d.name] = v ? v->value : d.default_value;
+    if (m.family == MergeMethodInfo::Family::kKarcher && std::string_view(d.name) == "max_iter") {
+      const double it = t.params[d.name].get<double>();
+      if (it != std::floor(it) || it > kMaxKarcherIterations)
+        throw Error((v ? v->loc : slice.loc).Str() + ": karcher's max_iter " + Json(it).dump() + " for \"" + t.name +
+                    "\" is not a whole number of iterations up to " + std::to_string(kMaxKarcherIterations) +
+                    " (strata's limit)");
+    }
   }
   if (empty_crumbs && empty_crumbs_++ == 0) first_empty_crumbs_ = t.name;
   if (m.family == MergeMethodInfo::Family::kLinear && t.params.value("normalize", 1.0) != 0) {
@@ -484,9 +497,8 @@ DType Compiler::ComputeDType(const OutTensor& t) const {
 Hash Compiler::TensorNodeFor(const OutTensor& t) {
   const MergeMethodInfo& m = *plan_.method;
   Built b;
-  if (m.family == MergeMethodInfo::Family::kPassthrough ||
-      (t.in.size() == 1 && m.base_role)) {
-    // One model, the base: mergekit's methods with a base return it as loaded.
+  if (m.family == MergeMethodInfo::Family::kPassthrough || (t.in.size() == 1 && m.one_model_as_is)) {
+    // One model: mergekit's methods but linear return it as loaded.
     b = LeafNode(t.in[0]);
     if (plan_.dtype && *plan_.dtype != b.node.dtype) Derive(b, t.in[0], TensorNode::Op::kCast, *plan_.dtype, 1.0);
     if (t.scale && *t.scale != 1.0) Derive(b, t.in[0], TensorNode::Op::kScale, b.node.dtype, *t.scale);
@@ -508,7 +520,7 @@ Hash Compiler::TensorNodeFor(const OutTensor& t) {
     }
     b.node = TensorNode{};
     b.node.op = TensorNode::Op::kMerge;
-    b.node.dtype = d;
+    b.node.dtype = m.out_f32 ? DType::kF32 : d;
     b.node.shape = t.in[0].entry->shape;
     b.node.merge = spec;
     store_.RequireVersion(3);

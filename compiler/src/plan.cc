@@ -436,6 +436,20 @@ void Parser::Validate(const Plan& plan, const YAML::Node& root) const {
       throw Error(s.loc.Str() + ": " + what + " has " + std::to_string(s.sources.size()) + " source" +
                   (s.sources.size() == 1 ? "" : "s") + "; merge_method " + m.name + " takes exactly " +
                   std::to_string(m.models) + (plan.models_form && plan.base_model ? " (base_model counts as one)" : ""));
+    if (m.others > 0) {
+      const auto& base = plan.BaseOf(s);
+      const bool base_in = base && std::any_of(s.sources.begin(), s.sources.end(),
+                                               [&](const PlanSource& x) { return x.model == *base; });
+      if (base && !base_in)
+        throw Error(s.loc.Str() + ": base_model \"" + *base + "\" is not a source of " + what + "; merge_method " +
+                    m.name + " merges " + std::to_string(m.others) + " models onto the base, which must be " +
+                    "among the sources (mergekit fails here too): add it with the same layer_range");
+      const size_t others = s.sources.size() - (base_in ? 1 : 0);
+      if (others != static_cast<size_t>(m.others))
+        throw Error(s.loc.Str() + ": " + what + " has " + std::to_string(others) + " model" +
+                    (others == 1 ? "" : "s") + (base_in ? " besides the base" : "") + "; merge_method " + m.name +
+                    " takes exactly " + std::to_string(m.others) + " (and an optional base_model)");
+    }
     if (static_cast<int>(s.sources.size()) < m.min_models)
       throw Error(s.loc.Str() + ": " + what + " has " + std::to_string(s.sources.size()) + " source" +
                   (s.sources.size() == 1 ? "" : "s") + "; merge_method " + m.name + " takes at least " +

@@ -322,6 +322,13 @@ void Verifier::CheckChains() {
           AddDamage("node", h.Hex(), store_.NodePath(h), "cannot be computed from its source " + c.Hex() + ": " + p,
                     Key("node", h.Hex()));
       }
+      if (n.op == TensorNode::Op::kMerge && n.merge->method->out_f32) {  // its inputs' dtype is not the node's
+        std::set<DType> dtypes;
+        for (const Hash& c : n.Children())
+          if (auto src = tensors_.find(c); src != tensors_.end()) dtypes.insert(src->second.dtype);
+        if (dtypes.size() > 1)
+          AddDamage("node", h.Hex(), store_.NodePath(h), "merges inputs of different dtypes", Key("node", h.Hex()));
+      }
       if (below == kMaxTensorChain + 1)
         AddDamage("node", h.Hex(), store_.NodePath(h),
                   "is the " + std::to_string(kMaxTensorChain + 1) + "th derived (scale/cast/merge) node of a chain; "

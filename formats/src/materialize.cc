@@ -35,8 +35,12 @@ std::string DerivedNodeProblem(const TensorNode& n, const TensorNode& src) {
   if (n.op == TensorNode::Op::kScale && src.dtype != n.dtype)
     return "it scales a " + std::string(DTypeName(src.dtype)) + " source into " + std::string(DTypeName(n.dtype));
   if (n.op == TensorNode::Op::kMerge) {
-    if (src.dtype != n.dtype)
+    if (n.merge->method->out_f32) {  // float inputs of one dtype (checked by ReadMerge), an F32 result
+      if (n.dtype != DType::kF32) return "its method's result is F32, not " + std::string(DTypeName(n.dtype));
+      if (!IsComputeFloat(src.dtype)) return "it merges " + std::string(DTypeName(src.dtype)) + ", not a float type";
+    } else if (src.dtype != n.dtype) {
       return "it merges a " + std::string(DTypeName(src.dtype)) + " input into " + std::string(DTypeName(n.dtype));
+    }
     if (src.shape != n.shape) return "an input's shape is not the merge's";
     if (!IsComputeFloat(n.dtype)) return "it merges " + std::string(DTypeName(n.dtype)) + ", not a float type";
   }
@@ -233,17 +237,24 @@ void TensorReader::Prefetch(const Hash& h, uint64_t begin, uint64_t count) {
 void TensorReader::ReadMerge(const Hash& h, const TensorNode& n, uint64_t begin, uint64_t count, void* out) {
   const MergeSpec& m = *n.merge;
   const size_t es = DTypeSize(n.dtype);
+  // The dtype the method computes in: its inputs', which is the node's but
+  // for a method whose result is float32.
+  const DType cd = Node(m.inputs[0]).dtype;
+  for (const Hash& in : m.inputs)
+    if (Node(in).dtype != cd)
+      throw Error("tensor node " + h.Hex() + " merges inputs of different dtypes (" + std::string(DTypeName(cd)) +
+                  " and " + std::string(DTypeName(Node(in).dtype)) + "); the store is damaged: run `strata verify`");
   auto compute = [&](uint64_t b, uint64_t k, char* dst) {
     std::vector<std::vector<float>> in(m.inputs.size(), std::vector<float>(k));
-    std::vector<char> raw(k * es);
+    std::vector<char> raw(k * DTypeSize(cd));
     std::vector<const float*> ptrs;
     for (size_t i = 0; i < m.inputs.size(); ++i) {
       Read(m.inputs[i], b, k, raw.data());
-      ConvertElements(n.dtype, raw.data(), DType::kF32, in[i].data(), k);
+      ConvertElements(cd, raw.data(), DType::kF32, in[i].data(), k);
       ptrs.push_back(in[i].data());
     }
     std::vector<float> res(k);
-    ComputeMerge(m, n.dtype, n.shape, ptrs, k, res.data(), h);
+    ComputeMerge(m, cd, n.shape, ptrs, k, res.data(), h);
     ConvertElements(DType::kF32, res.data(), n.dtype, dst, k);
   };
   char* o = static_cast<char*>(out);

@@ -111,6 +111,31 @@ TEST_F(HostileStoreTest, DerivedNodeThatDoesNotFitItsSourceIsRefused) {
   EXPECT_THAT(VerifyAll().BrokenVariants(), ::testing::ElementsAre("misfit"));
 }
 
+// arcee_fusion's node is F32 over inputs of one dtype: other inputs, or another
+// node dtype, are damage that export and verify name.
+TEST_F(HostileStoreTest, FusionNodeOverMixedDtypesIsRefused) {
+  Json l = Node(*Hash::FromHex(Node(dus_)["layers"][0]["layer"].get<std::string>()));
+  const Hash q = *Hash::FromHex(l["tensors"]["self_attn.q_proj.weight"].get<std::string>());
+  const Json shape = Node(q)["shape"];
+  const Hash q16 = store_->PutNode(
+      Json{{"kind", "tensor"}, {"dtype", "F16"}, {"shape", shape}, {"op", "cast"}, {"src", q.Hex()}});
+  store_->RequireVersion(3);
+  auto fusion = [&](const char* dtype, const Hash& other) {
+    return store_->PutNode(Json{{"kind", "tensor"}, {"dtype", dtype}, {"shape", shape}, {"op", "merge"},
+                                {"method", "arcee_fusion"}, {"inputs", {q.Hex(), other.Hex()}}, {"base", 0},
+                                {"params", Json::object()}, {"tensor_params", {Json::object(), Json::object()}}});
+  };
+  WithQ("fine", fusion("F32", q));
+  EXPECT_NO_THROW(Export(*store_, "fine", tmp_ / "fine", ExportOptions{}));
+  EXPECT_TRUE(VerifyAll().clean());
+  WithQ("mixed", fusion("F32", q16));
+  EXPECT_THAT(ExportError("mixed", tmp_ / "mixed"), HasSubstr("merges inputs of different dtypes"));
+  EXPECT_FALSE(std::filesystem::exists(tmp_ / "mixed"));
+  WithQ("bf16", fusion("BF16", q));
+  EXPECT_THAT(ExportError("bf16", tmp_ / "bf16"), HasSubstr("its method's result is F32, not BF16"));
+  EXPECT_THAT(VerifyAll().BrokenVariants(), ::testing::UnorderedElementsAre("mixed", "bf16"));
+}
+
 // --- names in nodes: plain names only ----------------------------------------
 
 TEST_F(HostileStoreTest, FileNameWithPathIsRefusedAndNothingIsWrittenOutside) {

@@ -248,14 +248,15 @@ TEST(PlanErrors, UnsupportedMergeMethodListsSupported) {
         "  - sources:\n"
         "    - model: org/a\n"
         "      layer_range: [0, 4]\n"
-        "merge_method: karcher\n",
+        "merge_method: frankenmerge\n",
         "p.yml");
   });
   // "merge_method: " is 14 characters: the value starts in column 15.
   EXPECT_THAT(msg, HasSubstr("p.yml:5:15"));
-  EXPECT_THAT(msg, HasSubstr("karcher"));
+  EXPECT_THAT(msg, HasSubstr("frankenmerge"));
   for (const char* m : {"passthrough", "linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-                        "breadcrumbs_ties", "della", "della_linear", "slerp"})
+                        "breadcrumbs_ties", "della", "della_linear", "slerp", "nuslerp", "multislerp", "karcher",
+                        "model_stock", "sce", "nearswap", "ram", "arcee_fusion"})
     EXPECT_THAT(msg, HasSubstr(m));
 }
 

@@ -45,7 +45,7 @@ PLAN=past.yml plan "slices:" "  - sources:" "    - model: org/base" "      layer
 expect "layer_range past the model" 1 "past.yml:4:20: layer_range \[2, 8\] is past the 4 layers of org/base" -- "$BIN" compile "$T/past.yml"
 PLAN=missing.yml plan "slices:" "  - sources:" "    - model: org/absent" "      layer_range: [0, 2]" "merge_method: passthrough"
 expect "missing model lists where it looked" 1 "models--org--absent" -- "$BIN" compile "$T/missing.yml"
-PLAN=method.yml plan "models:" "  - model: org/base" "merge_method: karcher"
+PLAN=method.yml plan "models:" "  - model: org/base" "merge_method: frankenmerge"
 expect "unsupported merge method lists the supported" 1 "method.yml:3:15: .*supported: passthrough, linear, .*slerp" -- "$BIN" compile "$T/method.yml"
 PLAN=lens.yml plan "slices:" "  - sources:" "    - model: org/base" "      layer_range: [0, 2]" \
   "    - model: org/base" "      layer_range: [0, 3]" "merge_method: passthrough"

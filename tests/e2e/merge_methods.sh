@@ -326,6 +326,101 @@ plan sce_f32 \
   "parameters: {int8_mask: true}"
 check_merge sce_f32 1
 
+plan nuslerp \
+  "merge_method: nuslerp" \
+  "models:" \
+  "  - model: org/a" \
+  "    parameters: {weight: [0.2, 0.8]}" \
+  "  - model: org/b" \
+  "    parameters: {weight: 0.5}"
+check_merge nuslerp 1
+
+plan nuslerp_rows \
+  "merge_method: nuslerp" \
+  "base_model: org/h0" \
+  "models:" \
+  "  - {model: org/h1, parameters: {weight: 1}}" \
+  "  - {model: org/f0, parameters: {weight: 2}}" \
+  "parameters: {nuslerp_flatten: false}" \
+  "dtype: float16"
+check_merge nuslerp_rows 1
+
+plan nuslerp_cols \
+  "merge_method: nuslerp" \
+  "base_model: org/f1" \
+  "models:" \
+  "  - {model: org/f1}" \
+  "  - {model: org/f0, parameters: {weight: 0.3}}" \
+  "  - {model: org/base, parameters: {weight: 0.6}}" \
+  "parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}" \
+  "dtype: float32" \
+  "out_dtype: bfloat16"
+check_merge nuslerp_cols 1
+
+plan multislerp \
+  "merge_method: multislerp" \
+  "models:" \
+  "  - {model: org/base, parameters: {weight: 0.5}}" \
+  "  - {model: org/a, parameters: {weight: [0.2, 1]}}" \
+  "  - {model: org/b, parameters: {weight: 0.3}}"
+check_merge multislerp 1
+
+plan multislerp_base \
+  "merge_method: multislerp" \
+  "base_model: org/f0" \
+  "models:" \
+  "  - {model: org/f1, parameters: {weight: 0.7}}" \
+  "  - {model: org/h0, parameters: {weight: 0.6}}" \
+  "  - {model: org/h1, parameters: {weight: 0.2}}" \
+  "parameters: {normalize_weights: false}" \
+  "dtype: float32"
+check_merge multislerp_base 1
+
+plan karcher \
+  "merge_method: karcher" \
+  "base_model: org/base" \
+  "models:" \
+  "  - model: org/a" \
+  "  - model: org/b"
+check_merge karcher 1
+
+plan karcher_f16 \
+  "merge_method: karcher" \
+  "models:" \
+  "  - model: org/h0" \
+  "  - model: org/h1" \
+  "parameters:" \
+  "  max_iter: 3" \
+  "  tol:" \
+  "    - filter: mlp" \
+  "      value: 0.01" \
+  "    - value: 0.000001"
+check_merge karcher_f16 1
+
+plan arcee_fusion \
+  "merge_method: arcee_fusion" \
+  "base_model: org/base" \
+  "models:" \
+  "  - model: org/base" \
+  "  - model: org/a"
+check_merge arcee_fusion 1
+
+plan arcee_fusion_f16 \
+  "merge_method: arcee_fusion" \
+  "base_model: org/h1" \
+  "models:" \
+  "  - model: org/h0" \
+  "out_dtype: bfloat16"
+check_merge arcee_fusion_f16 1
+
+plan arcee_fusion_f32 \
+  "merge_method: arcee_fusion" \
+  "base_model: org/f0" \
+  "models:" \
+  "  - model: org/f1" \
+  "dtype: float32"
+check_merge arcee_fusion_f32 1
+
 # --- recipes, not tensors -------------------------------------------------------------
 store_bytes() { du -sb "$STRATA_STORE" | cut -f1; }
 plan stack_ties \
@@ -470,6 +565,41 @@ plan bad_ram_dtypes \
   "  - model: org/base" \
   "  - model: org/h0"
 expect_error bad_ram_dtypes "ram of \"[^\"]+\": the models store it as BF16 and F16; give the plan a dtype:"
+plan bad_nuslerp3 \
+  "merge_method: nuslerp" \
+  "models:" \
+  "  - {model: org/base, parameters: {weight: 1}}" \
+  "  - {model: org/a, parameters: {weight: 1}}" \
+  "  - {model: org/b, parameters: {weight: 1}}"
+expect_error bad_nuslerp3 "bad_nuslerp3.yml:3:3: models: has 3 models; merge_method nuslerp takes exactly 2 \\(and an optional base_model\\)"
+plan bad_nuslerp_base \
+  "merge_method: nuslerp" \
+  "base_model: org/base" \
+  "slices:" \
+  "  - sources:" \
+  "      - {model: org/a, layer_range: [0, 4], parameters: {weight: 1}}" \
+  "      - {model: org/b, layer_range: [0, 4], parameters: {weight: 1}}"
+expect_error bad_nuslerp_base "bad_nuslerp_base.yml:4:5: base_model \"org/base\" is not a source of slice 0; merge_method nuslerp merges 2 models onto the base"
+plan bad_karcher_iter \
+  "merge_method: karcher" \
+  "models:" \
+  "  - model: org/a" \
+  "  - model: org/b" \
+  "parameters: {max_iter: 2.5}"
+expect_error bad_karcher_iter "bad_karcher_iter.yml:5:24: karcher's max_iter 2.5 for \"model.embed_tokens.weight\" is not a whole number"
+plan bad_arcee3 \
+  "merge_method: arcee_fusion" \
+  "base_model: org/base" \
+  "models:" \
+  "  - model: org/a" \
+  "  - model: org/b"
+expect_error bad_arcee3 "bad_arcee3.yml:4:3: models: has 3 sources; merge_method arcee_fusion takes exactly 2"
+plan bad_multislerp_weight \
+  "merge_method: multislerp" \
+  "models:" \
+  "  - {model: org/a, parameters: {weight: 1}}" \
+  "  - model: org/b"
+expect_error bad_multislerp_weight "merge_method multislerp needs parameter \"weight\" for model \"org/b\""
 "$STRATA" synth --preset tiny --layers 4 --hidden 128 --hf-cache "$T/hf" --as org/wide --seed 8 -q \
   >"$T/logs/synth-wide" 2>&1 || bad "synth org/wide" "$T/logs/synth-wide"
 plan bad_shape \
@@ -484,8 +614,13 @@ expect_error bad_shape "shapes disagree: output tensor \"[^\"]+\" merges"
 # variant and its exported checkpoint score the same to the last bit.
 "$STRATA" synth --preset tiny --layers 32 --hidden 96 --heads 3 --kv-heads 1 --intermediate 256 \
   --vocab 4096 --hf-cache "$T/hf" --as org/noise --seed 9 -q >"$T/logs/noise" 2>&1 || bad "synth org/noise" "$T/logs/noise"
-for m in ties slerp sce; do
-  if [[ $m == ties ]]; then
+for m in ties slerp sce arcee_fusion nuslerp; do
+  if [[ $m == arcee_fusion ]]; then  # its result is float32: the runtime runs F32 weights beside bf16 ones
+    plan "fix_$m" "merge_method: arcee_fusion" "base_model: \"$FIX\"" "models:" "  - model: org/noise"
+  elif [[ $m == nuslerp ]]; then
+    plan "fix_$m" "merge_method: nuslerp" "models:" "  - {model: \"$FIX\", parameters: {weight: 0.8}}" \
+      "  - {model: org/noise, parameters: {weight: 0.2}}" "parameters: {nuslerp_flatten: false}"
+  elif [[ $m == ties ]]; then
     plan "fix_$m" "merge_method: ties" "base_model: \"$FIX\"" "models:" "  - model: \"$FIX\"" \
       "  - {model: org/noise, parameters: {weight: 0.3, density: 0.5}}"
   elif [[ $m == sce ]]; then

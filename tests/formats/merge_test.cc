@@ -72,7 +72,19 @@ TEST(MergeMethods, TableHasMergekitsDefaults) {
   EXPECT_EQ(Spec("sce", 2, 0).Param("select_topk"), 1.0);
   EXPECT_TRUE(FindMergeMethod("sce")->whole_tensor);
   EXPECT_FALSE(FindMergeMethod("ram")->whole_tensor);
-  EXPECT_EQ(FindMergeMethod("karcher"), nullptr);
+  EXPECT_EQ(FindMergeMethod("nuslerp")->others, 2);  // two models, the base optional
+  EXPECT_FALSE(FindMergeMethod("nuslerp")->needs_base);
+  EXPECT_EQ(Spec("nuslerp", 2).Param("nuslerp_flatten"), 1.0);
+  EXPECT_EQ(Spec("nuslerp", 2).Param("nuslerp_row_wise"), 0.0);
+  EXPECT_EQ(Spec("multislerp", 2).Param("normalize_weights"), 1.0);
+  EXPECT_EQ(Spec("multislerp", 2).Param("eps"), 1e-8);
+  EXPECT_FALSE(FindMergeMethod("karcher")->base_role);  // every model alike
+  EXPECT_EQ(Spec("karcher", 2).Param("max_iter"), 10);
+  EXPECT_EQ(Spec("karcher", 2).Param("tol"), 1e-5);
+  EXPECT_TRUE(FindMergeMethod("arcee_fusion")->needs_base);
+  EXPECT_EQ(FindMergeMethod("arcee_fusion")->models, 2);
+  EXPECT_FALSE(FindMergeMethod("linear")->one_model_as_is);  // its one model still weighed
+  EXPECT_EQ(FindMergeMethod("della_ties"), nullptr);
   EXPECT_THAT(MergeMethodNames(), HasSubstr("passthrough, linear, task_arithmetic, ties"));
 }
 
@@ -273,6 +285,113 @@ TEST(MergeMethods, SlerpOfParallelTensorsIsLinear) {
   EXPECT_EQ(Merge(m, DType::kF32, {{1, 2}, {3, 6}}), (std::vector<float>{1.5f, 3.0f}));
 }
 
+TEST(MergeMethods, NuslerpTakesTFromTheWeights) {
+  MergeSpec m = Spec("nuslerp", 2);
+  auto weights = [&](double w0, double w1) {
+    m.tensor_params[0]["weight"] = w0;
+    m.tensor_params[1]["weight"] = w1;
+  };
+  const std::vector<float> a{1, 0}, b{0, 1};
+  weights(1, 1);  // t = 1/2: halfway round the quarter turn
+  std::vector<float> r = Merge(m, DType::kF32, {a, b});
+  EXPECT_FLOAT_EQ(r[0], std::sqrt(0.5f));
+  EXPECT_FLOAT_EQ(r[1], std::sqrt(0.5f));
+  weights(3, 1);  // t = 1/4: 22.5 degrees from a
+  r = Merge(m, DType::kF32, {a, b});
+  EXPECT_NEAR(r[0], std::cos(M_PI / 8), 1e-6);
+  EXPECT_NEAR(r[1], std::sin(M_PI / 8), 1e-6);
+  weights(1, -1);  // weights summing to 0: t = 1/2
+  r = Merge(m, DType::kF32, {a, b});
+  EXPECT_FLOAT_EQ(r[0], std::sqrt(0.5f));
+  // With a base: the offsets from it are interpolated, and it is added back.
+  MergeSpec mb = Spec("nuslerp", 3, 1);
+  mb.tensor_params[0]["weight"] = 1.0;
+  mb.tensor_params[2]["weight"] = 1.0;
+  r = Merge(mb, DType::kF32, {{2, 1}, {1, 1}, {1, 2}});
+  EXPECT_FLOAT_EQ(r[0], 1 + std::sqrt(0.5f));
+  EXPECT_FLOAT_EQ(r[1], 1 + std::sqrt(0.5f));
+}
+
+TEST(MergeMethods, NuslerpRowsColumnsAndColinearVectors) {
+  MergeSpec m = Spec("nuslerp", 2);
+  m.tensor_params[0]["weight"] = 3.0;
+  m.tensor_params[1]["weight"] = 1.0;  // t = 1/4
+  m.params["nuslerp_flatten"] = false;
+  // Row 0: a quarter turn; row 1: parallel rows, interpolated linearly (3/4 * 2 + 1/4 * 6).
+  std::vector<float> r = Merge(m, DType::kF32, {{1, 0, 2, 0}, {0, 1, 6, 0}}, {2, 2});
+  EXPECT_NEAR(r[0], std::cos(M_PI / 8), 1e-6);
+  EXPECT_NEAR(r[1], std::sin(M_PI / 8), 1e-6);
+  EXPECT_EQ(r[2], 3.0f);
+  EXPECT_EQ(r[3], 0.0f);
+  // nuslerp_row_wise: the same vectors as columns.
+  m.params["nuslerp_row_wise"] = true;
+  r = Merge(m, DType::kF32, {{1, 2, 0, 0}, {0, 6, 1, 0}}, {2, 2});
+  EXPECT_NEAR(r[0], std::cos(M_PI / 8), 1e-6);
+  EXPECT_NEAR(r[2], std::sin(M_PI / 8), 1e-6);
+  EXPECT_EQ(r[1], 3.0f);
+  EXPECT_EQ(r[3], 0.0f);
+}
+
+TEST(MergeMethods, MultislerpAveragesDirectionsAndNorms) {
+  MergeSpec m = Spec("multislerp", 2);
+  m.tensor_params[0]["weight"] = 1.0;
+  m.tensor_params[1]["weight"] = 1.0;
+  // Directions 0 and 90 degrees, norms 2 and 4: 45 degrees, norm 3.
+  std::vector<float> r = Merge(m, DType::kF32, {{2, 0}, {0, 4}});
+  EXPECT_NEAR(r[0], 3 * std::sqrt(0.5), 1e-5);
+  EXPECT_NEAR(r[1], 3 * std::sqrt(0.5), 1e-5);
+  // Antipodal models of equal weight: their mean direction is zero, and two
+  // models fall back to linear interpolation.
+  r = Merge(m, DType::kF32, {{1, 0}, {-1, 0}});
+  EXPECT_EQ(r, (std::vector<float>{0, 0}));
+  // Three models cannot: mergekit raises, and so does strata, naming the node.
+  MergeSpec m3 = Spec("multislerp", 3);
+  for (int k = 0; k < 3; ++k) m3.tensor_params[k]["weight"] = k == 2 ? 0.0 : 1.0;
+  try {
+    Merge(m3, DType::kF32, {{1, 0}, {-1, 0}, {0, 1}});
+    ADD_FAILURE() << "antipodal models merged";
+  } catch (const Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("weighted mean of the 3 models' directions is zero"));
+    EXPECT_THAT(e.what(), HasSubstr(H(0).Hex()));
+  }
+  // One model besides the base: that model, as it is.
+  MergeSpec one = Spec("multislerp", 2, 0);
+  one.tensor_params[1]["weight"] = 0.5;
+  EXPECT_EQ(Merge(one, DType::kF32, {{1, 2}, {3, 5}}), (std::vector<float>{3, 5}));
+}
+
+TEST(MergeMethods, KarcherFindsTheMeanDirection) {
+  MergeSpec m = Spec("karcher", 3);
+  // Directions 0, 90 and 0 degrees: the Riemannian mean is at 30 degrees
+  // (the first guess, the normalized mean, at 26.6); norms 1, 1 and 4 average 2.
+  std::vector<float> r = Merge(m, DType::kF32, {{1, 0}, {0, 1}, {4, 0}});
+  EXPECT_NEAR(r[0], 2 * std::cos(M_PI / 6), 1e-5);
+  EXPECT_NEAR(r[1], 2 * std::sin(M_PI / 6), 1e-5);
+  m.params["max_iter"] = 0;  // no iteration: the first guess
+  r = Merge(m, DType::kF32, {{1, 0}, {0, 1}, {4, 0}});
+  EXPECT_NEAR(r[0], 2 * 2 / std::sqrt(5.0), 1e-5);
+  EXPECT_NEAR(r[1], 2 * 1 / std::sqrt(5.0), 1e-5);
+  // A zero tensor is not a direction, but its norm counts in the scale.
+  MergeSpec m2 = Spec("karcher", 2);
+  r = Merge(m2, DType::kF32, {{0, 0}, {0, 4}});
+  EXPECT_EQ(r, (std::vector<float>{0, 2}));
+  EXPECT_EQ(Merge(m2, DType::kF32, {{0, 0}, {0, 0}}), (std::vector<float>{0, 0}));
+}
+
+TEST(MergeMethods, ArceeFusionKeepsTheOutlyingChanges) {
+  MergeSpec m = Spec("arcee_fusion", 2, 0);
+  EXPECT_TRUE(m.method->out_f32);
+  // One row, so one KL factor k > 0: importances k * |p - b|. Sorted, the
+  // median is element int(0.5 * 7) = 3 (0.5), q1 element 1 (0.25), q3
+  // element 5 (0.75): the threshold is k * (0.5 + 1.5 * 0.5) = 1.25 k. Only
+  // the change of 4 reaches it; the result is float32 whatever the inputs.
+  const std::vector<float> b(8, 1.0f), p{1.125f, 1.25f, 1.375f, 1.5f, 1.625f, 1.75f, 1.875f, 5};
+  for (DType d : {DType::kBF16, DType::kF32})
+    EXPECT_EQ(Merge(m, d, {b, p}), (std::vector<float>{1, 1, 1, 1, 1, 1, 1, 5})) << DTypeName(d);
+  m.base = 1;  // the base wherever it is listed
+  EXPECT_EQ(Merge(m, DType::kF32, {p, b}), (std::vector<float>{1, 1, 1, 1, 1, 1, 1, 5}));
+}
+
 Json NodeJson(const MergeSpec& m) {
   Json j{{"kind", "tensor"}, {"dtype", "F32"}, {"shape", {2}}, {"op", "merge"}};
   j.update(m.ToJson());
@@ -361,7 +480,7 @@ TEST(MergeNode, RefusesMalformedNodes) {
   };
   const Json good = NodeJson(Spec("ties", 2, 0));
   Json j = good;
-  j["method"] = "karcher";
+  j["method"] = "frankenmerge";
   refused(j, "unknown method");
   j = good;
   j["method"] = "passthrough";
@@ -392,6 +511,17 @@ TEST(MergeNode, RefusesMalformedNodes) {
   refused(j, "nearswap with 3 inputs (it takes 2)");
   j = NodeJson(Spec("ram", 1, 0));
   refused(j, "ram with 1 input (it takes 2 to 256)");
+  j = NodeJson(Spec("nuslerp", 3));
+  refused(j, "nuslerp of 3 models besides the base (it takes 2)");
+  j = NodeJson(Spec("nuslerp", 2, 0));
+  refused(j, "nuslerp of 1 models besides the base (it takes 2)");
+  j = NodeJson(Spec("karcher", 2));
+  j["params"]["max_iter"] = 2.5;
+  refused(j, "max_iter 2.5 is not a whole number");
+  j["params"]["max_iter"] = 1e9;
+  refused(j, "up to 1000");
+  j = NodeJson(Spec("arcee_fusion", 3, 0));
+  refused(j, "arcee_fusion with 3 inputs (it takes 2)");
   j = good;
   j["tensor_params"][1]["weight"] = "half";
   refused(j, "finite value");

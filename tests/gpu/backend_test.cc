@@ -300,8 +300,9 @@ TEST_F(CudaBackendTest, ResidentBytesEqualHostBytes) {
   }
 }
 
-// Merge recipes (ties, slerp, dare_linear, ram over two stored models,
-// model_stock over three): the device
+// Merge recipes (ties, slerp, dare_linear, ram, arcee_fusion (float32
+// results in a bf16 model) over two stored models, model_stock and karcher
+// over three): the device
 // holds each merged tensor node once, bit for bit what the host materializes,
 // and the logits match the CPU's.
 TEST_F(CudaBackendTest, MergeRecipesMatchCpuAndHostBytes) {
@@ -314,6 +315,11 @@ TEST_F(CudaBackendTest, MergeRecipesMatchCpuAndHostBytes) {
   CompileText("ram",
               "merge_method: ram\nbase_model: org/base\nmodels:\n  - model: org/base\n  - model: org/tuned\n"
               "parameters: {epsilon: 0.02}\n");
+  CompileText("fusion",
+              "merge_method: arcee_fusion\nbase_model: org/base\nmodels:\n  - model: org/tuned\n");
+  CompileText("karcher",
+              "merge_method: karcher\nmodels:\n  - model: org/base\n  - model: org/tuned\n  - model: org/other\n"
+              "parameters: {max_iter: [{filter: mlp, value: 2}, {value: 10}]}\n");
   CompileText("ties",
               "merge_method: ties\nbase_model: org/base\nmodels:\n  - model: org/base\n"
               "  - {model: org/tuned, parameters: {weight: 0.7, density: [0.3, 0.8]}}\n");
@@ -323,7 +329,7 @@ TEST_F(CudaBackendTest, MergeRecipesMatchCpuAndHostBytes) {
   CompileText("dare",
               "merge_method: dare_linear\nbase_model: org/base\nmodels:\n  - model: org/base\n"
               "  - {model: org/tuned, parameters: {weight: 1, density: 0.4}}\ndtype: float16\n");
-  for (const char* variant : {"ties", "slerp", "dare", "stock", "ram"}) {
+  for (const char* variant : {"ties", "slerp", "dare", "stock", "ram", "fusion", "karcher"}) {
     CompareWithCpu(variant, true, {}, /*prompt_len=*/24, /*steps=*/4);
     WeightStore weights(*store_);
     Model m = AssembleModel(*store_, weights, store_->ResolveRef(variant));

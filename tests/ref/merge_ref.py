@@ -3,10 +3,11 @@
 
 Works out, from a mergekit plan and a Hugging Face cache directory, the checkpoint
 mergekit would write for linear, task_arithmetic, ties, dare_ties, dare_linear,
-breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, nearswap, ram, model_stock
-and sce merges, and compares a directory exported by strata against it.  It is a
-separate reading of mergekit (merge_methods/{linear,slerp,generalized_task_arithmetic,
-registry,nearswap,ram,model_stock,sce,easy_define}.py, sparsify.py,
+breadcrumbs, breadcrumbs_ties, della, della_linear, slerp, nuslerp, multislerp, karcher,
+nearswap, ram, model_stock, sce and arcee_fusion merges, and compares a directory exported by
+strata against it.  It is a separate reading of mergekit (merge_methods/{linear,slerp,
+generalized_task_arithmetic,registry,nuslerp,multislerp,karcher,nearswap,ram,model_stock,sce,
+arcee_fusion,easy_define}.py, sparsify.py,
 plan.py, config.py, io/tasks.py) and of strata's contract docs/merge_methods.md;
 it shares no code with strata or mergekit.  The safetensors, HF-cache, parameter
 and shard-layout building blocks come from mergekit_ref.py (same folder).
@@ -24,8 +25,11 @@ tensor are rounded to float32 first, a sum over the models accumulates in float3
 from +0.0 in input order and rounds once.  The random draws of DARE/DELLA are
 strata's deterministic ones (docs/merge_methods.md); slerp's norms and dot product
 are computed in float64 as strata does (mergekit's are float32 numpy); so are the
-full reductions of model_stock and sce (norms, dot products, means: float64, rounded
-to float32, then to the dtype), where torch's own summation order is not reproduced.
+full reductions of model_stock, sce, nuslerp, multislerp, karcher and arcee_fusion (norms,
+dot products, means, softmax sums: float64, rounded to float32, then to the dtype), where
+torch's own summation order is not reproduced, and acos/sin/cos/exp/log are taken in float64
+and rounded to float32 once.  arcee_fusion's quantiles come from every element (mergekit
+samples 1e6 of a larger tensor).
 """
 
 import argparse
@@ -65,7 +69,15 @@ BASE_METHODS = {
     "model_stock": ({"filter_wise": False}, 3, None),
     "sce": ({"int8_mask": False, "select_topk": 1.0}, 1, None),
 }
-METHODS = ["linear", "slerp"] + list(GTA_METHODS) + list(BASE_METHODS)
+# The spherical methods: (global parameters and defaults, whether a base_model
+# is used, exactly how many models besides the base or None: any).
+SPHERE_METHODS = {
+    "nuslerp": ({"nuslerp_row_wise": False, "nuslerp_flatten": True}, True, 2),
+    "multislerp": ({"normalize_weights": True, "eps": 1e-8}, True, None),
+    "karcher": ({"max_iter": 10, "tol": 1e-5}, False, None),
+}
+METHODS = (["linear", "slerp"] + list(GTA_METHODS) + list(BASE_METHODS) + list(SPHERE_METHODS)
+           + ["arcee_fusion"])
 
 
 # ----------------------------------------------------------------------------
@@ -380,6 +392,164 @@ def merge_sce(base, xs, topk, D):
     return rd(base.reshape(-1) + rd(merged / den, D), D).reshape(base.shape)
 
 
+def _f64(fn):
+    """torch's float32 acos/sin/cos/exp/log: here in float64, rounded once (strata's
+    contract, docs/merge_methods.md; numpy's float32 versions are not correctly rounded)."""
+    return lambda x: np.asarray(fn(np.asarray(x, dtype=np.float64)), dtype=F32)
+
+
+ACOS, SIN, COS, EXP, LOG = (_f64(f) for f in (np.arccos, np.sin, np.cos, np.exp, np.log))
+
+
+def _row_sums(x):
+    """Sums along the last axis: float64, rounded to float32 once."""
+    return np.sum(np.asarray(x, dtype=np.float64), axis=-1).astype(F32)
+
+
+def merge_nuslerp(v0, v1, base, w0, w1, row_wise, flatten, D):
+    """NuSlerpTask.execute and nuslerp(): v0, v1 the two models in plan order."""
+    s = w0 + w1
+    t = 0.5 if abs(s) < 1e-6 else w1 / s
+    if base is not None:
+        v0, v1 = rd(v0 - base, D), rd(v1 - base, D)
+    shape = v0.shape
+    swap = not flatten and row_wise and v0.ndim > 1      # transpose(0, -1)
+    if flatten:
+        a, b = v0.reshape(1, -1), v1.reshape(1, -1)
+    else:
+        a, b = (np.swapaxes(v0, 0, -1), np.swapaxes(v1, 0, -1)) if swap else (v0, v1)
+    sh = a.shape
+    a, b = a.reshape(-1, sh[-1]), b.reshape(-1, sh[-1])
+    lo = rd(f32(1e-7), D)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        def unit(x):
+            n = np.maximum(rd(np.sqrt(_row_sums(x.astype(np.float64) ** 2)), D), lo)
+            return rd(x / n[:, None], D)
+        cos = np.clip(rd(_row_sums(rd(unit(a) * unit(b), D)), D), F32(-1), F32(1))
+        theta = rd(ACOS(cos), D)
+        sin = rd(SIN(theta), D)
+        s0 = rd(SIN(rd(f32(1 - t) * theta, D)), D)[:, None]
+        s1 = rd(SIN(rd(f32(t) * theta, D)), D)[:, None]
+        res = rd(rd(rd(s0 * a, D) + rd(s1 * b, D), D) / sin[:, None], D)
+        lin = rd(rd(f32(1 - t) * a, D) + rd(f32(t) * b, D), D)
+    res = np.where((np.abs(sin) < rd(f32(1e-8), D))[:, None], lin, res).reshape(sh)
+    if swap:
+        res = np.swapaxes(res, 0, -1)
+    res = np.ascontiguousarray(res).reshape(shape)
+    return res if base is None else rd(base + res, D)
+
+
+def merge_multislerp(xs, base, weights, normalize, eps, D):
+    """multislerp(tensors=xs, weight, base_tensor, normalize_weights, eps)."""
+    if len(xs) == 1:
+        return xs[0]
+    X = [rd(x - base, D) if base is not None else x for x in xs]
+    w = [rd(f32(v), D) for v in weights]               # torch.tensor(weight, dtype=D)
+    if normalize:
+        tot = rd(msum(w), D)
+        w = [rd(v / tot, D) for v in w]
+    e = rd(f32(eps), D)                                # a Python number added in D
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        def norm(x):
+            return rd(np.sqrt(_full_sum(np.asarray(x, np.float64) ** 2)), D)
+        norms = [norm(x) for x in X]
+        units = [rd(x / rd(n + e, D), D) for x, n in zip(X, norms)]
+        mean = rd(msum([rd(u * wk, D) for u, wk in zip(units, w)]), D)
+        mn = norm(mean)
+        if mn < e:
+            if len(X) != 2:
+                raise RefError("multislerp: the weighted mean of the directions is zero")
+            res = rd(rd(X[0] * w[0], D) + rd(X[1] * w[1], D), D)
+            return res if base is None else rd(res + base, D)
+        mean = rd(mean / mn, D)
+        dots = [rd(_full_sum(rd(u * mean, D)), D) for u in units]
+        tr = rd(msum([rd(rd(u - rd(dk * mean, D), D) * wk, D)
+                      for u, dk, wk in zip(units, dots, w)]), D)
+        tn = rd(norm(tr) + e, D)
+        res = rd(rd(mean * rd(COS(tn), D), D) + rd(tr * rd(rd(SIN(tn), D) / tn, D), D), D)
+        res = rd(res * rd(msum([rd(n * wk, D) for n, wk in zip(norms, w)]), D), D)
+    return res if base is None else rd(res + base, D)
+
+
+def merge_karcher(xs, max_iter, tol, D):
+    """KarcherTask.execute: karcher_merge_tensors(xs, equal alphas, max_iter, tol)."""
+    k = len(xs)
+    if k == 1:
+        return xs[0]
+
+    def norm(x):                                       # torch.linalg.norm(x.float())
+        return np.sqrt(_full_sum(np.asarray(x, np.float64) ** 2))
+
+    alphas = [1.0 / k] * k
+    norms, units = [], []
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        for x in xs:
+            n = norm(x)
+            if float(n) == 0.0:
+                norms.append(0.0)
+                units.append(np.zeros_like(x))
+            else:
+                norms.append(float(n))
+                units.append(rd(x / n, D))
+        valid = [i for i, n in enumerate(norms) if n > tol]
+        if not valid:
+            return np.zeros_like(xs[0])
+        va = [alphas[i] for i in valid]
+        asum = sum(va)
+        na = [a / asum for a in va]
+        vu = [units[i] for i in valid]
+        u = np.zeros_like(vu[0])
+        for a, ui in zip(na, vu):
+            u = rd(u + rd(f32(a) * ui, D), D)
+        nu = float(norm(u))
+        u = vu[0].copy() if nu < tol else rd(u / f32(nu), D)
+        for _ in range(max(0, int(max_iter))):
+            T = np.zeros_like(u)
+            for a, ui in zip(na, vu):
+                dot = np.clip(rd(_full_sum(u.astype(np.float64) * ui), D), F32(-1), F32(1))
+                theta = rd(ACOS(dot), D)
+                if float(theta) < tol:
+                    continue
+                coef = rd(f32(a) * rd(theta / rd(SIN(theta), D), D), D)
+                T = rd(T + rd(coef * rd(ui - rd(dot * u, D), D), D), D)
+            nt = norm(T)
+            if float(nt) < tol:
+                break
+            # cos(norm_T) * u: the float32 scalar comes first, so torch rounds it to D
+            c, s = rd(COS(nt), D), rd(SIN(nt), D)
+            u = rd(rd(c * u, D) + rd(s * rd(T / nt, D), D), D)
+            un = norm(u)
+            if float(un) > tol:
+                u = rd(u / un, D)
+    s = 0.0
+    for a, n in zip(alphas, norms):
+        s += a * n
+    return rd(u * f32(s), D)
+
+
+def merge_arcee_fusion(base, p, D):
+    """ArceeFusionMergeTask.execute; the quantiles over every element (strata's rule:
+    mergekit samples 1e6 elements of a larger tensor).  The result is float32."""
+    shape = base.shape
+    P, B = p.reshape(-1, shape[-1]), base.reshape(-1, shape[-1])
+    e = rd(f32(1e-8), D)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        def softmax(x):                                # float32: exp(x - max) * (1 / sum)
+            ex = EXP(x - x.max(axis=1, keepdims=True))
+            return rd(rd(ex * (F32(1) / _row_sums(ex)[:, None]), D) + e, D)
+        sp, sq = softmax(P), softmax(B)
+        kl = rd(_row_sums(rd(sp * rd(LOG(rd(sp / sq, D)), D), D)), D)
+        imp = rd(np.abs(rd(P - B, D)) * kl[:, None], D).reshape(-1)
+    srt = np.sort(imp)                                 # NaN last, as torch.sort
+    n = srt.size
+
+    def q(v):                                          # sorted[(q * (n - 1)).long()]
+        return srt[min(n - 1, int(F32(v) * F32(n - 1)))]
+    thr = rd(q(0.5) + rd(f32(1.5) * rd(q(0.75) - q(0.25), D), D), D)
+    delta = rd(P - B, D).reshape(-1)
+    return (base.reshape(-1) + delta * (imp >= thr).astype(F32)).reshape(shape)
+
+
 # ----------------------------------------------------------------------------
 # plans
 
@@ -503,14 +673,23 @@ class MergePlan:
             if len(lens) != 1:
                 raise RefError(f"slices[{i}]: sources span different numbers of layers")
             base = self.slice_base(s)
-            if self.method != "linear":
+            if self.method in SPHERE_METHODS:
+                _, uses_base, others = SPHERE_METHODS[self.method]
+                if self.method == "nuslerp" and base is not None and base not in refs:
+                    raise RefError(f"slices[{i}]: nuslerp's base_model {base} is not one "
+                                   "of the slice's sources")
+                n_others = len(refs) - (1 if uses_base and base in refs else 0)
+                if others and n_others != others:
+                    raise RefError(f"slices[{i}]: {self.method} takes {others} models "
+                                   f"besides the base, got {n_others}")
+            elif self.method != "linear":
                 if base is None:
                     raise RefError(f"slices[{i}]: {self.method} needs a base_model")
                 if base not in refs:
                     raise RefError(f"slices[{i}]: base_model {base} is not one of the "
                                    "slice's sources")
-            if self.method == "slerp" and len(refs) != 2:
-                raise RefError(f"slices[{i}]: slerp takes exactly two models, "
+            if self.method in ("slerp", "arcee_fusion") and len(refs) != 2:
+                raise RefError(f"slices[{i}]: {self.method} takes exactly two models, "
                                f"got {len(refs)}")
             if self.method in BASE_METHODS:
                 _, least, most = BASE_METHODS[self.method]
@@ -577,6 +756,10 @@ def _gparam_defs(method):
         return {"t": None}
     if method in BASE_METHODS:
         return dict(BASE_METHODS[method][0])
+    if method in SPHERE_METHODS:
+        return dict(SPHERE_METHODS[method][0])
+    if method == "arcee_fusion":
+        return {}
     _, _, norm, resc = GTA_METHODS[method]
     return {"int8_mask": False, "normalize": norm, "rescale": resc, "lambda": 1.0}
 
@@ -584,7 +767,9 @@ def _gparam_defs(method):
 def _tparam_defs(method):
     if method == "linear":
         return {"weight": None}
-    if method == "slerp" or method in BASE_METHODS:
+    if method in ("nuslerp", "multislerp"):
+        return {"weight": None}
+    if method in ("slerp", "karcher", "arcee_fusion") or method in BASE_METHODS:
         return {}
     d = {"weight": None, "density": 1.0}
     kind = GTA_METHODS[method][1]
@@ -616,23 +801,27 @@ def _plan_tensor(plan, slc, out_name, pairs, t, entries):
         gparams[name] = v
     tparams = []
     base = None
+    weighs_base = method in ("linear", "karcher")      # the base is a model like the others
     for k, (m, src) in enumerate(pairs):
-        is_base = (m == base_ref)
-        if is_base and method != "linear":
+        is_base = (m == base_ref) and not weighs_base
+        if is_base:
             base = k
         p = {}
         for name, default in _tparam_defs(method).items():
             v = plan.parameter(slc, name, m, src, t)
             p[name] = default if v is None else v
-        if (method == "linear" or method in GTA_METHODS) and p.get("weight") is None and \
-                (method == "linear" or not is_base):
+        if "weight" in p and p["weight"] is None and not is_base:
             raise RefError(f"{m}:{src}: missing required parameter weight")
         if method in GTA_METHODS and not is_base:
             dens = p["density"]
             if not 0 < dens <= 1:
                 raise RefError(f"{m}:{src}: density {dens} outside (0, 1]")
         tparams.append(p)
-    if method != "linear" and base is None and not (method == "slerp" and len(pairs) == 1):
+    optional_base = weighs_base or method in ("nuslerp", "multislerp")
+    if method == "nuslerp" and len(pairs) - (base is not None) != 2:
+        raise RefError(f"{out_name}: nuslerp of {len(pairs)} inputs, "
+                       f"{'one' if base is not None else 'none'} of them the base")
+    if not optional_base and base is None and not (method == "slerp" and len(pairs) == 1):
         # (a one-input slerp returns its input; GTATask indexes tensors[base_model])
         raise RefError(f"{out_name}: base model {base_ref} is not among the inputs")
     for m, src in pairs:
@@ -697,6 +886,26 @@ def entry_value(plan, e, seed):
         res = merge_linear([x for x, _, _ in loaded], e.tparams, e.gparams, D)
     elif len(loaded) == 1:
         res, D, _ = loaded[0]       # single input: the input itself
+    elif method in SPHERE_METHODS or method == "arcee_fusion":
+        dts = {d for _, d, _ in loaded}
+        if len(dts) != 1:
+            raise RefError(f"{e.out_name}: {method} over inputs of dtypes {sorted(dts)} "
+                           "without a plan dtype")
+        D = loaded[0][1]
+        g = e.gparams
+        base = loaded[e.base][0] if e.base is not None else None
+        ks = [k for k in range(len(loaded)) if k != e.base]
+        xs = [loaded[k][0] for k in ks]
+        ws = [e.tparams[k].get("weight") for k in ks]
+        if method == "nuslerp":
+            res = merge_nuslerp(xs[0], xs[1], base, ws[0], ws[1], bool(g["nuslerp_row_wise"]),
+                                bool(g["nuslerp_flatten"]), D)
+        elif method == "multislerp":
+            res = merge_multislerp(xs, base, ws, bool(g["normalize_weights"]), g["eps"], D)
+        elif method == "karcher":
+            res = merge_karcher(xs, g["max_iter"], g["tol"], D)
+        else:
+            res, D = merge_arcee_fusion(base, xs[0], D), "F32"
     elif method in BASE_METHODS:
         dts = {d for _, d, _ in loaded}
         if len(dts) != 1:
@@ -734,9 +943,11 @@ def entry_value(plan, e, seed):
 def entry_info(plan, e):
     infos = [plan.model(m).info(src) for m, src in e.inputs]
     shape = infos[0][1]
-    if plan.dtype:
+    if plan.method == "arcee_fusion" and len(infos) == 2:
+        D = "F32"                   # the delta times a float32 mask
+    elif plan.dtype:
         D = plan.dtype
-    elif plan.method == "linear" or len(infos) == 1:
+    elif plan.method == "linear" or len(infos) == 1 or e.base is None:
         D = infos[0][0]
     else:
         D = infos[e.base][0]
@@ -1180,6 +1391,44 @@ def cmd_selftest(a):
     ok(np.allclose(got, [2.4, 2, -1], atol=1e-6), "sce: weights by mean square, signs erased")
     got = merge_sce(A(0, 0, 0), [A(1, 2, -1), A(3, -2, -1)], 0.5, "F32")
     ok(same(got, A(0, 2, 0)), "sce: select_topk keeps the largest variance")
+
+    # nuslerp, multislerp, karcher, arcee_fusion
+    h = float(np.sqrt(F32(0.5)))
+    got = merge_nuslerp(A(1, 0), A(0, 1), None, 3.0, 1.0, False, True, "F32")
+    ok(np.allclose(got, [np.cos(np.pi / 8), np.sin(np.pi / 8)], atol=1e-6),
+       "nuslerp: t = w1 / (w0 + w1) = 1/4 of the quarter turn")
+    got = merge_nuslerp(A(2, 1), A(1, 2), A(1, 1), 1.0, 1.0, False, True, "F32")
+    ok(np.allclose(got, [1 + h, 1 + h], atol=1e-6), "nuslerp: offsets from the base")
+    got = merge_nuslerp(A(1, 0, 2, 0).reshape(2, 2), A(0, 1, 6, 0).reshape(2, 2), None,
+                        3.0, 1.0, False, False, "F32")
+    ok(np.allclose(got.reshape(-1), [np.cos(np.pi / 8), np.sin(np.pi / 8), 3, 0], atol=1e-6),
+       "nuslerp rows: parallel rows are interpolated linearly")
+    got = merge_nuslerp(A(1, 2, 0, 0).reshape(2, 2), A(0, 6, 1, 0).reshape(2, 2), None,
+                        3.0, 1.0, True, False, "F32")
+    ok(np.allclose(got.reshape(-1), [np.cos(np.pi / 8), 3, np.sin(np.pi / 8), 0], atol=1e-6),
+       "nuslerp_row_wise: columns")
+    got = merge_multislerp([A(2, 0), A(0, 4)], None, [1.0, 1.0], True, 1e-8, "F32")
+    ok(np.allclose(got, [3 * h, 3 * h], atol=1e-5), "multislerp: mean direction, mean norm")
+    ok(same(merge_multislerp([A(1, 0), A(-1, 0)], None, [1.0, 1.0], True, 1e-8, "F32"),
+            A(0, 0)), "multislerp: two antipodal models fall back to linear")
+    try:
+        merge_multislerp([A(1, 0), A(-1, 0), A(0, 1)], None, [1.0, 1.0, 0.0], True, 1e-8, "F32")
+        ok(False, "multislerp: three cancelling models raise")
+    except RefError:
+        ok(True, "multislerp: three cancelling models raise")
+    got = merge_karcher([A(1, 0), A(0, 1), A(4, 0)], 10, 1e-5, "F32")
+    ok(np.allclose(got, [2 * np.cos(np.pi / 6), 2 * np.sin(np.pi / 6)], atol=1e-5),
+       "karcher: the Riemannian mean of 0, 90 and 0 degrees is 30")
+    got = merge_karcher([A(1, 0), A(0, 1), A(4, 0)], 0, 1e-5, "F32")
+    ok(np.allclose(got, [4 / np.sqrt(5), 2 / np.sqrt(5)], atol=1e-5),
+       "karcher: max_iter 0 is the normalized mean")
+    ok(same(merge_karcher([A(0, 0), A(0, 4)], 10, 1e-5, "F32"), A(0, 2)),
+       "karcher: a zero tensor counts in the scale only")
+    b8 = np.ones(8, F32)
+    p8 = A(1.125, 1.25, 1.375, 1.5, 1.625, 1.75, 1.875, 5)
+    for dt in ("BF16", "F32"):
+        ok(same(merge_arcee_fusion(b8, p8, dt), A(1, 1, 1, 1, 1, 1, 1, 5)),
+           f"arcee_fusion ({dt}): only importances from median + 1.5 IQR are kept")
 
     # parameters: per-model at the source name, global at the output name
     tmp = tempfile.mkdtemp(prefix="merge_ref_selftest.")

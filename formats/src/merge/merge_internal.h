@@ -3,6 +3,7 @@
 // entry points (one file each; registry.cc dispatches).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -86,6 +87,14 @@ void ComputeRam(const MergeSpec& m, DType d, const std::vector<const float*>& in
 void ComputeModelStock(const MergeSpec& m, DType d, const std::vector<int64_t>& shape,
                        const std::vector<const float*>& in, size_t n, float* out);
 void ComputeSce(const MergeSpec& m, DType d, const std::vector<const float*>& in, size_t n, float* out);
+void ComputeNuslerp(const MergeSpec& m, DType d, const std::vector<int64_t>& shape,
+                    const std::vector<const float*>& in, size_t n, float* out);
+void ComputeMultislerp(const MergeSpec& m, DType d, const std::vector<const float*>& in, size_t n, float* out,
+                       const Hash& node);
+void ComputeKarcher(const MergeSpec& m, DType d, const std::vector<const float*>& in, size_t n, float* out);
+// d: the inputs' dtype; out is float32.
+void ComputeArceeFusion(const MergeSpec& m, DType d, const std::vector<int64_t>& shape,
+                        const std::vector<const float*>& in, size_t n, float* out);
 
 // The inputs other than the base, in input order (the plan's).
 inline std::vector<const float*> Others(const MergeSpec& m, const std::vector<const float*>& in) {
@@ -99,6 +108,16 @@ inline std::vector<const float*> Others(const MergeSpec& m, const std::vector<co
 // in float64 and rounded to float32 once; torch's own order is not reproduced
 // (docs/merge_methods.md: within one unit in the last place of the output).
 inline float Rd32(double x) { return static_cast<float>(x); }
+
+// torch's float32 acos, sin, cos, exp and log, taken here in float64 and
+// rounded once (correctly rounded but in the rarest cases; torch's own are
+// within one unit in the last place of that, and differ between its SIMD
+// paths).
+inline float Acos(float x) { return static_cast<float>(std::acos(static_cast<double>(x))); }
+inline float Sin(float x) { return static_cast<float>(std::sin(static_cast<double>(x))); }
+inline float Cos(float x) { return static_cast<float>(std::cos(static_cast<double>(x))); }
+inline float Exp(float x) { return static_cast<float>(std::exp(static_cast<double>(x))); }
+inline float Log(float x) { return static_cast<float>(std::log(static_cast<double>(x))); }
 
 // Sparsifies `delta` (n elements of dtype d, a tensor of `shape`) in place as
 // mergekit's sparsify() does for input k. Throws Error naming `node` for a

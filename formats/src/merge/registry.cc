@@ -29,6 +29,7 @@ std::vector<MergeMethodInfo> MakeTable() {
   t.back().base_role = false;
   t.push_back({"linear", F::kLinear, false, Sparsify::kNone, false, 0, {{"normalize", 1.0}}, {{"weight", 0, true}}});
   t.back().base_role = false;
+  t.back().one_model_as_is = false;
   // mergekit's registry: consensus, sparsification, default normalize and rescale.
   t.push_back(TaskVector("task_arithmetic", false, Sparsify::kNone, false, false));
   t.push_back(TaskVector("ties", true, Sparsify::kMagnitude, true, false));
@@ -40,6 +41,18 @@ std::vector<MergeMethodInfo> MakeTable() {
   t.push_back(TaskVector("della_linear", false, Sparsify::kDellaMagprune, false, true));
   t.push_back({"slerp", F::kSlerp, false, Sparsify::kNone, true, 2, {{"t", 0, true}}, {}});
   t.back().whole_tensor = true;
+  // nuslerp: two models, onto an optional base; t = w1 / (w0 + w1).
+  t.push_back({"nuslerp", F::kNuslerp, false, Sparsify::kNone, false, 0,
+               {{"nuslerp_row_wise", 0}, {"nuslerp_flatten", 1}}, {{"weight", 0, true}}});
+  t.back().others = 2;
+  t.back().whole_tensor = true;
+  t.push_back({"multislerp", F::kMultislerp, false, Sparsify::kNone, false, 0,
+               {{"normalize_weights", 1}, {"eps", 1e-8}}, {{"weight", 0, true}}});
+  t.back().whole_tensor = true;
+  // karcher: every model alike (a base_model is one of them), equal weights.
+  t.push_back({"karcher", F::kKarcher, false, Sparsify::kNone, false, 0, {{"max_iter", 10}, {"tol", 1e-5}}, {}});
+  t.back().base_role = false;
+  t.back().whole_tensor = true;
   // mergekit's easy_define methods and model_stock: the base plus the others.
   t.push_back({"model_stock", F::kModelStock, false, Sparsify::kNone, true, 0, {{"filter_wise", 0}}, {}});
   t.back().min_models = 3;
@@ -48,6 +61,9 @@ std::vector<MergeMethodInfo> MakeTable() {
   t.back().whole_tensor = true;
   t.push_back({"nearswap", F::kNearswap, false, Sparsify::kNone, true, 2, {{"t", 0, true}}, {}});
   t.push_back({"ram", F::kRam, false, Sparsify::kNone, true, 0, {{"epsilon", 1e-5}}, {}});
+  t.push_back({"arcee_fusion", F::kArceeFusion, false, Sparsify::kNone, true, 2, {}, {}});
+  t.back().whole_tensor = true;
+  t.back().out_f32 = true;
   return t;
 }
 
@@ -140,6 +156,10 @@ MergeSpec ParseMergeSpec(const Json& j, const Hash& h) {
     Bad(h, std::string(m.method->name) + " with " + std::to_string(m.inputs.size()) +
                (m.inputs.size() == 1 ? " input" : " inputs") + " (it takes " +
                std::to_string(least) + (most == least ? "" : " to " + std::to_string(most)) + ")");
+  if (const size_t others = m.inputs.size() - (m.base >= 0 ? 1 : 0);
+      m.method->others > 0 && others != static_cast<size_t>(m.method->others))
+    Bad(h, std::string(m.method->name) + " of " + std::to_string(others) + " models besides the base (it takes " +
+               std::to_string(m.method->others) + ")");
   auto check_params = [&](const Json& p, const std::vector<MergeParamDef>& defs, const char* what) {
     if (!p.is_object()) Bad(h, std::string(what) + " is not an object");
     for (const auto& [k, v] : p.items())
@@ -167,6 +187,12 @@ MergeSpec ParseMergeSpec(const Json& j, const Hash& h) {
       Bad(h, "\"salt\" is not a tensor name");
     m.salt = salt->get<std::string>();
   }
+  if (m.method->family == F::kKarcher) {
+    const double it = m.Param("max_iter");
+    if (it != std::floor(it) || it > kMaxKarcherIterations)
+      Bad(h, "karcher's max_iter " + Json(it).dump() + " is not a whole number up to " +
+                 std::to_string(kMaxKarcherIterations));
+  }
   if (m.method->random() != m.seed.has_value())
     Bad(h, m.method->random() ? "a random method without \"seed\"" : "\"seed\" on a method that draws nothing");
   return m;
@@ -190,6 +216,10 @@ void ComputeMerge(const MergeSpec& m, DType dtype, const std::vector<int64_t>& s
     case F::kRam: return merge::ComputeRam(m, dtype, in, n, out);
     case F::kModelStock: return merge::ComputeModelStock(m, dtype, shape, in, n, out);
     case F::kSce: return merge::ComputeSce(m, dtype, in, n, out);
+    case F::kNuslerp: return merge::ComputeNuslerp(m, dtype, shape, in, n, out);
+    case F::kMultislerp: return merge::ComputeMultislerp(m, dtype, in, n, out, node);
+    case F::kKarcher: return merge::ComputeKarcher(m, dtype, in, n, out);
+    case F::kArceeFusion: return merge::ComputeArceeFusion(m, dtype, shape, in, n, out);
     case F::kPassthrough: break;
   }
   throw Error("tensor node " + node.Hex() + ": passthrough is not a merge node");

@@ -28,16 +28,20 @@ struct MergeParamDef {
 };
 
 struct MergeMethodInfo {
-  enum class Family { kPassthrough, kLinear, kTaskVector, kSlerp, kNearswap, kRam, kModelStock, kSce };
+  enum class Family {
+    kPassthrough, kLinear, kTaskVector, kSlerp, kNearswap, kRam, kModelStock, kSce,
+    kNuslerp, kMultislerp, kKarcher, kArceeFusion
+  };
   const char* name;
   Family family;
   bool consensus = false;           // task-vector family: TIES sign election
   Sparsify sparsify = Sparsify::kNone;
-  bool needs_base = false;
+  bool needs_base = false;         // a base is required (with base_role and not this: optional)
   int models = 0;                   // exactly this many distinct models, or 0: any
   std::vector<MergeParamDef> params;         // global: one value per tensor
   std::vector<MergeParamDef> tensor_params;  // one value per tensor and model
   int min_models = 0;               // at least this many (the base counts as one)
+  int others = 0;                   // exactly this many besides the base, or 0: any
   // The base is merged onto (its per-model parameters unused) rather than
   // weighed like any other model (linear).
   bool base_role = true;
@@ -46,6 +50,12 @@ struct MergeMethodInfo {
   bool casts_to_base = false;
   // Needs every element of its inputs at once (norms, means, top-k).
   bool whole_tensor = false;
+  // One model's tensor is returned as it is (every method but linear, which
+  // still scales it by its weight).
+  bool one_model_as_is = true;
+  // The result is float32 whatever the inputs' dtype (arcee_fusion: torch
+  // promotes the bf16 delta times a float32 mask); the node is F32.
+  bool out_f32 = false;
   // Random draws (dare, della): the node carries `seed` and `salt`.
   bool random() const { return sparsify == Sparsify::kRandom || sparsify == Sparsify::kDellaMagprune; }
 };
@@ -78,14 +88,18 @@ struct MergeSpec {
 // not a finite number or a boolean.
 MergeSpec ParseMergeSpec(const Json& j, const Hash& h);
 inline constexpr size_t kMaxMergeInputs = 256;
+// karcher's max_iter: mergekit has no bound; strata's keeps a crafted node
+// from computing for ever.
+inline constexpr int kMaxKarcherIterations = 1000;
 
 // Whether computing the node needs every element of its inputs at once (top-k,
 // l1 rescale, slerp's norms). If not, any range can be computed alone.
 bool MergeNeedsWholeTensor(const MergeSpec& m);
 
 // Computes `n` output elements (as float32 values exactly representable in
-// `dtype`) from in[k][0..n) (the inputs' elements as float32, exact) of a
-// tensor of `shape`. When MergeNeedsWholeTensor, n is the tensor's numel.
+// `dtype`; any float32 for an out_f32 method) from in[k][0..n) (the inputs'
+// elements as float32, exact; `dtype` is the inputs' dtype) of a tensor of
+// `shape`. When MergeNeedsWholeTensor, n is the tensor's numel.
 // Throws Error (naming `node`) for parameters mergekit would refuse on this
 // tensor (a density that keeps no element, ...).
 void ComputeMerge(const MergeSpec& m, DType dtype, const std::vector<int64_t>& shape,
