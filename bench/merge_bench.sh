@@ -11,7 +11,8 @@
 #  4. export each merge (cold), against that floor (target: within 1.3x);
 #  5. CPU load time (cold) of the ties recipe variant against the same variant after
 #     `strata materialize` (its merged tensors stored as blobs, mapped on load).
-# STRATA_BENCH_PRESET=tiny runs the same steps in seconds (a dry run of the script).
+# STRATA_BENCH_PRESET=tiny runs the same steps in seconds (a dry run of the script);
+# STRATA_BENCH_EXPORTS_ONLY=1 stops after step 4.
 # Prints one line per measurement; paste them into bench/RESULTS.md with the commit and machine.
 set -euo pipefail
 BIN=$(realpath "${1:-build/strata}")
@@ -102,6 +103,11 @@ for p in linear slerp ties; do
   measure "export-$p" "$BIN" export "$p" "$WORK/export-$p" --store "$STORE" --quiet
   rm -rf "$WORK/export-$p"
 done
+
+if [[ ${STRATA_BENCH_EXPORTS_ONLY:-0} == 1 ]]; then  # steps 1-4 only
+  rm -rf "$WORK"
+  exit 0
+fi
 
 # CPU load (cold) of the ties recipe variant, then of the same variant after
 # `strata materialize` (its computed tensors stored as blobs that loads map).

@@ -107,11 +107,51 @@ void StoreFloat(DType to, void* dst, size_t i, float v) {
 
 }  // namespace
 
+namespace {
+
+// The common conversions as plain loops over bits, which the compiler
+// vectorizes (a switch per element does not: ~7 ns an element).
+bool ConvertFast(DType from, const void* src, DType to, void* dst, size_t n) {
+  if (from == DType::kBF16 && to == DType::kF32) {
+    const auto* p = static_cast<const uint16_t*>(src);
+    auto* q = static_cast<uint32_t*>(dst);
+    for (size_t i = 0; i < n; ++i) q[i] = static_cast<uint32_t>(p[i]) << 16;
+    return true;
+  }
+  if (from == DType::kF32 && to == DType::kBF16) {  // FloatToBF16, branch-free
+    const auto* p = static_cast<const uint32_t*>(src);
+    auto* q = static_cast<uint16_t*>(dst);
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t u = p[i];
+      const uint32_t r = (u + (((u >> 16) & 1u) + 0x7FFFu)) >> 16;
+      q[i] = static_cast<uint16_t>((u & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC0u : r);
+    }
+    return true;
+  }
+  if (from == DType::kF16 && to == DType::kF32) {
+    const auto* p = static_cast<const uint16_t*>(src);
+    auto* q = static_cast<float*>(dst);
+    for (size_t i = 0; i < n; ++i) q[i] = F16ToFloat(p[i]);
+    return true;
+  }
+  if (from == DType::kF32 && to == DType::kF16) {
+    const auto* p = static_cast<const float*>(src);
+    auto* q = static_cast<uint16_t*>(dst);
+    for (size_t i = 0; i < n; ++i) q[i] = FloatToF16(p[i]);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 void ConvertElements(DType from, const void* src, DType to, void* dst, size_t n) {
   if (from == to) {
     std::memmove(dst, src, n * DTypeSize(from));
     return;
   }
+  // (Widening in place is only safe backwards: the general path below.)
+  if (!(src == dst && DTypeSize(to) > DTypeSize(from)) && ConvertFast(from, src, to, dst, n)) return;
   if (from == DType::kF64) {
     auto* p = static_cast<const double*>(src);
     // torch converts double to half/bfloat16 through float.

@@ -334,5 +334,39 @@ TEST(DType, ConvertWidensInPlace) {
   EXPECT_EQ(std::vector<uint16_t>(back, back + 4), std::vector<uint16_t>(bf, bf + 4));
 }
 
+uint32_t FloatBitsOf(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return u;
+}
+
+// The vectorized conversions of whole buffers give the scalar functions' bits
+// for every 16-bit pattern and for floats around every rounding boundary.
+TEST(DType, BufferConversionsMatchTheScalarOnes) {
+  std::vector<uint16_t> all(65536);
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint16_t>(i);
+  std::vector<float> f(all.size());
+  ConvertElements(DType::kBF16, all.data(), DType::kF32, f.data(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(FloatBitsOf(f[i]), FloatBitsOf(BF16ToFloat(all[i]))) << i;
+  ConvertElements(DType::kF16, all.data(), DType::kF32, f.data(), all.size());
+  for (size_t i = 0; i < all.size(); ++i) ASSERT_EQ(FloatBitsOf(f[i]), FloatBitsOf(F16ToFloat(all[i]))) << i;
+  // Floats: every bf16 and f16 value, and the values just around and halfway
+  // between neighbours (ties), NaNs and infinities among them.
+  std::vector<float> x;
+  for (uint32_t i = 0; i < 65536; ++i)
+    for (uint32_t lo : {0u, 1u, 0x7FFFu, 0x8000u, 0x8001u, 0xFFFFu}) {
+      const uint32_t u = (i << 16) | lo;
+      float v;
+      std::memcpy(&v, &u, 4);
+      x.push_back(v);
+    }
+  for (uint32_t i = 0; i < 65536; ++i) x.push_back(F16ToFloat(static_cast<uint16_t>(i)) * 1.0001f);
+  std::vector<uint16_t> out(x.size());
+  ConvertElements(DType::kF32, x.data(), DType::kBF16, out.data(), x.size());
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(out[i], FloatToBF16(x[i])) << i;
+  ConvertElements(DType::kF32, x.data(), DType::kF16, out.data(), x.size());
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(out[i], FloatToF16(x[i])) << i;
+}
+
 }  // namespace
 }  // namespace strata

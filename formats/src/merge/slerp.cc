@@ -14,19 +14,16 @@ void ComputeSlerp(const MergeSpec& m, DType d, const std::vector<const float*>& 
   const float* v0 = in[m.base];
   const float* v1 = in[m.base == 0 ? 1 : 0];
   const double t = m.Param("t");
-  double s0 = 0, s1 = 0;
-  for (size_t j = 0; j < n; ++j) {
-    s0 += static_cast<double>(v0[j]) * v0[j];
-    s1 += static_cast<double>(v1[j]) * v1[j];
-  }
+  // float64 sums in fixed blocks on every core (BlockSum: the same on any thread count).
+  const double s0 = BlockSum(n, [&](size_t j) { return static_cast<double>(v0[j]) * v0[j]; });
+  const double s1 = BlockSum(n, [&](size_t j) { return static_cast<double>(v1[j]) * v1[j]; });
   const float n0 = static_cast<float>(std::sqrt(s0)), n1 = static_cast<float>(std::sqrt(s1));
   const double eps = 1e-8;
-  double dot = 0;
-  for (size_t j = 0; j < n; ++j) {
+  const double dot = BlockSum(n, [&](size_t j) {
     const float a = n0 > eps ? v0[j] / n0 : v0[j];
     const float b = n1 > eps ? v1[j] / n1 : v1[j];
-    dot += static_cast<double>(a) * b;
-  }
+    return static_cast<double>(a) * b;
+  });
   const float dotf = static_cast<float>(dot);
   float c0, c1;
   if (std::fabs(dotf) > 0.9995f) {
