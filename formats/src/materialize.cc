@@ -20,8 +20,18 @@ namespace strata {
 
 namespace {
 constexpr uint64_t kChunkElements = 1u << 22;
+// An elementwise merge computes this many elements at a time: its inputs,
+// their float32 copies and the result stay in the caches (~3.5 MB for two inputs).
+constexpr uint64_t kMergeChunk = 1u << 18;
 constexpr uint64_t kHashChunk = 8u << 20;
 }  // namespace
+
+struct TensorReader::MergeScratch {
+  size_t k = 0, inputs = 0, raw_bytes = 0;
+  std::vector<std::unique_ptr<float[]>> in;
+  std::unique_ptr<char[]> raw;
+  std::unique_ptr<float[]> res;
+};
 
 struct TensorReader::Stream {
   Hasher hasher;
@@ -254,26 +264,46 @@ void TensorReader::ReadMerge(const Hash& h, const TensorNode& n, uint64_t begin,
       ConvertElements(from, src + b * DTypeSize(from), to, dst + b * DTypeSize(to), e - b);
     });
   };
+  // Chunks reuse this level's buffers; a whole tensor gets buffers of its own,
+  // freed after it (so a load does not keep the largest tensor's scratch).
+  if (scratch_.size() <= merge_depth_) scratch_.push_back(std::make_unique<MergeScratch>());
+  MergeScratch& kept = *scratch_[merge_depth_];
+  ++merge_depth_;
+  struct Leave {
+    size_t& d;
+    ~Leave() { --d; }
+  } leave{merge_depth_};
   auto compute = [&](uint64_t b, uint64_t k, char* dst) {
-    std::vector<std::vector<float>> in(m.inputs.size(), std::vector<float>(k));
-    std::vector<char> raw(k * DTypeSize(cd));
+    MergeScratch whole;
+    MergeScratch& sc = k <= kMergeChunk ? kept : whole;
+    const size_t raw_bytes = k * DTypeSize(cd);
+    if (sc.k < k || sc.inputs < m.inputs.size()) {
+      sc.k = std::max<size_t>(sc.k, k);
+      sc.inputs = std::max(sc.inputs, m.inputs.size());
+      sc.in.clear();
+      for (size_t i = 0; i < sc.inputs; ++i) sc.in.emplace_back(new float[sc.k]);  // uninitialized
+      sc.res.reset(new float[sc.k]);
+    }
+    if (sc.raw_bytes < raw_bytes) {
+      sc.raw.reset(new char[raw_bytes]);
+      sc.raw_bytes = raw_bytes;
+    }
     std::vector<const float*> ptrs;
     for (size_t i = 0; i < m.inputs.size(); ++i) {
-      Read(m.inputs[i], b, k, raw.data());
-      convert(cd, raw.data(), DType::kF32, reinterpret_cast<char*>(in[i].data()), k);
-      ptrs.push_back(in[i].data());
+      Read(m.inputs[i], b, k, sc.raw.get());
+      convert(cd, sc.raw.get(), DType::kF32, reinterpret_cast<char*>(sc.in[i].get()), k);
+      ptrs.push_back(sc.in[i].get());
     }
-    std::vector<float> res(k);
-    ComputeMerge(m, cd, n.shape, ptrs, k, res.data(), h);
-    convert(DType::kF32, reinterpret_cast<const char*>(res.data()), n.dtype, dst, k);
+    ComputeMerge(m, cd, n.shape, ptrs, k, sc.res.get(), h);
+    convert(DType::kF32, reinterpret_cast<const char*>(sc.res.get()), n.dtype, dst, k);
   };
   char* o = static_cast<char*>(out);
   if (!MergeNeedsWholeTensor(m)) {
-    for (uint64_t done = 0; done < count; done += kChunkElements) {
-      const uint64_t k = std::min<uint64_t>(kChunkElements, count - done);
+    for (uint64_t done = 0; done < count; done += kMergeChunk) {
+      const uint64_t k = std::min<uint64_t>(kMergeChunk, count - done);
       // The disk reads the next chunk of every input while this one is computed.
       if (done + k < count)
-        for (const Hash& in : m.inputs) Prefetch(in, begin + done + k, std::min<uint64_t>(kChunkElements, count - done - k));
+        for (const Hash& in : m.inputs) Prefetch(in, begin + done + k, std::min<uint64_t>(kMergeChunk, count - done - k));
       compute(begin + done, k, o + done * es);
     }
     return;

@@ -86,6 +86,12 @@ class TensorReader {
   // The last merge node computed whole, for reads of it in parts (export).
   std::optional<Hash> merged_node_;
   std::vector<char> merged_;
+  // Buffers of the chunked merges, kept from one chunk to the next (a fresh
+  // 16 MB allocation per chunk and input costs page faults and zeroing), one
+  // set per level of merges nested in a merge's inputs.
+  struct MergeScratch;
+  std::vector<std::unique_ptr<MergeScratch>> scratch_;
+  size_t merge_depth_ = 0;
 };
 
 }  // namespace strata
