@@ -868,6 +868,15 @@ def _load(plan, model, src):
     return x, dtype, tuple(shape)
 
 
+def _one_dtype(e, method, loaded):
+    """The dtype the methods without a base's dtype compute in: their inputs' one dtype."""
+    dts = {d for _, d, _ in loaded}
+    if len(dts) != 1:
+        raise RefError(f"{e.out_name}: {method} over inputs of dtypes {sorted(dts)} "
+                       "without a plan dtype")
+    return loaded[0][1]
+
+
 def entry_value(plan, e, seed):
     """(dtype, shape, float32 array of values) of one output tensor."""
     loaded = [_load(plan, m, src) for m, src in e.inputs]
@@ -878,20 +887,12 @@ def entry_value(plan, e, seed):
     shape = loaded[0][2]
     method = plan.method
     if method == "linear":
-        dts = {d for _, d, _ in loaded}
-        if len(dts) != 1:
-            raise RefError(f"{e.out_name}: linear over inputs of dtypes {sorted(dts)} "
-                           "without a plan dtype")
-        D = loaded[0][1]
+        D = _one_dtype(e, method, loaded)
         res = merge_linear([x for x, _, _ in loaded], e.tparams, e.gparams, D)
     elif len(loaded) == 1:
         res, D, _ = loaded[0]       # single input: the input itself
     elif method in SPHERE_METHODS or method == "arcee_fusion":
-        dts = {d for _, d, _ in loaded}
-        if len(dts) != 1:
-            raise RefError(f"{e.out_name}: {method} over inputs of dtypes {sorted(dts)} "
-                           "without a plan dtype")
-        D = loaded[0][1]
+        D = _one_dtype(e, method, loaded)
         g = e.gparams
         base = loaded[e.base][0] if e.base is not None else None
         ks = [k for k in range(len(loaded)) if k != e.base]
@@ -907,11 +908,7 @@ def entry_value(plan, e, seed):
         else:
             res, D = merge_arcee_fusion(base, xs[0], D), "F32"
     elif method in BASE_METHODS:
-        dts = {d for _, d, _ in loaded}
-        if len(dts) != 1:
-            raise RefError(f"{e.out_name}: {method} over inputs of dtypes {sorted(dts)} "
-                           "without a plan dtype")
-        D = loaded[0][1]
+        D = _one_dtype(e, method, loaded)
         base = loaded[e.base][0]
         xs = [x for k, (x, _, _) in enumerate(loaded) if k != e.base]
         g = e.gparams
