@@ -143,7 +143,7 @@ void PrintReport(const Json& out) {
     const int64_t other = out["host_rss_other_bytes"].get<int64_t>();
     printf("host rss  %s peak: weights %s + KV %s + %s%s other\n",
            HumanBytes(out["host_peak_rss_bytes"].get<uint64_t>()).c_str(),
-           HumanBytes(out["weight_bytes_mapped"].get<uint64_t>() + out["weight_bytes_materialized"].get<uint64_t>()).c_str(),
+           HumanBytes(out["weight_bytes_resident"].get<uint64_t>()).c_str(),
            HumanBytes(out["kv_peak_bytes"].get<uint64_t>()).c_str(), other < 0 ? "-" : "",
            HumanBytes(static_cast<uint64_t>(other < 0 ? -other : other)).c_str());
   }
@@ -367,10 +367,13 @@ int RunBench(const std::vector<std::string>& args) {
   } else {
     out["weight_bytes_mapped"] = info.weight_bytes_mapped;
     out["weight_bytes_materialized"] = info.weight_bytes_materialized;
+    out["weight_bytes_packed"] = info.weight_bytes_packed;
+    out["weight_bytes_released"] = info.weight_bytes_released;
+    out["weight_bytes_resident"] = info.weight_bytes_resident();
     // What the process holds beyond the weights and the KV cache it used
     // (issue 12's target: at most 64 MiB).
     out["host_rss_other_bytes"] = static_cast<int64_t>(out["host_peak_rss_bytes"].get<uint64_t>()) -
-                                  static_cast<int64_t>(info.weight_bytes_mapped + info.weight_bytes_materialized +
+                                  static_cast<int64_t>(info.weight_bytes_resident() +
                                                        out["kv_peak_bytes"].get<uint64_t>());
   }
   if (json) {

@@ -307,6 +307,8 @@ int RunRun(const std::vector<std::string>& args) {
                       {"distinct_layers", info.distinct_layers},
                       {"weight_bytes_mapped", info.weight_bytes_mapped},
                       {"weight_bytes_materialized", info.weight_bytes_materialized},
+                      {"weight_bytes_packed", info.weight_bytes_packed},
+                      {"weight_bytes_released", info.weight_bytes_released},
                       {"device", device},
                       {"device_name", info.device_name},
                       {"weight_bytes_device", info.weight_bytes_device}}
@@ -323,9 +325,11 @@ int RunRun(const std::vector<std::string>& args) {
       fprintf(stderr, "weights: %llu bytes resident on the device\n",
               static_cast<unsigned long long>(info.weight_bytes_device));
     else
-      fprintf(stderr, "weights: %llu bytes mapped in place, %llu materialized\n",
+      fprintf(stderr, "weights: %llu bytes mapped in place (%llu given back to panels), %llu materialized, %llu in panels\n",
               static_cast<unsigned long long>(info.weight_bytes_mapped),
-              static_cast<unsigned long long>(info.weight_bytes_materialized));
+              static_cast<unsigned long long>(info.weight_bytes_released),
+              static_cast<unsigned long long>(info.weight_bytes_materialized),
+              static_cast<unsigned long long>(info.weight_bytes_packed));
     fprintf(stderr, "load %.3f s, prefill %zu tokens %.1f tok/s, decode %zu tokens %.1f tok/s\n", info.load_s,
             prompt.size(), st.prefill_tokens_per_s(), st.tokens.size(), st.decode_tokens_per_s());
   }

@@ -61,7 +61,7 @@ uint64_t WeightPool::resident_bytes() const {
 #ifdef STRATA_HAVE_CUDA
   if (device_pool_) return CudaWeightPoolBytes(*std::static_pointer_cast<CudaWeightPool>(device_pool_));
 #endif
-  return host_->mapped_bytes() + host_->materialized_bytes();
+  return host_->resident_bytes();
 }
 
 std::unique_ptr<Engine> Engine::Open(const Store& store, const Hash& variant, const EngineOptions& o) {
@@ -159,6 +159,8 @@ EngineInfo Engine::info() const {
   EngineInfo i = info_;
   i.weight_bytes_mapped = pool_->host_->mapped_bytes();
   i.weight_bytes_materialized = pool_->host_->materialized_bytes();
+  i.weight_bytes_packed = pool_->host_->packed_bytes();
+  i.weight_bytes_released = pool_->host_->released_bytes();
   return i;
 }
 

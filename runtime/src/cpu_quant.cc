@@ -42,19 +42,16 @@ QuantKernelSet QuantKernels() {
   return kAvx2Kernels;
 }
 
+// Up to this many tokens a product runs on panels, when it has them; beyond,
+// on bf16 row blocks (measured on the mistral-7b preset, bench/RESULTS.md:
+// Q8_0's panels and the AMX-BF16 blocks break even near 256 tokens; Q4_K
+// and Q6_K panels are still ahead at 512).
+int64_t PanelMaxTokens(QuantType t) { return t == QuantType::kQ8_0 ? 256 : 512; }
+
 bool HasIntegerKernel(QuantType t) {
   return t == QuantType::kQ8_0 || t == QuantType::kQ4_0 || t == QuantType::kQ4_K || t == QuantType::kQ5_K ||
          t == QuantType::kQ6_K;
 }
-
-// One token's activations quantized to int8 in blocks of 32 (legacy types)
-// or 256 (K types): x ~= d[b] * q[i].
-struct ActQ8 {
-  std::vector<int8_t> q;
-  std::vector<float> d;
-  std::vector<int16_t> bsums;  // 256 blocks: sums of q over each 16
-  std::vector<int16_t> gsums;  // 256 blocks: sums of q over each 32 (|sum| <= 4064)
-};
 
 void QuantizeActivations(const float* x, int64_t K, int block, ActQ8& a) {
   a.q.resize(K);
@@ -127,23 +124,38 @@ float BiasAt(const HostTensor* bias, int64_t n) {
   return v;
 }
 
-// Few tokens through the integer kernels: weights read once, in place.
+// Few tokens through the integer kernels: weights read once, in place (or
+// from their panels, 16 rows at a time).
 void IntegerProducts(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
   const int64_t N = w.rows(), K = w.cols();
   const int block = QuantTypeInfo(w.quant).block_elems;
   std::vector<ActQ8> acts(M);
-  for (int64_t m = 0; m < M; ++m) QuantizeActivations(x + m * K, K, block, acts[m]);
-  const auto dot = QuantKernels() == kVnniKernels ? vnni::DotFor(w.quant) : avx2::DotFor(w.quant);
+  tbb::parallel_for(int64_t{0}, M, [&](int64_t m) { QuantizeActivations(x + m * K, K, block, acts[m]); });
+  const bool vnni = QuantKernels() == kVnniKernels;
+  const auto dot = vnni ? vnni::DotFor(w.quant) : avx2::DotFor(w.quant);
   const auto* base = static_cast<const uint8_t*>(w.data);
   const uint64_t rb = w.row_bytes();
+  const int64_t panels = vnni && w.panels ? N / kPanelRows : 0;
+  // Units of work: panels first, then the rows after them one at a time.
+  const int64_t units = panels + (N - panels * kPanelRows);
   tbb::parallel_for(
-      tbb::blocked_range<int64_t>(0, N, 16),
+      tbb::blocked_range<int64_t>(0, units, panels ? 1 : 16),
       [&](const tbb::blocked_range<int64_t>& r) {
         float out[kFewTokens];
-        for (int64_t n = r.begin(); n < r.end(); ++n) {
-          dot(base + n * rb, K, acts.data(), static_cast<int>(M), out);
+        for (int64_t u = r.begin(); u < r.end(); ++u) {
+          if (u < panels) {
+            float b16[kPanelRows];
+            for (int i = 0; i < kPanelRows; ++i) b16[i] = BiasAt(bias, u * kPanelRows + i);
+            PanelProducts(w, u, acts.data(), M, y, b16);
+            continue;
+          }
+          const int64_t n = u - panels + panels * kPanelRows;
           const float b = BiasAt(bias, n);
-          for (int64_t m = 0; m < M; ++m) y[m * N + n] = out[m] + b;
+          for (int64_t m0 = 0; m0 < M; m0 += kFewTokens) {  // panels take more tokens than a row kernel
+            const int64_t mc = std::min(kFewTokens, M - m0);
+            dot(base + n * rb, K, acts.data() + m0, static_cast<int>(mc), out);
+            for (int64_t m = 0; m < mc; ++m) y[(m0 + m) * N + n] = out[m] + b;
+          }
         }
       },
       tbb::static_partitioner());
@@ -202,16 +214,26 @@ void BlockProducts(const HostTensor& w, const float* x, int64_t M, float* y, con
 
 }  // namespace
 
+bool CpuRunsPanels() { return QuantKernels() == kVnniKernels; }
+
 std::string_view QuantKernelsName() {
   static constexpr std::string_view kNames[] = {"fp32 rows", "avx2 integer", "avx512-vnni integer"};
   return kNames[QuantKernels()];
 }
 
 void QuantRowToFloat(const HostTensor& t, int64_t row, float* out) {
+  if (t.panels && row < t.rows() / kPanelRows * kPanelRows) {
+    // The mapped rows' pages went back when the panels were made.
+    thread_local std::vector<uint8_t> bytes;
+    bytes.resize(t.row_bytes());
+    PanelRowBytes(t, row, bytes.data());
+    return DequantizeRow(t.quant, bytes.data(), t.cols(), out);
+  }
   DequantizeRow(t.quant, static_cast<const uint8_t*>(t.data) + row * t.row_bytes(), t.cols(), out);
 }
 
 void QuantMatMul(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
+  if (w.panels && QuantKernels() == kVnniKernels && M <= PanelMaxTokens(w.quant)) return IntegerProducts(w, x, M, y, bias);
   if (M > kFewTokens) return BlockProducts(w, x, M, y, bias);
   if (HasIntegerKernel(w.quant) && QuantKernels() != kFloatKernels) return IntegerProducts(w, x, M, y, bias);
   FloatProducts(w, x, M, y, bias);

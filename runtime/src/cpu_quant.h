@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include "strata/runtime/weights.h"
 
@@ -24,5 +25,35 @@ void QuantRowToFloat(const HostTensor& t, int64_t row, float* out);
 // The few-token kernels in use: "avx512-vnni integer", "avx2 integer" or
 // "fp32 rows" (they follow the CPU kernel tier, STRATA_CPU_KERNELS).
 std::string_view QuantKernelsName();
+
+// --- Panels (cpu_quant_panels.cc; docs/quantization.md, "Panels") ---
+// Rows of a Q8_0, Q4_K or Q6_K tensor interleaved 16 at a time, for the
+// AVX-512 VNNI few-token kernels. HostTensor::panels holds rows() / 16 of
+// them (the first rows() / 16 * 16 rows); the rest run on the row kernels.
+constexpr int kPanelRows = 16;
+bool HasPanelKernel(QuantType t);
+// Bytes of one panel of 16 rows of `K` elements.
+uint64_t PanelBytes(QuantType t, int64_t K);
+// Panels [first, first + count) of `w` (quantized rows at w.data) into `out`,
+// which holds rows() / 16 panels of PanelBytes each.
+void PackPanels(const HostTensor& w, int64_t first, int64_t count, uint8_t* out);
+// Quantized row `row` (< rows() / 16 * 16) of `w`, from its panels: the
+// bytes it has at w.data, so reads need not touch the mapped rows again.
+void PanelRowBytes(const HostTensor& w, int64_t row, uint8_t* out);
+// Whether the few-token kernels in use run panels (the VNNI set): the
+// weight store packs them only then.
+bool CpuRunsPanels();
+
+// One token's activations quantized to int8 in blocks of 32 (legacy types)
+// or 256 (K types): x ~= d[b] * q[i].
+struct ActQ8 {
+  std::vector<int8_t> q;
+  std::vector<float> d;
+  std::vector<int16_t> bsums;  // sums of q over each 16
+  std::vector<int16_t> gsums;  // sums of q over each 32 (|sum| <= 4064)
+};
+// y[m * N + 16 * panel + r] = row (16 * panel + r) . token m + bias16[r], for
+// the M tokens `acts` and r < 16 (N = w.rows()).
+void PanelProducts(const HostTensor& w, int64_t panel, const ActQ8* acts, int64_t M, float* y, const float* bias16);
 
 }  // namespace strata

@@ -1,8 +1,14 @@
 // Weight residency on the host.
 #include "strata/runtime/weights.h"
 
-#include <cstring>
+#include <sys/mman.h>
+#include <tbb/parallel_for.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+
+#include "cpu_quant.h"
 #include "strata/formats/error.h"
 
 namespace strata {
@@ -19,6 +25,41 @@ uint64_t HostTensor::row_bytes() const {
 
 uint64_t HostTensor::nbytes() const {
   return quant == QuantType::kNone ? numel() * DTypeSize(dtype) : row_bytes() * static_cast<uint64_t>(rows());
+}
+
+namespace {
+
+// STRATA_CPU_PANELS=off keeps quantized weights in their rows only (the
+// panels cost a second copy's time at load; docs/quantization.md).
+bool PanelsWanted() {
+  const char* e = std::getenv("STRATA_CPU_PANELS");
+  return !(e && std::string_view(e) == "off") && CpuRunsPanels();
+}
+
+}  // namespace
+
+WeightStore::~WeightStore() {
+  for (const auto& [p, size] : panels_) munmap(p, size);
+}
+
+void WeightStore::Pack(HostTensor& t, const MappedFile& blob) {
+  const int64_t count = t.rows() / kPanelRows;
+  const uint64_t size = static_cast<uint64_t>(count) * PanelBytes(t.quant, t.cols());
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  panels_.emplace_back(p, size);
+  madvise(p, size, MADV_HUGEPAGE);  // best effort: fewer TLB misses while streaming
+  tbb::parallel_for(tbb::blocked_range<int64_t>(0, count, 4), [&](const tbb::blocked_range<int64_t>& r) {
+    PackPanels(t, r.begin(), static_cast<int64_t>(r.size()), static_cast<uint8_t*>(p));
+  });
+  t.panels = p;
+  packed_bytes_ += size;
+  // Every row is in a panel: the mapped rows are read again only by gathers
+  // (an embedding table), a row at a time, so their pages go back.
+  if (t.rows() % kPanelRows == 0) {
+    blob.Release(0, blob.size());
+    released_bytes_ += blob.size();
+  }
 }
 
 void WeightStore::VerifyAll(const std::vector<Hash>& nodes) {
@@ -62,6 +103,9 @@ const HostTensor& WeightStore::Get(const Hash& h) {
       if (verify_) reader_.VerifyMapped(blob, m->data(), m->size());
     }
     t.data = m->data();
+    if (t.quant != QuantType::kNone && t.shape.size() == 2 && t.rows() >= kPanelRows && HasPanelKernel(t.quant) &&
+        PanelsWanted())
+      Pack(t, *m);
   } else {
     // calloc'd zeros cost no resident memory until touched; others are computed once.
     char* p = static_cast<char*>(std::calloc(std::max<uint64_t>(n.nbytes(), 1), 1));

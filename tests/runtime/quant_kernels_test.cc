@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../../runtime/src/cpu_quant.h"
 #include "strata/formats/quant.h"
 #include "strata/runtime/cpu_kernels.h"
 
@@ -71,7 +72,7 @@ class QuantProducts : public ::testing::TestWithParam<Case> {
         ASSERT_NEAR(y[m * c.N + r], exact, rel * mag + 1e-6) << what << " m=" << m << " row=" << r;
       }
   }
-  static constexpr int64_t kMaxM = 40;  // tokens x_ holds
+  static constexpr int64_t kMaxM = 520;  // tokens x_ holds: more than panels take (512)
   std::vector<uint8_t> blocks_;
   std::vector<float> deq_, x_;
   HostTensor w_;
@@ -109,11 +110,69 @@ TEST_P(QuantProducts, Avx2IntegersAreVnniIntegers) {
   }
 }
 
+// Panels (rows interleaved 16 at a time) sum the same exact integers per
+// block as the row kernels, so the two differ by float rounding alone; a
+// misplaced element or scale would differ by the size of the product. The
+// rows after the last whole panel run on the row kernels.
+TEST_P(QuantProducts, PanelsAgreeWithTheRowKernels) {
+  const Case c = GetParam();
+  if (!HasPanelKernel(c.type)) GTEST_SKIP() << "no panel kernel for this type";
+  if (!CpuRunsPanels()) GTEST_SKIP() << "the few-token kernels here are not VNNI (" << QuantKernelsName() << ")";
+  ASSERT_GE(c.N, kPanelRows);
+  std::vector<uint8_t> panels(PanelBytes(c.type, c.K) * (c.N / kPanelRows));
+  PackPanels(w_, 0, c.N / kPanelRows, panels.data());
+  std::vector<float> bias(c.N);
+  for (int64_t n = 0; n < c.N; ++n) bias[n] = 0.25f * static_cast<float>(n % 5) - 0.5f;
+  HostTensor b;
+  b.dtype = DType::kF32;
+  b.shape = {c.N};
+  b.data = bias.data();
+  w_.panels = panels.data();
+  std::vector<uint8_t> row(QuantRowBytes(c.type, c.K));
+  for (int64_t r = 0; r < c.N / kPanelRows * kPanelRows; ++r) {  // the panels hold the rows' very bytes
+    PanelRowBytes(w_, r, row.data());
+    ASSERT_EQ(std::memcmp(row.data(), blocks_.data() + r * row.size(), row.size()), 0) << "row " << r;
+  }
+  for (int64_t M : {1, 2, 3, 5, 8, 9, 16}) {
+    std::vector<float> rows(M * c.N), pan(M * c.N);
+    w_.panels = nullptr;
+    MatMul(w_, x_.data(), M, rows.data(), &b);
+    w_.panels = panels.data();
+    MatMul(w_, x_.data(), M, pan.data(), &b);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t r = 0; r < c.N; ++r) {
+        double mag = 0;
+        for (int64_t k = 0; k < c.K; ++k) mag += std::fabs(static_cast<double>(deq_[r * c.K + k]) * x_[m * c.K + k]);
+        ASSERT_NEAR(pan[m * c.N + r], rows[m * c.N + r], 1e-5 * mag + 1e-6) << "M=" << M << " m=" << m << " row=" << r;
+      }
+  }
+  // Past the row kernels' 16 tokens panels still run (the rows after them in
+  // chunks of 16): against the double product.
+  for (int64_t M : {1, 16, 40}) {
+    std::vector<float> pan(M * c.N);
+    MatMul(w_, x_.data(), M, pan.data());
+    ExpectNear(pan, M, 2e-2, "panels, M=" + std::to_string(M));
+  }
+  // Past the panels' token limit, bf16 row blocks made from the panels' rows:
+  // the very floats of the blocks made from the mapped rows.
+  const int64_t M = kMaxM;
+  std::vector<float> rows(M * c.N), pan(M * c.N);
+  MatMul(w_, x_.data(), M, pan.data(), &b);
+  w_.panels = nullptr;
+  MatMul(w_, x_.data(), M, rows.data(), &b);
+  EXPECT_EQ(std::memcmp(rows.data(), pan.data(), rows.size() * sizeof(float)), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, QuantProducts,
                          ::testing::Values(Case{QuantType::kQ8_0, 24, 96}, Case{QuantType::kQ4_0, 24, 96},
                                            Case{QuantType::kQ4_K, 20, 512}, Case{QuantType::kQ5_K, 20, 512},
-                                           Case{QuantType::kQ6_K, 20, 512}, Case{QuantType::kQ5_0, 8, 64}),
-                         [](const auto& info) { return std::string(QuantTypeInfo(info.param.type).name); });
+                                           Case{QuantType::kQ6_K, 20, 512}, Case{QuantType::kQ5_0, 8, 64},
+                                           Case{QuantType::kQ8_0, 53, 256}, Case{QuantType::kQ4_K, 35, 768},
+                                           Case{QuantType::kQ6_K, 48, 1024}),
+                         [](const auto& info) {
+                           return std::string(QuantTypeInfo(info.param.type).name) + "_" +
+                                  std::to_string(info.param.N) + "x" + std::to_string(info.param.K);
+                         });
 
 }  // namespace
 }  // namespace strata

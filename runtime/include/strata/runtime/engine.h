@@ -50,6 +50,12 @@ struct EngineInfo {
   std::string device_name;  // "cpu (avx512-bf16)", "NVIDIA H200 (sm_90, ...)"
   int layers = 0, distinct_layers = 0, elided_layers = 0;
   uint64_t weight_bytes_mapped = 0, weight_bytes_materialized = 0;  // cpu
+  // cpu: quantized rows again in panels of 16 for the VNNI kernels, and the
+  // mapped bytes given back because panels hold all their rows (WeightStore).
+  uint64_t weight_bytes_packed = 0, weight_bytes_released = 0;
+  uint64_t weight_bytes_resident() const {
+    return weight_bytes_mapped - weight_bytes_released + weight_bytes_materialized + weight_bytes_packed;
+  }
   uint64_t weight_bytes_device = 0;                                 // cuda
   uint64_t decode_weight_bytes_per_token = 0;
   double load_s = 0;  // assembly, verification and (cuda) upload

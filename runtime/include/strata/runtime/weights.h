@@ -25,6 +25,10 @@ struct HostTensor {
   // kNone: `data` holds numel x DTypeSize(dtype) bytes. Otherwise rows of
   // `quant` blocks (QuantRowBytes(quant, cols) bytes each), read in place.
   QuantType quant = QuantType::kNone;
+  // CPU only, or null: the first rows() / 16 * 16 quantized rows again,
+  // interleaved in panels of 16 for the VNNI kernels (runtime/src/cpu_quant.h).
+  // `data` stays valid (for gathers and the last rows() % 16 rows).
+  const void* panels = nullptr;
   int64_t rows() const { return shape.empty() ? 1 : shape[0]; }
   int64_t cols() const { return shape.size() < 2 ? 1 : shape[1]; }
   uint64_t numel() const;
@@ -43,6 +47,9 @@ class WeightStore {
   // first loaded (docs/design.md, "Verified loads", has the cost).
   explicit WeightStore(const Store& store, bool host_data = true, bool verify = true)
       : store_(store), reader_(store, verify), host_data_(host_data), verify_(verify) {}
+  ~WeightStore();
+  WeightStore(const WeightStore&) = delete;
+  WeightStore& operator=(const WeightStore&) = delete;
   // The tensor for node `h`, resident once however often it is asked for.
   // Throws Error naming the node when it or its blob is missing, corrupt
   // (in size, or with `verify` in its bytes), or malformed.
@@ -54,8 +61,16 @@ class WeightStore {
   // Bytes this process holds for weights: mapped blob bytes + materialized bytes.
   uint64_t mapped_bytes() const { return mapped_bytes_; }
   uint64_t materialized_bytes() const { return materialized_bytes_; }
+  // Bytes of CPU panels (HostTensor::panels), and mapped bytes given back
+  // because a tensor's panels hold all its rows.
+  uint64_t packed_bytes() const { return packed_bytes_; }
+  uint64_t released_bytes() const { return released_bytes_; }
+  // What the weights hold in this process's memory once loaded:
+  // mapped - released + materialized + packed.
+  uint64_t resident_bytes() const { return mapped_bytes_ - released_bytes_ + materialized_bytes_ + packed_bytes_; }
 
  private:
+  void Pack(HostTensor& t, const MappedFile& blob);
   const Store& store_;
   TensorReader reader_;
   std::map<Hash, std::unique_ptr<MappedFile>> blobs_;
@@ -64,7 +79,8 @@ class WeightStore {
   };
   std::map<Hash, std::unique_ptr<char, FreeDeleter>> owned_;
   std::map<Hash, HostTensor> tensors_;
-  uint64_t mapped_bytes_ = 0, materialized_bytes_ = 0;
+  std::vector<std::pair<void*, uint64_t>> panels_;  // anonymous mappings
+  uint64_t mapped_bytes_ = 0, materialized_bytes_ = 0, packed_bytes_ = 0, released_bytes_ = 0;
   bool host_data_ = true, verify_ = true;
 };
 
