@@ -201,11 +201,14 @@ STRATA_PT inline __m512 HalfScales(const uint8_t* p) {
 
 // Each kernel: acc[m] (16 rows) += the panel's product with token m, for
 // MT tokens. Integer sums are exact; each block's is scaled in float once.
+constexpr int kAhead = 12288;  // bytes of a panel read ahead of the block in use
+
 template <int MT>
 STRATA_PT void PanelQ8_0(const uint8_t* p, int64_t K, const ActQ8* a, __m512* acc) {
   for (int64_t b = 0; b < K / 32; ++b, p += 544) {
     __m512i w[8];
     for (int g = 0; g < 8; ++g) w[g] = _mm512_loadu_si512(p + 64 * g);
+    for (int i = 0; i < 544; i += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + kAhead + i, _MM_HINT_T0);
     const __m512 dw = HalfScales(p + 512);
     for (int m = 0; m < MT; ++m) {
       const int8_t* x = a[m].q.data() + 32 * b;
@@ -220,6 +223,7 @@ template <int MT>
 STRATA_PT void PanelQ4_K(const uint8_t* p, int64_t K, const ActQ8* a, __m512* acc) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int64_t b = 0; b < K / 256; ++b, p += 2368) {
+    for (int i = 0; i < 2368; i += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + kAhead + i, _MM_HINT_T0);
     __m512i tot[MT];
     for (int m = 0; m < MT; ++m) tot[m] = _mm512_setzero_si512();
     for (int g = 0; g < 8; ++g) {
@@ -260,6 +264,7 @@ template <int MT>
 STRATA_PT void PanelQ6_K(const uint8_t* p, int64_t K, const ActQ8* a, __m512* acc) {
   const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
   for (int64_t b = 0; b < K / 256; ++b, p += 3360) {
+    for (int i = 0; i < 3360; i += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + kAhead + i, _MM_HINT_T0);
     __m512i tot[MT];
     for (int m = 0; m < MT; ++m) tot[m] = _mm512_setzero_si512();
     for (int g = 0; g < 8; ++g) {
