@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
+#include <tuple>
 
 #include "cpu_quant.h"
 #include "strata/formats/error.h"
@@ -42,7 +43,14 @@ WeightStore::~WeightStore() {
   for (const auto& [p, size] : panels_) munmap(p, size);
 }
 
-void WeightStore::Pack(HostTensor& t, const MappedFile& blob) {
+void WeightStore::Pack(HostTensor& t, const Hash& blob_hash, const MappedFile& blob) {
+  // Two tensor nodes over one blob as the same matrix (the same blocks
+  // reached two ways) share one copy.
+  const auto key = std::make_tuple(blob_hash, static_cast<int>(t.quant), t.cols());
+  if (auto it = panels_by_blob_.find(key); it != panels_by_blob_.end()) {
+    t.panels = it->second;
+    return;
+  }
   const int64_t count = t.rows() / kPanelRows;
   const uint64_t size = static_cast<uint64_t>(count) * PanelBytes(t.quant, t.cols());
   void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -53,9 +61,10 @@ void WeightStore::Pack(HostTensor& t, const MappedFile& blob) {
     PackPanels(t, r.begin(), static_cast<int64_t>(r.size()), static_cast<uint8_t*>(p));
   });
   t.panels = p;
+  panels_by_blob_[key] = p;
   packed_bytes_ += size;
-  // Every row is in a panel: the mapped rows are read again only by gathers
-  // (an embedding table), a row at a time, so their pages go back.
+  // Every row is in a panel, and gathers and bf16 row blocks take rows from
+  // the panels: nothing reads the mapped rows again, so their pages go back.
   if (t.rows() % kPanelRows == 0) {
     blob.Release(0, blob.size());
     released_bytes_ += blob.size();
@@ -105,7 +114,7 @@ const HostTensor& WeightStore::Get(const Hash& h) {
     t.data = m->data();
     if (t.quant != QuantType::kNone && t.shape.size() == 2 && t.rows() >= kPanelRows && HasPanelKernel(t.quant) &&
         PanelsWanted())
-      Pack(t, *m);
+      Pack(t, blob, *m);
   } else {
     // calloc'd zeros cost no resident memory until touched; others are computed once.
     char* p = static_cast<char*>(std::calloc(std::max<uint64_t>(n.nbytes(), 1), 1));

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <tuple>
 #include <vector>
 
 #include "strata/formats/materialize.h"
@@ -70,7 +71,7 @@ class WeightStore {
   uint64_t resident_bytes() const { return mapped_bytes_ - released_bytes_ + materialized_bytes_ + packed_bytes_; }
 
  private:
-  void Pack(HostTensor& t, const MappedFile& blob);
+  void Pack(HostTensor& t, const Hash& blob_hash, const MappedFile& blob);
   const Store& store_;
   TensorReader reader_;
   std::map<Hash, std::unique_ptr<MappedFile>> blobs_;
@@ -80,6 +81,7 @@ class WeightStore {
   std::map<Hash, std::unique_ptr<char, FreeDeleter>> owned_;
   std::map<Hash, HostTensor> tensors_;
   std::vector<std::pair<void*, uint64_t>> panels_;  // anonymous mappings
+  std::map<std::tuple<Hash, int, int64_t>, const void*> panels_by_blob_;  // (blob, quant, cols)
   uint64_t mapped_bytes_ = 0, materialized_bytes_ = 0, packed_bytes_ = 0, released_bytes_ = 0;
   bool host_data_ = true, verify_ = true;
 };
