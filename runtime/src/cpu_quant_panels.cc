@@ -203,12 +203,29 @@ STRATA_PT inline __m512 HalfScales(const uint8_t* p) {
 // MT tokens. Integer sums are exact; each block's is scaled in float once.
 constexpr int kAhead = 12288;  // bytes of a panel read ahead of the block in use
 
+STRATA_PT inline void ReadAhead(const uint8_t* p, int bytes) {
+  for (int i = 0; i < bytes; i += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + kAhead + i, _MM_HINT_T0);
+}
+
+// sum over i < N of v[i] (32 int16) times the pair sums[2i], sums[2i + 1]
+// repeated: per row, its int16 coefficients dotted with the token's sums.
+template <int N>
+STRATA_PT inline __m512i PairSums(const __m512i* v, const int16_t* sums) {
+  __m512i s = _mm512_setzero_si512();
+  for (int i = 0; i < N; ++i) {
+    int32_t pair;
+    std::memcpy(&pair, sums + 2 * i, 4);
+    s = _mm512_dpwssd_epi32(s, v[i], _mm512_set1_epi32(pair));
+  }
+  return s;
+}
+
 template <int MT>
 STRATA_PT void PanelQ8_0(const uint8_t* p, int64_t K, const ActQ8* a, __m512* acc) {
   for (int64_t b = 0; b < K / 32; ++b, p += 544) {
     __m512i w[8];
     for (int g = 0; g < 8; ++g) w[g] = _mm512_loadu_si512(p + 64 * g);
-    for (int i = 0; i < 544; i += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + kAhead + i, _MM_HINT_T0);
+    ReadAhead(p, 544);
     const __m512 dw = HalfScales(p + 512);
     for (int m = 0; m < MT; ++m) {
       const int8_t* x = a[m].q.data() + 32 * b;
@@ -223,7 +240,7 @@ template <int MT>
 STRATA_PT void PanelQ4_K(const uint8_t* p, int64_t K, const ActQ8* a, __m512* acc) {
   const __m512i m4 = _mm512_set1_epi8(0x0F);
   for (int64_t b = 0; b < K / 256; ++b, p += 2368) {
-    for (int i = 0; i < 2368; i += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + kAhead + i, _MM_HINT_T0);
+    ReadAhead(p, 2368);
     __m512i tot[MT];
     for (int m = 0; m < MT; ++m) tot[m] = _mm512_setzero_si512();
     for (int g = 0; g < 8; ++g) {
@@ -246,13 +263,7 @@ STRATA_PT void PanelQ4_K(const uint8_t* p, int64_t K, const ActQ8* a, __m512* ac
       mn[i] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2176 + 32 * i)));
     const __m512 d = HalfScales(p + 2304), dmin = HalfScales(p + 2336);
     for (int m = 0; m < MT; ++m) {
-      const int16_t* gs = a[m].gsums.data() + 8 * b;
-      __m512i mins = _mm512_setzero_si512();
-      for (int i = 0; i < 4; ++i) {
-        int32_t pair;
-        std::memcpy(&pair, gs + 2 * i, 4);
-        mins = _mm512_dpwssd_epi32(mins, mn[i], _mm512_set1_epi32(pair));
-      }
+      const __m512i mins = PairSums<4>(mn, a[m].gsums.data() + 8 * b);
       const __m512 da = _mm512_set1_ps(a[m].d[b]);
       acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot[m]), _mm512_mul_ps(d, da), acc[m]);
       acc[m] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmin, da), acc[m]);
@@ -264,7 +275,7 @@ template <int MT>
 STRATA_PT void PanelQ6_K(const uint8_t* p, int64_t K, const ActQ8* a, __m512* acc) {
   const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
   for (int64_t b = 0; b < K / 256; ++b, p += 3360) {
-    for (int i = 0; i < 3360; i += 64) _mm_prefetch(reinterpret_cast<const char*>(p) + kAhead + i, _MM_HINT_T0);
+    ReadAhead(p, 3360);
     __m512i tot[MT];
     for (int m = 0; m < MT; ++m) tot[m] = _mm512_setzero_si512();
     for (int g = 0; g < 8; ++g) {
@@ -296,13 +307,7 @@ STRATA_PT void PanelQ6_K(const uint8_t* p, int64_t K, const ActQ8* a, __m512* ac
       sp[i] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 3072 + 32 * i)));
     const __m512 d = HalfScales(p + 3328);
     for (int m = 0; m < MT; ++m) {
-      const int16_t* bs = a[m].bsums.data() + 16 * b;
-      __m512i off = _mm512_setzero_si512();
-      for (int i = 0; i < 8; ++i) {
-        int32_t pair;
-        std::memcpy(&pair, bs + 2 * i, 4);
-        off = _mm512_dpwssd_epi32(off, sp[i], _mm512_set1_epi32(pair));
-      }
+      const __m512i off = PairSums<8>(sp, a[m].bsums.data() + 16 * b);
       const __m512i q = _mm512_sub_epi32(tot[m], _mm512_slli_epi32(off, 5));
       acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(d, _mm512_set1_ps(a[m].d[b])), acc[m]);
     }

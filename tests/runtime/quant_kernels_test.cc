@@ -114,9 +114,11 @@ TEST_P(QuantProducts, Avx2IntegersAreVnniIntegers) {
 // block as the row kernels, so the two differ by float rounding alone; a
 // misplaced element or scale would differ by the size of the product. The
 // rows after the last whole panel run on the row kernels.
-TEST_P(QuantProducts, PanelsAgreeWithTheRowKernels) {
+class QuantPanels : public QuantProducts {};
+
+TEST_P(QuantPanels, PanelsAgreeWithTheRowKernels) {
   const Case c = GetParam();
-  if (!HasPanelKernel(c.type)) GTEST_SKIP() << "no panel kernel for this type";
+  ASSERT_TRUE(HasPanelKernel(c.type));
   if (!CpuRunsPanels()) GTEST_SKIP() << "the few-token kernels here are not VNNI (" << QuantKernelsName() << ")";
   ASSERT_GE(c.N, kPanelRows);
   std::vector<uint8_t> panels(PanelBytes(c.type, c.K) * (c.N / kPanelRows));
@@ -163,16 +165,23 @@ TEST_P(QuantProducts, PanelsAgreeWithTheRowKernels) {
   EXPECT_EQ(std::memcmp(rows.data(), pan.data(), rows.size() * sizeof(float)), 0);
 }
 
+std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
+  return std::string(QuantTypeInfo(info.param.type).name) + "_" + std::to_string(info.param.N) + "x" +
+         std::to_string(info.param.K);
+}
+
 INSTANTIATE_TEST_SUITE_P(Types, QuantProducts,
                          ::testing::Values(Case{QuantType::kQ8_0, 24, 96}, Case{QuantType::kQ4_0, 24, 96},
                                            Case{QuantType::kQ4_K, 20, 512}, Case{QuantType::kQ5_K, 20, 512},
-                                           Case{QuantType::kQ6_K, 20, 512}, Case{QuantType::kQ5_0, 8, 64},
-                                           Case{QuantType::kQ8_0, 53, 256}, Case{QuantType::kQ4_K, 35, 768},
-                                           Case{QuantType::kQ6_K, 48, 1024}),
-                         [](const auto& info) {
-                           return std::string(QuantTypeInfo(info.param.type).name) + "_" +
-                                  std::to_string(info.param.N) + "x" + std::to_string(info.param.K);
-                         });
+                                           Case{QuantType::kQ6_K, 20, 512}, Case{QuantType::kQ5_0, 8, 64}),
+                         CaseName);
+
+// The types with panel kernels, with rows after the last whole panel.
+INSTANTIATE_TEST_SUITE_P(Types, QuantPanels,
+                         ::testing::Values(Case{QuantType::kQ8_0, 24, 96}, Case{QuantType::kQ4_K, 20, 512},
+                                           Case{QuantType::kQ6_K, 20, 512}, Case{QuantType::kQ8_0, 53, 256},
+                                           Case{QuantType::kQ4_K, 35, 768}, Case{QuantType::kQ6_K, 48, 1024}),
+                         CaseName);
 
 }  // namespace
 }  // namespace strata
