@@ -13,6 +13,7 @@
 #        PRESET=mistral-7b                 synth preset (tiny | small | mistral-7b)
 #        PREFILLS=512,2048 DECODE=256      (DEV=cpu: 16,32 and 8)
 #        SKIP_HF=1                         strata rows only (no exports, no transformers)
+#        HF_VARIANTS="base solar-dus block-expansion-40"   the variants with an HF row
 #        DEADLINE=570                      seconds from the start after which no step starts
 #                                          (each step's timeout is cut to what is left)
 #
@@ -115,7 +116,7 @@ else
     if [ "$DEV" = cuda ]; then bad "$PY cannot import torch and transformers: HF rows n/a"
     else info "$PY cannot import torch and transformers: HF rows n/a (decode bytes still computed)"; fi
   fi
-  for v in $VARIANTS; do
+  for v in ${HF_VARIANTS:-$VARIANTS}; do
     in_time 40 "HF $v" || continue
     dir=$SNAP
     if [ $v != base ]; then

@@ -11,6 +11,7 @@
 #        PRESETS="tiny small"             the presets of the `small` part
 #        DEV=cuda                         the device under test (DEV=cpu BIG=tiny dry-run the script's logic)
 #        BIG=mistral-7b                   the preset of the `7b` part
+#        TEST_TIMEOUT=400 SAN_TIMEOUT=300 the limits of the gpu_test and sanitize runs (seconds)
 #
 # What it checks (every line also lands in OUT_DIR/summary.txt, PASS/FAIL/INFO):
 #   test      gpu_test: every kernel against the CPU kernels, whole models CUDA vs CPU
@@ -23,6 +24,12 @@
 #             in float32 on the exported checkpoint (<= 2e-2) and in bfloat16 (<= 5e-2:
 #             HF rounds activations to bf16), and for tiny against tests/ref/forward_ref.py
 #             (float64 numpy reference); `strata bench` on tiny for cpu and cuda.
+#   serve     small preset, base + SOLAR-DUS in one `strata serve --device cuda` (one weight pool):
+#             8 concurrent greedy completions (token-id prompts) against the same on a
+#             `--device cpu` server; resident weight bytes of the pool == the base's; then
+#             `strata eval base solar-dus --device cuda` perplexity against --device cpu (<= 1e-2).
+#             The small model takes the tokenizer of VOCAB_GGUF (default
+#             ../shared/vocab/ggml-vocab-llama-spm.gguf).
 #   7b        mistral-7b preset (14.5 GB bf16) and its SOLAR DUS (48 layers, same distinct
 #             bytes): `strata bench --device cuda --json` (cold load, prefill 512, decode 256,
 #             peak VRAM, host peak RSS) for both; PASS when both resident weight byte counts
@@ -40,7 +47,7 @@ BIN=$BUILD/strata
 GPUTEST=$BUILD/tests/gpu_test
 WORK=${WORK:-/tmp/strata-gpu-work}
 PY=${PYTHON:-python3}
-PARTS=${PARTS:-"test sanitize small 7b"}
+PARTS=${PARTS:-"test sanitize small serve 7b"}
 HF7B=${HF7B:-1}
 DEV=${DEV:-cuda}
 SUMMARY=$OUTD/summary.txt
@@ -63,7 +70,7 @@ info "strata $($BIN --version 2>&1), build $BUILD, parts: $PARTS"
 # ---------------------------------------------------------------- gpu_test
 if has test; then
   if [ -x "$GPUTEST" ]; then
-    timeout 400 "$GPUTEST" > "$OUTD/gpu_test.log" 2>&1
+    timeout "${TEST_TIMEOUT:-400}" "$GPUTEST" > "$OUTD/gpu_test.log" 2>&1
     rc=$?
     passed=$(grep -c '^\[       OK \]' "$OUTD/gpu_test.log")
     failed=$(grep -c '^\[  FAILED  \] [A-Za-z]' "$OUTD/gpu_test.log")
@@ -78,10 +85,12 @@ fi
 # ---------------------------------------------------------------- sanitize
 if has sanitize; then
   if command -v compute-sanitizer > /dev/null; then
-    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 "$GPUTEST" --gtest_filter='CudaKernels.*' \
+    timeout "${SAN_TIMEOUT:-300}" compute-sanitizer --tool memcheck --error-exitcode 3 "$GPUTEST" --gtest_filter='CudaKernels.*' \
       > "$OUTD/sanitize.log" 2>&1
     rc=$?
     if [ $rc -eq 0 ]; then ok "compute-sanitizer memcheck on the kernel tests ($(elapsed))"
+    elif [ $rc -eq 124 ] && ! grep -q 'ERROR SUMMARY: [1-9]\|Invalid\|FAILED' "$OUTD/sanitize.log"; then
+      info "compute-sanitizer memcheck: stopped at ${SAN_TIMEOUT:-300}s with no error so far ($(grep -c '^\[       OK \]' "$OUTD/sanitize.log") tests clean)"
     else bad "compute-sanitizer memcheck: rc $rc (see sanitize.log)"; fi
   else
     info "compute-sanitizer not found: memcheck skipped"
@@ -172,6 +181,100 @@ if has small; then
     info "$preset done ($(elapsed))"
     rm -rf "$W"
   done
+fi
+
+# ---------------------------------------------------------------- serve + eval
+if has serve; then
+  W=$WORK/serve
+  rm -rf "$W"; mkdir -p "$W"
+  export HF_HUB_CACHE=$W/hf STRATA_STORE=$W/store
+  SERVEL=$OUTD/serve.log
+  VOCAB_GGUF=${VOCAB_GGUF:-$ROOT/../shared/vocab/ggml-vocab-llama-spm.gguf}
+  : > "$SERVEL"
+  if "$BIN" synth --arch mistral --preset small --hf-cache "$HF_HUB_CACHE" --as mistralai/Mistral-7B-v0.1 -q \
+       --tokenizer llama-spm --vocab-gguf "$VOCAB_GGUF" >> "$SERVEL" 2>&1 &&
+     printf 'models:\n  - model: mistralai/Mistral-7B-v0.1\nmerge_method: passthrough\ndtype: bfloat16\n' > "$W/base.yml" &&
+     "$BIN" compile "$W/base.yml" --name base -q >> "$SERVEL" 2>&1 &&
+     "$BIN" compile "$ROOT/examples/solar-dus.yml" --name solar-dus -q >> "$SERVEL" 2>&1; then
+    for dev in $DEV cpu; do
+      "$BIN" serve --device $dev --port 0 --models base,solar-dus --max-batch 8 --ctx 512 2> "$W/serve-$dev.log" &
+      spid=$!
+      port=
+      for i in $(seq 600); do
+        port=$(sed -n 's/^strata serve: loading .* on port \([0-9][0-9]*\) .*/\1/p' "$W/serve-$dev.log")
+        [ -n "$port" ] && break
+        kill -0 $spid 2> /dev/null || break
+        sleep 0.1
+      done
+      if [ -z "$port" ]; then
+        bad "serve --device $dev: no port (see serve.log)"
+      else
+        timeout 120 "$PY" - "$port" "$W/serve-$dev.json" >> "$SERVEL" 2>&1 <<'PY' || bad "serve --device $dev: requests failed (see serve.log)"
+import json, sys, time, urllib.request, concurrent.futures as cf
+port, out = sys.argv[1], sys.argv[2]
+base = "http://127.0.0.1:%s" % port
+for _ in range(1200):
+    try:
+        if urllib.request.urlopen(base + "/health", timeout=5).status == 200: break
+    except Exception: pass
+    time.sleep(0.1)
+def one(i):
+    model = "base" if i % 2 == 0 else "solar-dus"
+    body = {"model": model, "prompt": [(j * 37 + 11 * i + 5) % 32000 for j in range(40 + 7 * i)],
+            "max_tokens": 16, "temperature": 0, "logprobs": 1, "ignore_eos": True}
+    r = urllib.request.Request(base + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    j = json.load(urllib.request.urlopen(r, timeout=100))
+    return {"model": model, "tokens": j["choices"][0]["logprobs"]["tokens"], "usage": j["usage"]}
+with cf.ThreadPoolExecutor(8) as ex:
+    res = list(ex.map(one, range(8)))
+models = json.load(urllib.request.urlopen(base + "/v1/models"))
+metrics = urllib.request.urlopen(base + "/metrics").read().decode()
+resident = [float(l.split()[-1]) for l in metrics.splitlines() if l.startswith("strata_weight_resident_bytes")]
+json.dump({"results": res, "models": models, "resident": resident[0] if resident else -1}, open(out, "w"))
+print("served", len(res), "completions on port", port, "resident", resident)
+PY
+      fi
+      kill -TERM $spid 2> /dev/null; wait $spid 2> /dev/null
+      cat "$W/serve-$dev.log" >> "$SERVEL"
+    done
+    if [ -s "$W/serve-$DEV.json" ] && [ -s "$W/serve-cpu.json" ]; then
+      while read -r verdict line; do
+        case $verdict in PASS) ok "$line";; FAIL) bad "$line";; *) info "$line";; esac
+      done < <("$PY" - "$W/serve-$DEV.json" "$W/serve-cpu.json" <<'PY'
+import json, sys
+g, c = (json.load(open(p)) for p in sys.argv[1:3])
+n = sum(len(r["tokens"]) == 16 for r in g["results"])
+print("PASS" if n == 8 else "FAIL", "serve (device): %d of 8 concurrent completions (base and solar-dus) with 16 tokens" % n)
+same = sum(a["tokens"] == b["tokens"] for a, b in zip(g["results"], c["results"]))
+print("PASS" if same == 8 else "INFO", "serve: %d of 8 completions token-identical between the device and cpu servers" % same)
+m = {x["id"]: x for x in g["models"]["data"]}
+base_bytes = m["base"].get("distinct_bytes", -1)
+print("PASS" if 0 < g["resident"] <= base_bytes * 1.001 else "FAIL",
+      "serve (device): one pool for base + solar-dus: %.1f MiB resident, base's distinct weights %.1f MiB" % (g["resident"] / 2**20, base_bytes / 2**20))
+PY
+)
+    fi
+    "$BIN" eval base solar-dus --file "$ROOT/README.md" --ctx 128 --chunks 4 --device $DEV --json -q > "$W/eval-$DEV.json" 2>> "$SERVEL" &&
+    "$BIN" eval base solar-dus --file "$ROOT/README.md" --ctx 128 --chunks 4 --device cpu --json -q > "$W/eval-cpu.json" 2>> "$SERVEL" &&
+    cat "$W/eval-$DEV.json" "$W/eval-cpu.json" >> "$SERVEL" &&
+    "$PY" - "$W/eval-$DEV.json" "$W/eval-cpu.json" >> "$W/eval.verdict" 2>> "$SERVEL" <<'PY' || bad "eval --device $DEV failed (see serve.log)"
+import json, sys
+def ppl(p):
+    j = json.load(open(p))
+    return {r["variant"]: r["ppl"] for r in j["results"]}
+g, c = ppl(sys.argv[1]), ppl(sys.argv[2])
+for k in c:
+    e = abs(g[k] - c[k]) / c[k]
+    print("PASS" if e <= 1e-2 else "FAIL", "eval %s: perplexity device %.4f vs cpu %.4f (rel %.1e <= 1e-2)" % (k, g[k], c[k], e))
+PY
+    [ -s "$W/eval.verdict" ] && while read -r verdict line; do
+      case $verdict in PASS) ok "$line";; FAIL) bad "$line";; *) info "$line";; esac
+    done < "$W/eval.verdict"
+  else
+    bad "serve: synth/compile failed (see serve.log)"
+  fi
+  info "serve done ($(elapsed))"
+  rm -rf "$W"
 fi
 
 # ---------------------------------------------------------------- mistral-7b
