@@ -35,6 +35,8 @@
 
 namespace strata {
 
+thread_local int tls_tile_config = 0;
+
 namespace {
 
 // ---------------------------------------------------------------------------
@@ -539,15 +541,14 @@ struct alignas(64) TileConfig {
 // Every tile 16 rows x 64 bytes, configured once per thread (TBB's workers
 // are persistent; the configuration stays until the thread ends).
 STRATA_AMX void ConfigureTiles() {
-  thread_local bool configured = false;
-  if (configured) return;
+  if (tls_tile_config == 1) return;
   TileConfig cfg;
   for (int i = 0; i < 8; ++i) {
     cfg.colsb[i] = 64;
     cfg.rows[i] = 16;
   }
   _tile_loadconfig(&cfg);
-  configured = true;
+  tls_tile_config = 1;
 }
 
 // 16x16 fp32 transpose in registers (exact data movement).

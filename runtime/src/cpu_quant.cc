@@ -3,6 +3,7 @@
 // fallback, and bf16 dequantization in row blocks for many-token products.
 #include "cpu_quant.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 #include <tbb/parallel_for.h>
 #include <tbb/partitioner.h>
@@ -29,6 +30,15 @@ bool CpuHasVnni() {
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 }
 const bool kHasVnni = CpuHasVnni();
+
+// AMX-INT8: CPUID.(7, 0):EDX bit 25 (the tile state itself is granted with
+// AMX-BF16's, by the amx-bf16 tier, cpu_kernels.cc).
+bool CpuHasAmxInt8() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((d >> 25) & 1);
+}
+const bool kHasAmxInt8 = CpuHasAmxInt8();
+
 
 
 // The few-token kernels the CPU tier in use allows: VNNI from the avx512
@@ -129,13 +139,24 @@ float BiasAt(const HostTensor* bias, int64_t n) {
 void IntegerProducts(const HostTensor& w, const float* x, int64_t M, float* y, const HostTensor* bias) {
   const int64_t N = w.rows(), K = w.cols();
   const int block = QuantTypeInfo(w.quant).block_elems;
-  std::vector<ActQ8> acts(M);
-  tbb::parallel_for(int64_t{0}, M, [&](int64_t m) { QuantizeActivations(x + m * K, K, block, acts[m]); });
   const bool vnni = QuantKernels() == kVnniKernels;
+  const int64_t panels = vnni && w.panels ? N / kPanelRows : 0;
+  // AMX tiles take whole tiles of 16 tokens; the tokens after them run on the
+  // VNNI panel kernels.
+  const int64_t M16 = panels > 0 && CpuRunsAmxPanels() ? M / 16 * 16 : 0;
+  std::vector<ActQ8> acts(M);
+  // Kept between calls (a fresh one would be fresh pages, zeroed, each time);
+  // the workers below use the calling thread's through the reference.
+  thread_local std::vector<int8_t> xq_kept;
+  std::vector<int8_t>& xq = xq_kept;
+  if (xq.size() < static_cast<size_t>(M16 * K)) xq.resize(static_cast<size_t>(M16 * K));
+  tbb::parallel_for(int64_t{0}, M, [&](int64_t m) {
+    QuantizeActivations(x + m * K, K, block, acts[m]);
+    if (m < M16) AmxActivations(acts[m].q.data(), m, K, xq.data());
+  });
   const auto dot = vnni ? vnni::DotFor(w.quant) : avx2::DotFor(w.quant);
   const auto* base = static_cast<const uint8_t*>(w.data);
   const uint64_t rb = w.row_bytes();
-  const int64_t panels = vnni && w.panels ? N / kPanelRows : 0;
   // Units of work: panels first, then the rows after them one at a time.
   const int64_t units = panels + (N - panels * kPanelRows);
   tbb::parallel_for(
@@ -146,7 +167,8 @@ void IntegerProducts(const HostTensor& w, const float* x, int64_t M, float* y, c
           if (u < panels) {
             float b16[kPanelRows];
             for (int i = 0; i < kPanelRows; ++i) b16[i] = BiasAt(bias, u * kPanelRows + i);
-            PanelProducts(w, u, acts.data(), M, y, b16);
+            if (M16) PanelProductsAmx(w, u, acts.data(), xq.data(), M16, y, b16);
+            if (M > M16) PanelProducts(w, u, acts.data() + M16, M - M16, y + M16 * N, b16);
             continue;
           }
           const int64_t n = u - panels + panels * kPanelRows;
@@ -216,8 +238,11 @@ void BlockProducts(const HostTensor& w, const float* x, int64_t M, float* y, con
 
 bool CpuRunsPanels() { return QuantKernels() == kVnniKernels; }
 
+bool CpuRunsAmxPanels() { return kHasAmxInt8 && CpuRunsPanels() && CpuKernelsName() == "amx-bf16"; }
+
 std::string_view QuantKernelsName() {
   static constexpr std::string_view kNames[] = {"fp32 rows", "avx2 integer", "avx512-vnni integer"};
+  if (CpuRunsAmxPanels()) return "avx512-vnni integer, amx-int8 panels";
   return kNames[QuantKernels()];
 }
 

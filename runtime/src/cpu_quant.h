@@ -56,4 +56,23 @@ struct ActQ8 {
 // the M tokens `acts` and r < 16 (N = w.rows()).
 void PanelProducts(const HostTensor& w, int64_t panel, const ActQ8* acts, int64_t M, float* y, const float* bias16);
 
+// The same products through AMX-INT8 tiles, bit for bit those of
+// PanelProducts, for M a multiple of 16 tokens: xq holds their int8
+// activations laid out by AmxActivations. Only where CpuRunsAmxPanels().
+void PanelProductsAmx(const HostTensor& w, int64_t panel, const ActQ8* acts, const int8_t* xq, int64_t M,
+                      float* y, const float* bias16);
+// Whether products of 16 or more tokens over panels run on AMX-INT8 (16 at
+// a time; the rest on PanelProducts): the CPU kernel tier is amx-bf16 (AMX
+// granted to this process) and the CPU has AMX-INT8.
+bool CpuRunsAmxPanels();
+// Token m's int8 activations `q` (K) into xq as A tiles: per tile of 16
+// tokens (16 K bytes) and per 32 elements of K, 16 tokens x 32 bytes, so an
+// A tile is 512 contiguous bytes.
+void AmxActivations(const int8_t* q, int64_t m, int64_t K, int8_t* xq);
+
+// The tile configuration this thread has loaded (AMX keeps one per thread):
+// 0 none, 1 the bf16 products' (cpu_kernels.cc), 2 the int8 panels'. Each
+// kernel loads its own when it finds another.
+extern thread_local int tls_tile_config;
+
 }  // namespace strata

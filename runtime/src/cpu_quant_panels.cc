@@ -6,7 +6,9 @@
 // where the row kernels (cpu_quant_dot.inc) pay them per row.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "cpu_quant.h"
 
@@ -329,6 +331,174 @@ STRATA_PT void PanelTokens(QuantType t, const uint8_t* p, int64_t K, const ActQ8
   for (int m = 0; m < MT; ++m) _mm512_storeu_ps(y + m * N, _mm512_add_ps(acc[m], bv));
 }
 
+// ---------------------------------------------------------------------------
+// AMX-INT8 over the same panels, 16 tokens at a time: a panel's vector of 4
+// elements x 16 rows is one row of a tdpbsud B tile, so a Q8_0 block's 8
+// vectors (32 elements) are a B tile as they lie; an A tile is 16 tokens x
+// 32 int8 activations (AmxActivations). One tdpbsud gives the C tile of
+// exact int32 sums that the VNNI kernels above build with 8 x 16 vpdpbusd,
+// and the same scale arithmetic follows, so the products are those of the
+// VNNI kernels bit for bit. Q4_K and Q6_K levels are unpacked once per panel
+// into bytes (the VNNI kernels' w[]), then serve every tile of 16 tokens.
+
+#define STRATA_PA \
+  __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,amx-tile,amx-int8")))
+
+struct alignas(64) TileConfig {
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles: C 0, 1 (16 tokens x 16 rows of int32); A 2, 3 (16 tokens x 32
+// bytes); B 4, 5 (8 rows of 64 bytes: 32 elements of 16 rows); Q6_K's
+// 16-element groups: A 6 (16 x 16 bytes), B 7 (4 rows).
+constexpr int kInt8Tiles = 2;  // tls_tile_config's value for this configuration
+STRATA_PA void ConfigureInt8Tiles() {
+  if (tls_tile_config == kInt8Tiles) return;
+  TileConfig cfg;
+  const int shape[8][2] = {{16, 64}, {16, 64}, {16, 32}, {16, 32}, {8, 64}, {8, 64}, {16, 16}, {4, 64}};
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = static_cast<uint8_t>(shape[t][0]);
+    cfg.colsb[t] = static_cast<uint16_t>(shape[t][1]);
+  }
+  asm volatile("" : : "m"(cfg) : "memory");  // the stores above must reach memory before ldtilecfg
+  _tile_loadconfig(&cfg);
+  tls_tile_config = kInt8Tiles;
+}
+
+// One block (256 elements x 16 rows) of a Q4_K / Q6_K panel's levels as B
+// tiles: per group of 32, the 8 vectors w[] of PanelQ4_K / PanelQ6_K (512
+// bytes; Q6_K: 16-element groups 2g and 2g + 1 in its halves).
+STRATA_PA void LevelsOfBlock(QuantType t, const uint8_t* p, uint8_t* out) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(3);
+  for (int g = 0; g < 8; ++g, out += 512) {
+    auto* o = reinterpret_cast<__m512i*>(out);
+    if (t == QuantType::kQ4_K) {
+      for (int h = 0; h < 4; ++h) {
+        const __m512i raw = _mm512_loadu_si512(p + (g * 4 + h) * 64);
+        _mm512_storeu_si512(o + h, _mm512_and_si512(raw, m4));
+        _mm512_storeu_si512(o + h + 4, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4));
+      }
+      continue;
+    }
+    const __m512i h0 = _mm512_loadu_si512(p + 2048 + (g * 2) * 64), h1 = _mm512_loadu_si512(p + 2048 + (g * 2 + 1) * 64);
+    for (int h = 0; h < 4; ++h) {
+      const __m512i raw = _mm512_loadu_si512(p + (g * 4 + h) * 64);
+      _mm512_storeu_si512(o + h, _mm512_or_si512(_mm512_and_si512(raw, m4),
+                                                 _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h0, 2 * h), m2), 4)));
+      _mm512_storeu_si512(o + h + 4,
+                          _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(raw, 4), m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(h1, 2 * h), m2), 4)));
+    }
+  }
+}
+
+// Each: acc[m] += the panel's product with token m of the 16 at xq. Two
+// blocks (Q8_0) or groups (Q4_K) go through C tiles 0 and 1 side by side.
+constexpr int T16 = 16;
+
+STRATA_PA void AmxQ8_0(const uint8_t* p, int64_t K, const int8_t* xq, const ActQ8* a, __m512* acc) {
+  alignas(64) int32_t c[2][256];
+  const int64_t blocks = K / 32;
+  for (int64_t b = 0; b < blocks; b += 2) {
+    const int n = b + 1 < blocks ? 2 : 1;
+    ReadAhead(p + 544 * b, 544 * n);
+    _tile_loadd(2, xq + 512 * b, 32);
+    _tile_loadd(4, p + 544 * b, 64);
+    _tile_zero(0);
+    _tile_dpbsud(0, 2, 4);
+    if (n == 2) {
+      _tile_loadd(3, xq + 512 * (b + 1), 32);
+      _tile_loadd(5, p + 544 * (b + 1), 64);
+      _tile_zero(1);
+      _tile_dpbsud(1, 3, 5);
+    }
+    _tile_stored(0, c[0], 64);
+    if (n == 2) _tile_stored(1, c[1], 64);
+    for (int j = 0; j < n; ++j) {
+      const __m512 dw = HalfScales(p + 544 * (b + j) + 512);
+      for (int m = 0; m < T16; ++m) {
+        const __m512i s = _mm512_add_epi32(_mm512_load_si512(c[j] + 16 * m), _mm512_set1_epi32(-128 * a[m].gsums[b + j]));
+        acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(a[m].d[b + j])), acc[m]);
+      }
+    }
+  }
+}
+
+// K types, one block of 256 (panel bytes p, levels lv, the tile's 16
+// tokens' activations of the block x) for one tile of 16 tokens: acc, in
+// memory (16 tokens x 16 rows), += the block's products.
+STRATA_PA void AmxQ4_K(const uint8_t* p, const uint8_t* lv, const int8_t* x, const ActQ8* a, int64_t b, float* acc) {
+  alignas(64) int32_t c[2][256];
+  __m512i tot[T16];
+  for (int m = 0; m < T16; ++m) tot[m] = _mm512_setzero_si512();
+  for (int g = 0; g < 8; g += 2) {
+    _tile_loadd(2, x + 512 * g, 32);
+    _tile_loadd(4, lv + 512 * g, 64);
+    _tile_zero(0);
+    _tile_dpbsud(0, 2, 4);
+    _tile_loadd(3, x + 512 * (g + 1), 32);
+    _tile_loadd(5, lv + 512 * (g + 1), 64);
+    _tile_zero(1);
+    _tile_dpbsud(1, 3, 5);
+    _tile_stored(0, c[0], 64);
+    _tile_stored(1, c[1], 64);
+    for (int h = 0; h < 2; ++h) {
+      const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2048 + 16 * (g + h))));
+      for (int m = 0; m < T16; ++m)
+        tot[m] = _mm512_add_epi32(tot[m], _mm512_mullo_epi32(_mm512_load_si512(c[h] + 16 * m), sc));
+    }
+  }
+  __m512i mn[4];
+  for (int i = 0; i < 4; ++i)
+    mn[i] = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2176 + 32 * i)));
+  const __m512 d = HalfScales(p + 2304), dmin = HalfScales(p + 2336);
+  for (int m = 0; m < T16; ++m) {
+    const __m512i mins = PairSums<4>(mn, a[m].gsums.data() + 8 * b);
+    const __m512 da = _mm512_set1_ps(a[m].d[b]);
+    __m512 v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(tot[m]), _mm512_mul_ps(d, da), _mm512_load_ps(acc + 16 * m));
+    v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(mins), _mm512_mul_ps(dmin, da), v);
+    _mm512_store_ps(acc + 16 * m, v);
+  }
+}
+
+STRATA_PA void AmxQ6_K(const uint8_t* p, const uint8_t* lv, const int8_t* x, const ActQ8* a, int64_t b, float* acc) {
+  alignas(64) int32_t c[2][256];
+  __m512i tot[T16];
+  for (int m = 0; m < T16; ++m) tot[m] = _mm512_setzero_si512();
+  for (int g = 0; g < 8; ++g) {
+    const int8_t* xg = x + 512 * g;
+    const uint8_t* l = lv + 512 * g;
+    _tile_loadd(6, xg, 32);  // elements 0-15 of the group: group 2g of 16
+    _tile_loadd(7, l, 64);
+    _tile_zero(0);
+    _tile_dpbsud(0, 6, 7);
+    _tile_loadd(6, xg + 16, 32);  // 16-31: group 2g + 1
+    _tile_loadd(7, l + 256, 64);
+    _tile_zero(1);
+    _tile_dpbsud(1, 6, 7);
+    _tile_stored(0, c[0], 64);
+    _tile_stored(1, c[1], 64);
+    const __m512i pr = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 3072 + 32 * g)));
+    const __m512i sc0 = _mm512_srai_epi32(_mm512_slli_epi32(pr, 16), 16), sc1 = _mm512_srai_epi32(pr, 16);
+    for (int m = 0; m < T16; ++m)
+      tot[m] = _mm512_add_epi32(tot[m], _mm512_add_epi32(_mm512_mullo_epi32(_mm512_load_si512(c[0] + 16 * m), sc0),
+                                                         _mm512_mullo_epi32(_mm512_load_si512(c[1] + 16 * m), sc1)));
+  }
+  __m512i sp[8];
+  for (int i = 0; i < 8; ++i)
+    sp[i] = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 3072 + 32 * i)));
+  const __m512 d = HalfScales(p + 3328);
+  for (int m = 0; m < T16; ++m) {
+    const __m512i off = PairSums<8>(sp, a[m].bsums.data() + 16 * b);
+    const __m512i q = _mm512_sub_epi32(tot[m], _mm512_slli_epi32(off, 5));
+    _mm512_store_ps(acc + 16 * m, _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), _mm512_mul_ps(d, _mm512_set1_ps(a[m].d[b])),
+                                                  _mm512_load_ps(acc + 16 * m)));
+  }
+}
+
 }  // namespace
 
 bool HasPanelKernel(QuantType t) { return t == QuantType::kQ8_0 || t == QuantType::kQ4_K || t == QuantType::kQ6_K; }
@@ -370,6 +540,46 @@ STRATA_PT void PanelProducts(const HostTensor& w, int64_t panel, const ActQ8* ac
     }
     m += mt;
   }
+}
+
+void AmxActivations(const int8_t* q, int64_t m, int64_t K, int8_t* xq) {
+  int8_t* tile = xq + (m / 16) * 16 * K + (m % 16) * 32;
+  for (int64_t j = 0; j < K / 32; ++j) std::memcpy(tile + 512 * j, q + 32 * j, 32);
+}
+
+STRATA_PA void PanelProductsAmx(const HostTensor& w, int64_t panel, const ActQ8* acts, const int8_t* xq, int64_t M,
+                                float* y, const float* bias16) {
+  ConfigureInt8Tiles();
+  const int64_t N = w.rows(), K = w.cols();
+  const uint8_t* p = static_cast<const uint8_t*>(w.panels) + static_cast<uint64_t>(panel) * PanelBytes(w.quant, K);
+  const __m512 bv = _mm512_loadu_ps(bias16);
+  float* out = y + panel * P;
+  if (w.quant == QuantType::kQ8_0) {  // tiles of tokens outer: the panel stays in L2 for the next tile
+    for (int64_t m0 = 0; m0 < M; m0 += T16) {
+      __m512 acc[T16];
+      for (int m = 0; m < T16; ++m) acc[m] = _mm512_setzero_ps();
+      AmxQ8_0(p, K, xq + m0 * K, acts + m0, acc);
+      for (int m = 0; m < T16; ++m) _mm512_storeu_ps(out + (m0 + m) * N, _mm512_add_ps(acc[m], bv));
+    }
+    return;
+  }
+  // Q4_K, Q6_K: blocks outer, each block's levels unpacked once (in L1) for
+  // every tile of tokens, whose sums wait in memory.
+  thread_local std::vector<float> acc_kept;
+  acc_kept.assign(static_cast<size_t>(M * P + 16), 0.0f);
+  float* acc = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(acc_kept.data()) + 63) & ~uintptr_t{63});
+  alignas(64) uint8_t lv[4096];
+  const uint64_t block = PanelBytes(w.quant, 256);
+  for (int64_t b = 0; b < K / 256; ++b, p += block) {
+    ReadAhead(p, static_cast<int>(block));
+    LevelsOfBlock(w.quant, p, lv);
+    for (int64_t m0 = 0; m0 < M; m0 += T16) {
+      const int8_t* x = xq + m0 * K + 4096 * b;  // the tile's 16 tokens x 256 elements of block b
+      if (w.quant == QuantType::kQ4_K) AmxQ4_K(p, lv, x, acts + m0, b, acc + m0 * P);
+      else AmxQ6_K(p, lv, x, acts + m0, b, acc + m0 * P);
+    }
+  }
+  for (int64_t m = 0; m < M; ++m) _mm512_storeu_ps(out + m * N, _mm512_add_ps(_mm512_load_ps(acc + m * P), bv));
 }
 
 }  // namespace strata

@@ -165,6 +165,38 @@ TEST_P(QuantPanels, PanelsAgreeWithTheRowKernels) {
   EXPECT_EQ(std::memcmp(rows.data(), pan.data(), rows.size() * sizeof(float)), 0);
 }
 
+// AMX-INT8 tiles over the panels sum the same integers per block as the
+// VNNI panel kernels and scale them in the same order: the same floats,
+// whatever the number of tokens and its remainder modulo the tile's 16.
+TEST_P(QuantPanels, AmxTilesAreTheVnniPanels) {
+  const Case c = GetParam();
+  if (!CpuRunsAmxPanels()) GTEST_SKIP() << "no AMX-INT8 here (" << CpuKernelsName() << ")";
+  std::vector<uint8_t> panels(PanelBytes(c.type, c.K) * (c.N / kPanelRows));
+  PackPanels(w_, 0, c.N / kPanelRows, panels.data());
+  w_.panels = panels.data();
+  std::vector<float> bias(c.N);
+  for (int64_t n = 0; n < c.N; ++n) bias[n] = 0.125f * static_cast<float>(n % 3) - 0.25f;
+  HostTensor b;
+  b.dtype = DType::kF32;
+  b.shape = {c.N};
+  b.data = bias.data();
+  for (int64_t M : {16, 17, 31, 32, 40, 100}) {
+    std::vector<float> amx(M * c.N), vnni(M * c.N);
+    MatMul(w_, x_.data(), M, amx.data(), &b);
+    {
+      TierScope t("avx512-bf16");  // VNNI panels, no tiles
+      ASSERT_TRUE(t.ok);
+      ASSERT_FALSE(CpuRunsAmxPanels());
+      MatMul(w_, x_.data(), M, vnni.data(), &b);
+    }
+    for (int64_t i = 0; i < M * c.N; ++i)
+      ASSERT_EQ(amx[i], vnni[i]) << "M=" << M << " token " << i / c.N << " row " << i % c.N;
+  }
+  std::vector<float> y(40 * c.N);
+  MatMul(w_, x_.data(), 40, y.data());
+  ExpectNear(y, 40, 2e-2, "amx panels, M=40");
+}
+
 std::string CaseName(const ::testing::TestParamInfo<Case>& info) {
   return std::string(QuantTypeInfo(info.param.type).name) + "_" + std::to_string(info.param.N) + "x" +
          std::to_string(info.param.K);
