@@ -114,22 +114,37 @@ TEST_P(QuantProducts, Avx2IntegersAreVnniIntegers) {
 // block as the row kernels, so the two differ by float rounding alone; a
 // misplaced element or scale would differ by the size of the product. The
 // rows after the last whole panel run on the row kernels.
-class QuantPanels : public QuantProducts {};
+class QuantPanels : public QuantProducts {
+ protected:
+  // The whole panels of w_ packed and attached (the rows after them stay rows).
+  void AttachPanels() {
+    const Case c = GetParam();
+    panels_.resize(PanelBytes(c.type, c.K) * (c.N / kPanelRows));
+    PackPanels(w_, 0, c.N / kPanelRows, panels_.data());
+    w_.panels = panels_.data();
+  }
+  // An f32 bias of N values, step * (n % period) + offset.
+  HostTensor Bias(float step, int period, float offset) {
+    const int64_t N = GetParam().N;
+    bias_.resize(N);
+    for (int64_t n = 0; n < N; ++n) bias_[n] = step * static_cast<float>(n % period) + offset;
+    HostTensor b;
+    b.dtype = DType::kF32;
+    b.shape = {N};
+    b.data = bias_.data();
+    return b;
+  }
+  std::vector<uint8_t> panels_;
+  std::vector<float> bias_;
+};
 
 TEST_P(QuantPanels, PanelsAgreeWithTheRowKernels) {
   const Case c = GetParam();
   ASSERT_TRUE(HasPanelKernel(c.type));
   if (!CpuRunsPanels()) GTEST_SKIP() << "the few-token kernels here are not VNNI (" << QuantKernelsName() << ")";
   ASSERT_GE(c.N, kPanelRows);
-  std::vector<uint8_t> panels(PanelBytes(c.type, c.K) * (c.N / kPanelRows));
-  PackPanels(w_, 0, c.N / kPanelRows, panels.data());
-  std::vector<float> bias(c.N);
-  for (int64_t n = 0; n < c.N; ++n) bias[n] = 0.25f * static_cast<float>(n % 5) - 0.5f;
-  HostTensor b;
-  b.dtype = DType::kF32;
-  b.shape = {c.N};
-  b.data = bias.data();
-  w_.panels = panels.data();
+  AttachPanels();
+  const HostTensor b = Bias(0.25f, 5, -0.5f);
   std::vector<uint8_t> row(QuantRowBytes(c.type, c.K));
   for (int64_t r = 0; r < c.N / kPanelRows * kPanelRows; ++r) {  // the panels hold the rows' very bytes
     PanelRowBytes(w_, r, row.data());
@@ -139,7 +154,7 @@ TEST_P(QuantPanels, PanelsAgreeWithTheRowKernels) {
     std::vector<float> rows(M * c.N), pan(M * c.N);
     w_.panels = nullptr;
     MatMul(w_, x_.data(), M, rows.data(), &b);
-    w_.panels = panels.data();
+    w_.panels = panels_.data();
     MatMul(w_, x_.data(), M, pan.data(), &b);
     for (int64_t m = 0; m < M; ++m)
       for (int64_t r = 0; r < c.N; ++r) {
@@ -171,15 +186,8 @@ TEST_P(QuantPanels, PanelsAgreeWithTheRowKernels) {
 TEST_P(QuantPanels, AmxTilesAreTheVnniPanels) {
   const Case c = GetParam();
   if (!CpuRunsAmxPanels()) GTEST_SKIP() << "no AMX-INT8 here (" << CpuKernelsName() << ")";
-  std::vector<uint8_t> panels(PanelBytes(c.type, c.K) * (c.N / kPanelRows));
-  PackPanels(w_, 0, c.N / kPanelRows, panels.data());
-  w_.panels = panels.data();
-  std::vector<float> bias(c.N);
-  for (int64_t n = 0; n < c.N; ++n) bias[n] = 0.125f * static_cast<float>(n % 3) - 0.25f;
-  HostTensor b;
-  b.dtype = DType::kF32;
-  b.shape = {c.N};
-  b.data = bias.data();
+  AttachPanels();
+  const HostTensor b = Bias(0.125f, 3, -0.25f);
   for (int64_t M : {16, 17, 31, 32, 40, 100}) {
     std::vector<float> amx(M * c.N), vnni(M * c.N);
     MatMul(w_, x_.data(), M, amx.data(), &b);
