@@ -133,7 +133,9 @@ fi
 BATCH_PP=${BATCH_TOKENS%,*} BATCH_TG=${BATCH_TOKENS#*,}
 [ -x "$STRATA" ] || die "strata binary not found: $STRATA"
 STRATA=$(realpath "$STRATA")
-for tool in llama-bench llama-batched-bench; do
+TOOLS=(llama-bench)
+[ "$BATCH" != none ] && TOOLS+=(llama-batched-bench)  # --batch none needs only llama-bench
+for tool in "${TOOLS[@]}"; do
   [ -x "$LLAMA_BIN/$tool" ] || die "$LLAMA_BIN/$tool not found (build llama.cpp, or pass --llama-bin)"
 done
 [ -x /usr/bin/time ] || die "/usr/bin/time is needed for peak RSS (apt-get install time)"
