@@ -2,10 +2,14 @@
 // shapes of the small preset and of mistral-7b (docs/runtime.md, "CPU kernels").
 // Built by CMake: cmake --build build --target cpu_kernels_bench (build/bench/cpu_kernels_bench).
 // usage: cpu_kernels_bench [--tiers amx-bf16,avx512-bf16,avx512,...] [--threads 2] [--m 1,4,16,128,512]
-//                          [--shapes small|7b|all] [--attention]
+//                          [--shapes small|7b|all] [--attention] [--quant q8_0,q4_k,q6_k]
 // Prints one line per (tier, shape, M): GFLOP/s (2*M*N*K per product), best of
 // repeated runs of at least 0.2 s; the weights are re-read from where they sit
 // (L3 for the small shapes, DRAM for most of the 7B ones).
+// With --quant, the weights are quantized to each type (and packed in panels
+// where the tier runs them) and the line also gives the weight bytes read per
+// second (GB/s); copies of each tensor, 256 MiB in all, are used in turn so
+// that the weights come from DRAM, as in a 7B's decode.
 #include <tbb/global_control.h>
 
 #include <algorithm>
@@ -19,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include "cpu_quant.h"
+#include "strata/formats/quant.h"
 #include "strata/runtime/cpu_kernels.h"
 
 using namespace strata;
@@ -55,12 +61,71 @@ double Best(F&& f, double min_s = 0.2) {
   return best;
 }
 
+std::unique_ptr<uint8_t, decltype(&std::free)> Aligned(size_t bytes) {
+  return {static_cast<uint8_t*>(std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096)), &std::free};
+}
+
+int QuantBench(const std::vector<Shape>& list, const std::vector<std::string>& tiers,
+               const std::vector<std::string>& mlist, const std::vector<std::string>& types, int64_t maxM) {
+  std::mt19937_64 rng(1);
+  std::normal_distribution<float> nd(0, 1);
+  std::printf("%-12s %-6s %-26s %5s %9s %9s %8s\n", "tier", "type", "shape (N x K)", "M", "ms", "GFLOP/s", "GB/s");
+  for (const std::string& tname : types) {
+    const auto qt = ParseQuantType(tname);
+    if (!qt) {
+      std::fprintf(stderr, "unknown quant type %s\n", tname.c_str());
+      return 2;
+    }
+    for (const Shape& sh : list) {
+      const uint64_t rb = QuantRowBytes(*qt, sh.K), bytes = rb * sh.N;
+      const int copies = std::getenv("QUANT_BENCH_COPIES") ? std::atoi(std::getenv("QUANT_BENCH_COPIES"))
+                                                           : static_cast<int>(std::max<uint64_t>(1, (256ull << 20) / bytes));
+      auto rows = Aligned(bytes);
+      std::vector<float> row(sh.K);
+      for (int64_t n = 0; n < sh.N; ++n) {
+        for (auto& v : row) v = nd(rng) * 0.05f;
+        QuantizeRow(*qt, row.data(), sh.K, rows.get() + n * rb);
+      }
+      std::vector<std::unique_ptr<uint8_t, decltype(&std::free)>> data, panels;
+      std::vector<HostTensor> ts;
+      for (int c = 0; c < copies; ++c) {
+        data.push_back(Aligned(bytes));
+        std::memcpy(data.back().get(), rows.get(), bytes);
+        HostTensor t{DType::kF32, {sh.N, sh.K}, data.back().get(), false};
+        t.quant = *qt;
+        if (HasPanelKernel(*qt)) {
+          panels.push_back(Aligned(sh.N / kPanelRows * PanelBytes(*qt, sh.K)));
+          PackPanels(t, 0, sh.N / kPanelRows, panels.back().get());
+          t.panels = panels.back().get();
+        }
+        ts.push_back(t);
+      }
+      std::vector<float> x(maxM * sh.K), y(maxM * sh.N);
+      for (auto& v : x) v = nd(rng);
+      for (const std::string& tier : tiers) {
+        SetCpuKernelsForTesting(tier);
+        for (const std::string& mstr : mlist) {
+          const int64_t M = std::atoll(mstr.c_str());
+          int next = 0;
+          const double s = Best([&] { MatMul(ts[next++ % copies], x.data(), M, y.data()); });
+          std::printf("%-12s %-6s %-26s %5lld %9.3f %9.1f %8.1f\n", std::string(CpuKernelsName()).c_str(),
+                      tname.c_str(), sh.name, static_cast<long long>(M), s * 1e3, 2.0 * M * sh.N * sh.K / s * 1e-9,
+                      bytes / s * 1e-9);
+          std::fflush(stdout);
+        }
+      }
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::string tiers = std::string(CpuKernelsBest()), ms = "1,4,16,128,512", shapes = "all";
   int threads = 2;
   bool attention = false;
+  std::string quant;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--tiers" && i + 1 < argc) tiers = argv[++i];
@@ -68,6 +133,7 @@ int main(int argc, char** argv) {
     else if (a == "--m" && i + 1 < argc) ms = argv[++i];
     else if (a == "--shapes" && i + 1 < argc) shapes = argv[++i];
     else if (a == "--attention") attention = true;
+    else if (a == "--quant" && i + 1 < argc) quant = argv[++i];
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
@@ -91,6 +157,7 @@ int main(int argc, char** argv) {
   const std::vector<std::string> mlist = Split(ms);
   int64_t maxM = 1;
   for (auto& m : mlist) maxM = std::max<int64_t>(maxM, std::atoll(m.c_str()));
+  if (!quant.empty()) return QuantBench(list, Split(tiers), mlist, Split(quant), maxM);
   std::printf("%-12s %-26s %5s %9s %9s\n", "tier", "shape (N x K)", "M", "ms", "GFLOP/s");
   for (const Shape& sh : list) {
     // Page-aligned, as the store's mmapped tensors are (a tile row of 64 bytes
