@@ -231,9 +231,15 @@ STRATA_PT void PanelQ8_0(const uint8_t* p, int64_t K, const ActQ8* a, __m512* ac
     const __m512 dw = HalfScales(p + 512);
     for (int m = 0; m < MT; ++m) {
       const int8_t* x = a[m].q.data() + 32 * b;
-      __m512i s = _mm512_set1_epi32(-128 * a[m].gsums[b]);  // the weights are stored + 128
-      for (int g = 0; g < 8; ++g) s = _mm512_dpbusd_epi32(s, w[g], Bcast(x + 4 * g));
-      acc[m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(a[m].d[b])), acc[m]);
+      // Two chains of sums (the weights are stored + 128), so that the
+      // vpdpbusd latencies overlap; integer sums, so the order is free.
+      __m512i s0 = _mm512_set1_epi32(-128 * a[m].gsums[b]), s1 = _mm512_setzero_si512();
+      for (int g = 0; g < 8; g += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, w[g], Bcast(x + 4 * g));
+        s1 = _mm512_dpbusd_epi32(s1, w[g + 1], Bcast(x + 4 * g + 4));
+      }
+      const __m512 sa = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));
+      acc[m] = _mm512_fmadd_ps(sa, _mm512_mul_ps(dw, _mm512_set1_ps(a[m].d[b])), acc[m]);
     }
   }
 }
@@ -255,9 +261,12 @@ STRATA_PT void PanelQ4_K(const uint8_t* p, int64_t K, const ActQ8* a, __m512* ac
       const __m512i sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2048 + 16 * g)));
       for (int m = 0; m < MT; ++m) {
         const int8_t* x = a[m].q.data() + 256 * b + 32 * g;
-        __m512i s = _mm512_setzero_si512();
-        for (int t = 0; t < 8; ++t) s = _mm512_dpbusd_epi32(s, w[t], Bcast(x + 4 * t));
-        tot[m] = _mm512_add_epi32(tot[m], _mm512_mullo_epi32(s, sc));
+        __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+        for (int t = 0; t < 8; t += 2) {
+          s0 = _mm512_dpbusd_epi32(s0, w[t], Bcast(x + 4 * t));
+          s1 = _mm512_dpbusd_epi32(s1, w[t + 1], Bcast(x + 4 * t + 4));
+        }
+        tot[m] = _mm512_add_epi32(tot[m], _mm512_mullo_epi32(_mm512_add_epi32(s0, s1), sc));
       }
     }
     __m512i mn[4];
