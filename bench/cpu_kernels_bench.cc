@@ -9,7 +9,8 @@
 // With --quant, the weights are quantized to each type (and packed in panels
 // where the tier runs them) and the line also gives the weight bytes read per
 // second (GB/s); copies of each tensor, 256 MiB in all, are used in turn so
-// that the weights come from DRAM, as in a 7B's decode.
+// that the weights come from DRAM, as in a 7B's decode (QUANT_BENCH_COPIES=N
+// sets the number of copies: 1 keeps a tensor that fits in L3 there).
 #include <tbb/global_control.h>
 
 #include <algorithm>
@@ -78,8 +79,8 @@ int QuantBench(const std::vector<Shape>& list, const std::vector<std::string>& t
     }
     for (const Shape& sh : list) {
       const uint64_t rb = QuantRowBytes(*qt, sh.K), bytes = rb * sh.N;
-      const int copies = std::getenv("QUANT_BENCH_COPIES") ? std::atoi(std::getenv("QUANT_BENCH_COPIES"))
-                                                           : static_cast<int>(std::max<uint64_t>(1, (256ull << 20) / bytes));
+      const char* env = std::getenv("QUANT_BENCH_COPIES");
+      const int copies = std::max(1, env ? std::atoi(env) : static_cast<int>((256ull << 20) / bytes));
       auto rows = Aligned(bytes);
       std::vector<float> row(sh.K);
       for (int64_t n = 0; n < sh.N; ++n) {
